@@ -1,0 +1,43 @@
+"""Celery settings, read from the environment through `config`.
+
+Loaded with `config_from_object("celeryconfig")` by the worker's Celery app.
+"""
+
+from datetime import timedelta
+
+from config import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.celery_broker_url
+result_backend = _settings.celery_result_backend
+
+# JSON only: a pickled message could run code in the worker.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+
+task_routes = {
+    "ml.*": {"queue": "predict"},
+    "trades.*": {"queue": "trades"},
+}
+task_default_queue = "trades"
+
+# Trade writes are buffered into batches in the consumer; the broker must let a worker
+# hold a whole batch unacknowledged (prefetch = multiplier x concurrency).
+worker_prefetch_multiplier = max(4, _settings.journal_batch_size)
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # A message held by a worker that vanished outright comes back after this long.
+    "visibility_timeout": 300,
+}
+result_expires = 3600
+
+beat_schedule = {
+    "replay-trade-spool": {
+        "task": "trades.replay_spool",
+        "schedule": timedelta(seconds=_settings.spool_replay_interval_s),
+        "options": {"expires": _settings.spool_replay_interval_s},
+    },
+}

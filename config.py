@@ -1,0 +1,41 @@
+"""The project's settings, read from the environment (and `.env` in development).
+
+Web processes, workers, beat, migrations and the CLI all read the same object, so a
+variable means the same thing everywhere. Every variable is listed in README.md.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/tradebot"
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_result_backend: str = "redis://127.0.0.1:6379/1"
+    model_dir: Path = Path("./model_store")
+    spool_dir: Path = Path("./data/trades")
+    api_token: SecretStr | None = None
+    predict_timeout_s: float = Field(default=10.0, gt=0)
+    timescaledb: Literal["auto", "require", "off"] = "auto"
+    allow_pickle_models: bool = False
+    flower_basic_auth: SecretStr | None = None
+
+    # Trade journal tuning; the defaults suit production.
+    journal_batch_size: int = Field(default=200, ge=1, le=1000)
+    journal_batch_wait_s: float = Field(default=0.05, gt=0)
+    journal_db_retries: int = Field(default=5, ge=0)
+    journal_db_backoff_s: float = Field(default=0.5, ge=0)
+    journal_max_redeliveries: int = Field(default=5, ge=1)
+    spool_replay_interval_s: float = Field(default=5.0, gt=0)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,67 @@
+"""SQLAlchemy models of the trade journal (typed `Mapped[...]` columns).
+
+`trade_history` becomes a TimescaleDB hypertable on `timestamp` where TimescaleDB is
+installed. A hypertable's unique indexes must contain its time column, so the key is
+`(trade_id, timestamp)`; the uniqueness of `trade_id` alone is kept by the write path
+(`db.repository`), which serialises writers per trade_id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Float, Identity, Index, String, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        float: Float(precision=53),
+        dict[str, Any]: JSONB,
+    }
+
+
+class TradeHistory(Base):
+    __tablename__ = "trade_history"
+    __table_args__ = (
+        Index("ix_trade_history_symbol_timestamp", "symbol", text("timestamp DESC")),
+        Index("ix_trade_history_timestamp", text("timestamp DESC")),
+    )
+
+    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    timestamp: Mapped[datetime] = mapped_column(primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(8))
+    amount: Mapped[float]
+    entry_price: Mapped[float]
+    exit_price: Mapped[float | None]
+    realized_pnl: Mapped[float | None]
+    pnl_pct: Mapped[float | None]
+    fees: Mapped[float | None]
+    market_regime: Mapped[str | None] = mapped_column(String(32))
+    bull_confidence: Mapped[float | None]
+    bear_confidence: Mapped[float | None]
+    decision_confidence: Mapped[float | None]
+    won: Mapped[bool | None]
+    closed: Mapped[bool] = mapped_column(server_default=text("false"))
+    close_timestamp: Mapped[datetime | None]
+    agent_votes: Mapped[dict[str, Any] | None]
+    signals: Mapped[dict[str, Any] | None]
+
+
+class PendingTradeUpdate(Base):
+    """An update that arrived before its trade; applied when the trade is recorded."""
+
+    __tablename__ = "trade_pending_updates"
+    __table_args__ = (Index("ix_trade_pending_updates_trade_id", "trade_id"),)
+
+    # received_at is part of the key only so that every unique index in the schema
+    # carries a time column, as TimescaleDB asks of hypertables.
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(primary_key=True, server_default=text("now()"))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    updates: Mapped[dict[str, Any]]

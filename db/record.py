@@ -1,0 +1,217 @@
+"""The trade record type: what a bot journals, validated the same way everywhere.
+
+`TradeRecord` is the plan's dataclass (with `to_dict`/`from_dict`); `TradeUpdate` is a
+later change to it (close, exit price, PnL, fees, outcome). The HTTP API, the bot client,
+the workers and the importer all validate through these two types, so a record that one
+of them accepts, all of them accept. Plain standard library and pydantic only: a bot can
+import this module without the rest of the project.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+
+MAX_JSON_FIELD_BYTES = 16_384
+
+# Fields a record fixes when the trade opens. A second record with the same trade_id
+# must agree on all of them, or it is a conflict; the other fields may change later.
+OPENING_FIELDS = (
+    "symbol",
+    "timestamp",
+    "side",
+    "order_type",
+    "amount",
+    "entry_price",
+    "market_regime",
+    "bull_confidence",
+    "bear_confidence",
+    "decision_confidence",
+    "agent_votes",
+    "signals",
+)
+UPDATE_FIELDS = (
+    "exit_price",
+    "realized_pnl",
+    "pnl_pct",
+    "fees",
+    "won",
+    "closed",
+    "close_timestamp",
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso_text_or_datetime(value: Any) -> Any:
+    # Lax pydantic would read a bare number as a Unix time; the contract is ISO-8601.
+    if isinstance(value, datetime | str):
+        return value
+    raise ValueError("must be an ISO-8601 date-time string with a UTC offset")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValueError("must not contain NaN or infinite numbers") from exc
+    if len(encoded.encode()) > MAX_JSON_FIELD_BYTES:
+        raise ValueError(f"must be at most {MAX_JSON_FIELD_BYTES} bytes of JSON")
+    return value
+
+
+UtcDatetime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text_or_datetime),
+    Field(description="ISO-8601 with a UTC offset; stored in UTC"),
+    AfterValidator(_to_utc),
+]
+TradeId = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"),
+]
+Symbol = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9/._:-]*$"),
+]
+ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32)]
+Positive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Confidence = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
+Flag = Annotated[bool, Strict()]
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
+
+_CONFIG = ConfigDict(extra="forbid")
+
+
+def _stamp_outcome(fields: Any) -> None:
+    """Fill what a close implies: when it happened, and whether it won."""
+    if fields.closed and fields.close_timestamp is None:
+        fields.close_timestamp = utc_now()
+    if fields.won is None and fields.realized_pnl is not None and fields.closed:
+        fields.won = fields.realized_pnl > 0
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class TradeRecord:
+    """One trade as the bot opened it (and, optionally, closed it)."""
+
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    amount: Positive
+    entry_price: Positive
+    trade_id: TradeId = Field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: UtcDatetime = Field(default_factory=utc_now)
+    order_type: Literal["market", "limit"] = "market"
+    exit_price: Positive | None = None
+    realized_pnl: Finite | None = None
+    pnl_pct: Finite | None = None
+    fees: NonNegative | None = None
+    market_regime: ShortText | None = None
+    bull_confidence: Confidence | None = None
+    bear_confidence: Confidence | None = None
+    decision_confidence: Confidence | None = None
+    won: Flag | None = None
+    closed: Flag = False
+    close_timestamp: UtcDatetime | None = None
+    agent_votes: JsonObject | None = None
+    signals: JsonObject | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TradeRecord:
+        _stamp_outcome(self)
+        if self.close_timestamp is not None and self.close_timestamp < self.timestamp:
+            raise ValueError("close_timestamp must not be before timestamp")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (timestamps as ISO-8601 strings)."""
+        return _RECORD.dump_python(self, mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TradeRecord:
+        """Validate a mapping; raises `pydantic.ValidationError` naming each bad field."""
+        if isinstance(data, cls):
+            return data
+        return _RECORD.validate_python(data)
+
+    def opening_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in OPENING_FIELDS}
+
+
+@dataclass(config=_CONFIG, kw_only=True)
+class TradeUpdate:
+    """A change to a recorded trade; only the fields given are changed."""
+
+    exit_price: Positive | None = None
+    realized_pnl: Finite | None = None
+    pnl_pct: Finite | None = None
+    fees: NonNegative | None = None
+    won: Flag | None = None
+    closed: Flag | None = None
+    close_timestamp: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TradeUpdate:
+        if all(getattr(self, name) is None for name in UPDATE_FIELDS):
+            raise ValueError(f"an update needs at least one of: {', '.join(UPDATE_FIELDS)}")
+        _stamp_outcome(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields this update sets, JSON-ready."""
+        return _UPDATE.dump_python(self, mode="json", exclude_none=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TradeUpdate:
+        if isinstance(data, cls):
+            return data
+        return _UPDATE.validate_python(data)
+
+
+_RECORD = TypeAdapter(TradeRecord)
+_UPDATE = TypeAdapter(TradeUpdate)
+TRADE_ID = TypeAdapter(TradeId)
+
+
+def describe_errors(error: ValidationError) -> list[dict[str, str]]:
+    """A JSON-safe list of `{"field", "message"}`, one per problem."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        problems.append({"field": field, "message": item["msg"]})
+    return problems
+
+
+def json_safe_number(value: float | None) -> float | None:
+    """NaN and infinities are not JSON; report them as missing."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value

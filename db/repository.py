@@ -1,0 +1,271 @@
+"""All SQL of the trade journal.
+
+Writes go through `TradeRepository.write`, one transaction per batch of entries:
+
+* every trade_id in the batch is locked (transaction-scoped advisory locks, taken in a
+  fixed order so concurrent batches cannot deadlock), which keeps `trade_id` unique even
+  though the table's key is `(trade_id, timestamp)`;
+* a record already stored with the same opening fields is a duplicate and a no-op; one
+  with different opening fields is a conflict, reported and not written;
+* an update for a trade not yet recorded is parked in `trade_pending_updates` and applied
+  in the same transaction that later inserts the trade.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Interval, cast, delete, func, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db.entries import Entry, RecordEntry, UpdateEntry
+from db.models import PendingTradeUpdate, TradeHistory
+from db.record import OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
+from db.timescale import timescale_installed
+
+MAX_LIST_LIMIT = 1000
+BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
+# date_bin's origin that makes its buckets line up with TimescaleDB's time_bucket.
+_BUCKET_ORIGIN = "2000-01-03T00:00:00+00:00"
+_LOCK_NAMESPACE = 0x7472  # "tr": keeps our advisory locks apart from other users'
+
+_LOCK_TRADE_IDS = text(
+    "SELECT pg_advisory_xact_lock(:namespace, key) FROM ("
+    " SELECT DISTINCT hashtext(trade_id) AS key"
+    " FROM unnest(CAST(:trade_ids AS text[])) AS trade_id ORDER BY key"
+    ") AS keys"
+)
+
+
+@dataclass
+class Conflict:
+    record: TradeRecord
+    stored: dict[str, Any]
+
+    def differing_fields(self) -> list[str]:
+        mine = self.record.opening_fields()
+        return [name for name in OPENING_FIELDS if mine[name] != self.stored[name]]
+
+
+@dataclass
+class WriteOutcome:
+    inserted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    updated: int = 0
+    pending: int = 0
+
+
+class TradeRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    # -- writes -------------------------------------------------------------------
+
+    def write(self, entries: Sequence[Entry]) -> WriteOutcome:
+        """Apply the entries (records before updates, updates in order) and commit."""
+        try:
+            outcome = self._write(entries)
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+        return outcome
+
+    def _write(self, entries: Sequence[Entry]) -> WriteOutcome:
+        outcome = WriteOutcome()
+        if not entries:
+            return outcome
+        trade_ids = sorted({entry.trade_id for entry in entries})
+        self.session.execute(_LOCK_TRADE_IDS, {"namespace": _LOCK_NAMESPACE, "trade_ids": trade_ids})
+        stored = self._opening_fields_of(trade_ids)
+
+        new_rows: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            if isinstance(entry, RecordEntry):
+                self._admit_record(entry.record, stored, new_rows, outcome)
+
+        for pending in self._take_pending(list(new_rows)):
+            _merge_update(new_rows[pending.trade_id], pending.update)
+
+        changes: dict[str, dict[str, Any]] = {}
+        parked = []
+        for entry in entries:
+            if not isinstance(entry, UpdateEntry):
+                continue
+            if entry.trade_id in new_rows:
+                _merge_update(new_rows[entry.trade_id], entry.update)
+            elif entry.trade_id in stored:
+                _merge_update(changes.setdefault(entry.trade_id, {}), entry.update)
+            else:
+                parked.append({"trade_id": entry.trade_id, "updates": entry.update.to_dict()})
+
+        if new_rows:
+            self.session.execute(
+                pg_insert(TradeHistory).on_conflict_do_nothing(),
+                list(new_rows.values()),
+            )
+        for trade_id, values in changes.items():
+            self.session.execute(
+                update(TradeHistory)
+                .where(TradeHistory.trade_id == trade_id)
+                .where(TradeHistory.timestamp == stored[trade_id]["timestamp"])
+                .values(**values)
+            )
+        if parked:
+            self.session.execute(insert(PendingTradeUpdate), parked)
+
+        outcome.inserted = list(new_rows)
+        outcome.updated = len(changes)
+        outcome.pending = len(parked)
+        return outcome
+
+    def _admit_record(
+        self,
+        record: TradeRecord,
+        stored: dict[str, dict[str, Any]],
+        new_rows: dict[str, dict[str, Any]],
+        outcome: WriteOutcome,
+    ) -> None:
+        known = stored.get(record.trade_id)
+        if known is None and record.trade_id in new_rows:
+            known = {name: new_rows[record.trade_id][name] for name in OPENING_FIELDS}
+        if known is None:
+            new_rows[record.trade_id] = _row_of(record)
+        elif record.opening_fields() == known:
+            outcome.duplicates.append(record.trade_id)
+        else:
+            outcome.conflicts.append(Conflict(record, known))
+
+    def _opening_fields_of(self, trade_ids: list[str]) -> dict[str, dict[str, Any]]:
+        columns = [getattr(TradeHistory, name) for name in OPENING_FIELDS]
+        rows = self.session.execute(
+            select(TradeHistory.trade_id, *columns).where(TradeHistory.trade_id.in_(trade_ids))
+        )
+        return {row.trade_id: {name: getattr(row, name) for name in OPENING_FIELDS} for row in rows}
+
+    def _take_pending(self, trade_ids: list[str]) -> list[UpdateEntry]:
+        if not trade_ids:
+            return []
+        rows = self.session.execute(
+            delete(PendingTradeUpdate)
+            .where(PendingTradeUpdate.trade_id.in_(trade_ids))
+            .returning(PendingTradeUpdate.id, PendingTradeUpdate.trade_id, PendingTradeUpdate.updates)
+        ).all()
+        rows.sort(key=lambda row: row.id)
+        return [UpdateEntry(row.trade_id, TradeUpdate.from_dict(row.updates)) for row in rows]
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, trade_id: str) -> TradeHistory | None:
+        return self.session.scalars(
+            select(TradeHistory).where(TradeHistory.trade_id == trade_id).limit(1)
+        ).first()
+
+    def list(
+        self,
+        *,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        closed: bool | None = None,
+        limit: int = 100,
+    ) -> list[TradeHistory]:
+        """Trades newest first, at most `limit` (capped at MAX_LIST_LIMIT)."""
+        query = _filtered(select(TradeHistory), symbol, since, until, closed)
+        query = query.order_by(TradeHistory.timestamp.desc(), TradeHistory.trade_id)
+        return list(self.session.scalars(query.limit(min(limit, MAX_LIST_LIMIT))))
+
+    def count(self) -> int:
+        return self.session.scalar(select(func.count()).select_from(TradeHistory)) or 0
+
+    def pending_update_count(self) -> int:
+        return self.session.scalar(select(func.count()).select_from(PendingTradeUpdate)) or 0
+
+    def stats(
+        self,
+        *,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket: str | None = None,
+    ) -> dict[str, Any]:
+        """Count, win rate, total and average PnL and fees; per time bucket when asked."""
+        totals = self.session.execute(_filtered(select(*_STAT_COLUMNS), symbol, since, until, None)).one()
+        result = _stats_of(totals)
+        if bucket is not None:
+            start = self._bucket_expression(bucket).label("bucket")
+            query = _filtered(select(start, *_STAT_COLUMNS), symbol, since, until, None)
+            rows = self.session.execute(query.group_by(start).order_by(start))
+            result["buckets"] = [{"start": row.bucket, **_stats_of(row)} for row in rows]
+        return result
+
+    def _bucket_expression(self, bucket: str):
+        if not BUCKET_PATTERN.match(bucket):
+            raise ValueError("bucket must look like '1 day', '15 minutes', '4 hours' or '1 week'")
+        width = cast(literal(bucket), Interval)
+        if timescale_installed(self.session):
+            return func.time_bucket(width, TradeHistory.timestamp)
+        origin = cast(literal(_BUCKET_ORIGIN), TradeHistory.timestamp.type)
+        return func.date_bin(width, TradeHistory.timestamp, origin)
+
+
+_STAT_COLUMNS = (
+    func.count().label("trades"),
+    func.count().filter(TradeHistory.closed).label("closed"),
+    func.count().filter(TradeHistory.won.is_(True)).label("wins"),
+    func.count().filter(TradeHistory.won.is_not(None)).label("decided"),
+    func.sum(TradeHistory.realized_pnl).label("total_pnl"),
+    func.avg(TradeHistory.realized_pnl).label("average_pnl"),
+    func.sum(TradeHistory.fees).label("total_fees"),
+)
+
+
+def _stats_of(row: Any) -> dict[str, Any]:
+    return {
+        "trades": row.trades,
+        "closed": row.closed,
+        "wins": row.wins,
+        "win_rate": row.wins / row.decided if row.decided else None,
+        "total_pnl": float(row.total_pnl or 0.0),
+        "average_pnl": float(row.average_pnl) if row.average_pnl is not None else None,
+        "total_fees": float(row.total_fees or 0.0),
+    }
+
+
+def _filtered(query, symbol, since, until, closed):
+    if symbol is not None:
+        query = query.where(TradeHistory.symbol == symbol)
+    if since is not None:
+        query = query.where(TradeHistory.timestamp >= since)
+    if until is not None:
+        query = query.where(TradeHistory.timestamp < until)
+    if closed is not None:
+        query = query.where(TradeHistory.closed.is_(closed))
+    return query
+
+
+def _row_of(record: TradeRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in (*OPENING_FIELDS, "trade_id", *UPDATE_FIELDS)}
+
+
+def _merge_update(target: dict[str, Any], update_: TradeUpdate) -> None:
+    target.update(update_values(update_))
+
+
+def update_values(update_: TradeUpdate) -> dict[str, Any]:
+    return {name: value for name in UPDATE_FIELDS if (value := getattr(update_, name)) is not None}
+
+
+def trade_as_dict(trade: TradeHistory) -> dict[str, Any]:
+    """A stored trade as JSON-ready fields (timestamps in ISO-8601, UTC)."""
+    fields = {}
+    for name in ("trade_id", *OPENING_FIELDS, *UPDATE_FIELDS):
+        value = getattr(trade, name)
+        fields[name] = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+    return fields

@@ -1,0 +1,74 @@
+"""Alembic environment for Flask-Migrate (`flask --app web db ...`)."""
+
+import logging
+from logging.config import fileConfig
+
+from alembic import context
+from flask import current_app
+
+config = context.config
+fileConfig(config.config_file_name)
+logger = logging.getLogger("alembic.env")
+
+target_db = current_app.extensions["migrate"].db
+config.set_main_option(
+    "sqlalchemy.url", target_db.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+)
+
+# TimescaleDB keeps its catalog and chunks in schemas of its own and may add a default
+# time index to a hypertable; autogenerate must never propose to drop any of that.
+TIMESCALE_SCHEMA_PREFIXES = ("_timescaledb", "timescaledb_")
+
+
+def include_name(name, type_, parent_names):
+    if type_ == "schema":
+        return not (name or "").startswith(TIMESCALE_SCHEMA_PREFIXES)
+    return True
+
+
+def include_object(obj, name, type_, reflected, compare_to):
+    if reflected and compare_to is None:
+        # In the database but not in our models: an extension's object, not ours to drop.
+        if type_ == "table":
+            return False
+        if type_ == "index" and (name or "").endswith("_timestamp_idx"):
+            return False
+    return True
+
+
+def run_migrations_offline():
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_db.metadata,
+        literal_binds=True,
+        include_name=include_name,
+        include_object=include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    def process_revision_directives(context, revision, directives):
+        if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
+            directives[:] = []
+            logger.info("No changes in schema detected.")
+
+    conf_args = dict(current_app.extensions["migrate"].configure_args)
+    conf_args.setdefault("process_revision_directives", process_revision_directives)
+    with target_db.engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_db.metadata,
+            include_name=include_name,
+            include_object=include_object,
+            **conf_args,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

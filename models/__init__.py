@@ -1,0 +1,1 @@
+"""ML model adapters, the model store and demo-model training (model serving)."""

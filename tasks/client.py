@@ -1,0 +1,177 @@
+"""The bot-side client of the trade journal.
+
+    from tasks.client import TradeJournal
+    journal = TradeJournal()                      # CELERY_BROKER_URL, SPOOL_DIR
+    journal.record_trade({"symbol": "BTC/USDT", "side": "buy", "amount": 0.1, "entry_price": 42000})
+    journal.update_trade(trade_id, closed=True, exit_price=43000, realized_pnl=100)
+
+Records are validated here (a bad one raises `pydantic.ValidationError` in the bot, where
+it can be fixed) and sent as the `trades.record` / `trades.update` tasks. When the broker
+cannot be reached they are appended to the local outbox (`SPOOL_DIR/outbox`) and the call
+returns; the outbox is sent, in order, before the next message once the broker answers,
+and a background thread keeps trying every `retry_interval_s` in the meantime.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+from celery import Celery
+
+from config import get_settings
+from db.entries import Entry, RecordEntry, UpdateEntry
+from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from db.spool import Spool
+
+log = logging.getLogger(__name__)
+
+BROKER_DOWN = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+QUEUE = "trades"
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    trade_id: str
+    job_id: str
+    spooled: bool  # True: kept in the local outbox until the broker answers
+
+
+class TradeJournal:
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        spool_dir: Path | str | None = None,
+        *,
+        retry_interval_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+    ):
+        settings = get_settings()
+        self._celery = Celery("trade-journal-client", set_as_current=False)
+        self._celery.conf.update(
+            broker_url=broker_url or settings.celery_broker_url,
+            task_serializer="json",
+            accept_content=["json"],
+            broker_connection_timeout=connect_timeout_s,
+            broker_transport_options={
+                "socket_connect_timeout": connect_timeout_s,
+                "socket_timeout": max(connect_timeout_s, 5.0),
+            },
+        )
+        self._outbox = Spool(Path(spool_dir or settings.spool_dir) / "outbox")
+        self._retry_interval_s = retry_interval_s
+        self._order_lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._backlog = self._outbox.waiting() > 0
+        if self._backlog:
+            self._start_flusher()
+
+    # -- the bot's API --------------------------------------------------------------
+
+    def record_trade(self, record: TradeRecord | Mapping[str, Any]) -> Enqueued:
+        """Journal a trade; returns at once, whether sent or kept in the outbox."""
+        return self._send(RecordEntry(TradeRecord.from_dict(record), _new_job_id()))
+
+    def update_trade(self, trade_id: str, **updates: Any) -> Enqueued:
+        """Journal a change to a trade (close, exit_price, realized_pnl, fees, won, ...)."""
+        entry = UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates), _new_job_id())
+        return self._send(entry)
+
+    def flush(self) -> bool:
+        """Send what the outbox holds; True when it is empty afterwards."""
+        with self._order_lock:
+            try:
+                report = self._outbox.drain(self._publish_spooled, chunk_size=100)
+            except BROKER_DOWN as exc:
+                log.info("broker still unreachable (%s); the outbox keeps its entries", exc)
+                return False
+            if report is None:
+                return False  # another process is sending it right now
+            self._backlog = self._outbox.waiting() > 0
+            return not self._backlog
+
+    @property
+    def waiting(self) -> int:
+        """Entries in the outbox, not yet handed to the broker."""
+        return self._outbox.waiting()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=self._retry_interval_s + 5)
+        self._celery.close()
+
+    def __enter__(self) -> TradeJournal:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _send(self, entry: Entry) -> Enqueued:
+        with self._order_lock:
+            # Anything already in the outbox goes first, so the broker sees bot order.
+            if not (self._backlog and not self.flush()):
+                try:
+                    self._publish(entry)
+                    return Enqueued(entry.trade_id, entry.job_id, spooled=False)
+                except BROKER_DOWN as exc:
+                    log.warning("broker unreachable (%s): %s kept in the outbox", exc, entry.job_id)
+            self._outbox.append([entry.to_json()])
+            self._backlog = True
+        self._start_flusher()
+        return Enqueued(entry.trade_id, entry.job_id, spooled=True)
+
+    def _publish(self, entry: Entry) -> None:
+        self._publish_json(entry.to_json())
+
+    def _publish_spooled(self, chunk: list[dict[str, Any]]) -> None:
+        for item in chunk:
+            self._publish_json(item)
+
+    def _publish_json(self, item: dict[str, Any]) -> None:
+        # Spooled entries are forwarded as they are: the worker validates every message.
+        if item.get("kind") == "record":
+            name, args = "trades.record", [item.get("trade")]
+        elif item.get("kind") == "update":
+            name, args = "trades.update", [item.get("trade_id"), item.get("updates")]
+        else:
+            log.error("outbox entry of unknown kind skipped: %r", item)
+            return
+        self._celery.send_task(
+            name,
+            args=args,
+            task_id=item.get("job_id") or _new_job_id(),
+            queue=QUEUE,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2},
+        )
+
+    def _start_flusher(self) -> None:
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._flusher = threading.Thread(target=self._keep_flushing, name="trade-journal-outbox", daemon=True)
+        self._flusher.start()
+
+    def _keep_flushing(self) -> None:
+        while not self._stopping.wait(self._retry_interval_s):
+            if not self._backlog or self.flush():
+                return
+
+
+def _new_job_id() -> str:
+    return str(uuid.uuid4())

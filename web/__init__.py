@@ -1,0 +1,31 @@
+"""The Flask application: `flask --app web ...` finds `create_app` here."""
+
+from pathlib import Path
+
+from flask import Flask
+from flask_migrate import Migrate
+
+from config import get_settings
+from db.extension import database, flask_config
+from tasks.client import TradeJournal
+from web import cli, trades
+from web.errors import register_error_handlers
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app() -> Flask:
+    settings = get_settings()
+    app = Flask(__name__)
+    app.config.from_mapping(
+        flask_config(settings.database_url),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+    )
+    app.json.sort_keys = False
+    database.init_app(app)
+    Migrate(app, database, directory=str(MIGRATIONS))
+    app.extensions["trade_journal"] = TradeJournal()
+    register_error_handlers(app)
+    app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
+    app.cli.add_command(cli.trades_cli)
+    return app

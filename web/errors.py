@@ -1,0 +1,55 @@
+"""JSON errors: `{"error": {"code", "message", "details"}}`, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from db.record import describe_errors
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None):
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return jsonify(error=body), status
+
+
+def invalid(error: ValidationError, status: int = 422, what: str = "request body") -> ApiError:
+    problems = describe_errors(error)
+    fields = ", ".join(sorted({problem["field"] for problem in problems}))
+    return ApiError(status, "invalid_input", f"invalid {what}: {fields}", problems)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        return error_response(error.status, error.code, error.message, error.details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = error_response(error.code or 500, code, error.description or error.name)
+        if error.code == 405 and error.valid_methods:
+            response[0].headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the server log")

@@ -1,0 +1,104 @@
+"""/api/v1/trades: journal trades over HTTP, and read the journal back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from pydantic import BaseModel, ValidationError
+
+from db.extension import database
+from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from db.repository import TradeRepository, trade_as_dict
+from tasks.client import Enqueued, TradeJournal
+from web.auth import require_token
+from web.errors import ApiError, invalid
+from web.schemas import StatsQuery, TradeQuery
+
+blueprint = Blueprint("trades", __name__)
+require_token(blueprint)
+
+
+def _journal() -> TradeJournal:
+    return current_app.extensions["trade_journal"]
+
+
+def _json_body() -> Any:
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the request body must be a JSON document")
+    return body
+
+
+def _query(model: type[BaseModel]) -> Any:
+    args = request.args.to_dict(flat=False)
+    repeated = [name for name, values in args.items() if len(values) > 1]
+    if repeated:
+        raise ApiError(400, "invalid_query", f"query parameter given twice: {', '.join(repeated)}")
+    try:
+        return model.model_validate({name: values[0] for name, values in args.items()})
+    except ValidationError as exc:
+        raise invalid(exc, 400, "query string") from exc
+
+
+def _trade_id(trade_id: str) -> str:
+    try:
+        return TRADE_ID.validate_python(trade_id)
+    except ValidationError as exc:
+        raise invalid(exc, 400, "trade_id") from exc
+
+
+def _accepted(enqueued: Enqueued):
+    body = {
+        "trade_id": enqueued.trade_id,
+        "job_id": enqueued.job_id,
+        "status": "spooled" if enqueued.spooled else "queued",
+    }
+    response = jsonify(body)
+    response.status_code = 202
+    response.headers["Location"] = url_for("trades.get_trade", trade_id=enqueued.trade_id)
+    return response
+
+
+@blueprint.post("")
+def record_trade():
+    try:
+        record = TradeRecord.from_dict(_json_body())
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+    return _accepted(_journal().record_trade(record))
+
+
+@blueprint.patch("/<trade_id>")
+def update_trade(trade_id: str):
+    trade_id = _trade_id(trade_id)
+    body = _json_body()
+    try:
+        update = TradeUpdate.from_dict(body)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+    return _accepted(_journal().update_trade(trade_id, **update.to_dict()))
+
+
+@blueprint.get("")
+def list_trades():
+    query = _query(TradeQuery)
+    trades = TradeRepository(database.session).list(**query.model_dump())
+    return jsonify(trades=[trade_as_dict(trade) for trade in trades], count=len(trades))
+
+
+@blueprint.get("/stats")
+def trade_stats():
+    query = _query(StatsQuery)
+    stats = TradeRepository(database.session).stats(**query.model_dump())
+    for bucket in stats.get("buckets", []):
+        bucket["start"] = bucket["start"].isoformat()
+    return jsonify(stats)
+
+
+@blueprint.get("/<trade_id>")
+def get_trade(trade_id: str):
+    trade = TradeRepository(database.session).get(_trade_id(trade_id))
+    if trade is None:
+        raise ApiError(404, "not_found", f"no trade {trade_id!r}")
+    return jsonify(trade_as_dict(trade))
