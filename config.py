@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     journal_max_redeliveries: int = Field(default=5, ge=1)
     spool_replay_interval_s: float = Field(default=5.0, gt=0)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("api_token", "flower_basic_auth", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 @lru_cache

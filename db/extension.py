@@ -1,6 +1,11 @@
 """The Flask-SQLAlchemy extension, shared by the web app and the worker's Flask app."""
 
+import os
+import sys
+from pathlib import Path
+
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Engine, event
 
 from db.models import Base
 
@@ -19,3 +24,10 @@ def flask_config(database_url: str) -> dict:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     }
+
+
+@event.listens_for(Engine, "do_connect")
+def _name_connection(dialect, connection_record, cargs, cparams) -> None:
+    # pg_stat_activity then tells which process holds which connection.
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    cparams.setdefault("application_name", f"tradebot:{program}:{os.getpid()}")

@@ -57,7 +57,7 @@ class Spool:
         with self._lock(".append.lock"):
             path = self.directory / ACTIVE
             created = not path.exists()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 if not created and _ends_torn(fd):
                     payload = b"\n" + payload

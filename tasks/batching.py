@@ -4,9 +4,9 @@ celery-batches buffers a task's messages in the worker's consumer and runs them 
 call, so a batch of trades costs one transaction instead of one per trade. For a
 journal three things are added here:
 
-* a batch whose pool process dies (SIGKILL, OOM, time limit) has its messages rejected
-  back to the queue, like `task_reject_on_worker_lost` does for ordinary tasks
-  (celery-batches would leave them unacknowledged until the worker restarts);
+* a batch whose pool process dies (SIGKILL, OOM, time limit) or that raises has its
+  messages rejected back to the queue, like `task_reject_on_worker_lost` does for
+  ordinary tasks (celery-batches would leave them unacknowledged, or acknowledge them);
 * a redelivered message runs in a batch of its own, so a poison message cannot keep
   taking its neighbours down with it;
 * its deliveries are counted in the broker's Redis, and past
@@ -31,6 +31,9 @@ from tasks.factory import FlaskTask
 log = logging.getLogger(__name__)
 
 DELIVERY_COUNT_TTL_S = 7 * 24 * 3600
+# What a batch returns when it has dealt with every message. Anything else (celery-batches
+# turns an exception into None) sends the batch's messages back to the queue.
+BATCH_DONE = "done"
 
 
 class JournalBatches(FlaskTask, Batches):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate, describe_errors
 from tasks import app
-from tasks.batching import JournalBatches
+from tasks.batching import BATCH_DONE, JournalBatches
 from tasks.journal import dead_letter, drain_replay_spool, is_database_down, persist
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,17 @@ def _update_entry(job_id: str, trade_id: Any, updates: Any) -> UpdateEntry:
 
 
 @app.task(name="trades.record", base=JournalBatches)
-def record(requests: list[SimpleRequest]) -> None:
+def record(requests: list[SimpleRequest]) -> str:
     """Insert trades, idempotently: the same record twice is stored once."""
     persist(_parse(requests, _record_entry))
+    return BATCH_DONE
 
 
 @app.task(name="trades.update", base=JournalBatches)
-def update(requests: list[SimpleRequest]) -> None:
+def update(requests: list[SimpleRequest]) -> str:
     """Apply updates; one that arrives before its trade is kept until the trade lands."""
     persist(_parse(requests, _update_entry))
+    return BATCH_DONE
 
 
 @app.task(name="trades.replay_spool", ignore_result=False)

@@ -1,0 +1,145 @@
+"""Fixtures: a fresh PostgreSQL database built by the migrations, the real Redis, real workers.
+
+Every process of a test run (this one, and the workers, beat and CLI commands the tests
+start) reads the same environment, set in `pytest_configure` before anything reads the
+project's settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from tests.support.processes import Beat, Worker, flask
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+RUN_ID = uuid.uuid4().hex[:8]
+RUN_DIR = Path(tempfile.mkdtemp(prefix=f"tradebot-test-{RUN_ID}-"))
+DATABASE_URL = make_url(PG_ADMIN_URL).set(database=f"tradebot_test_{RUN_ID}").render_as_string(False)
+BROKER_URL = f"{REDIS_URL}/14"
+RESULT_URL = f"{REDIS_URL}/15"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.update(
+        {
+            "DATABASE_URL": DATABASE_URL,
+            "CELERY_BROKER_URL": BROKER_URL,
+            "CELERY_RESULT_BACKEND": RESULT_URL,
+            "SPOOL_DIR": str(RUN_DIR / "spool"),
+            "MODEL_DIR": str(RUN_DIR / "models"),
+            "API_TOKEN": "",
+            "TIMESCALEDB": "auto",
+            # Short retries and replay interval so outages resolve within a test.
+            "JOURNAL_DB_RETRIES": "2",
+            "JOURNAL_DB_BACKOFF_S": "0.1",
+            "JOURNAL_BATCH_WAIT_S": "0.02",
+            "SPOOL_REPLAY_INTERVAL_S": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = make_url(DATABASE_URL).database
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the most common failure: PostgreSQL is not running
+        pytest.exit(f"cannot create the test database at {PG_ADMIN_URL}: {exc}", returncode=3)
+    try:
+        flask(["db", "upgrade"], dict(os.environ), RUN_DIR)
+        yield DATABASE_URL
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def broker() -> redis.Redis:
+    client = redis.Redis.from_url(BROKER_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.exit(f"Redis does not answer at {REDIS_URL}: {exc}", returncode=3)
+    return client
+
+
+@pytest.fixture
+def clean(engine: Engine, broker: redis.Redis) -> None:
+    """An empty journal, empty queues and an empty spool."""
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE trade_history, trade_pending_updates"))
+    broker.flushdb()
+    redis.Redis.from_url(RESULT_URL).flushdb()
+    shutil.rmtree(RUN_DIR / "spool", ignore_errors=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of processes a test starts; the test's spool is its own."""
+    return {**os.environ, "SPOOL_DIR": str(tmp_path / "spool")}
+
+
+@pytest.fixture
+def start_worker(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterator:
+    started: list[Worker] = []
+
+    def start(concurrency: int = 2, **overrides: str) -> Worker:
+        worker = Worker({**env, **overrides}, tmp_path, concurrency=concurrency)
+        started.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def start_beat(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterator:
+    started: list[Beat] = []
+
+    def start(**overrides: str) -> Beat:
+        beat = Beat({**env, **overrides}, tmp_path)
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str):
+    from web import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def http(app, clean):
+    return app.test_client()

@@ -1,0 +1,90 @@
+"""A TCP proxy that a test can cut: a real network fault between a service and its clients.
+
+While cut, new connections are refused and open ones are reset, exactly what a client
+sees when a database or broker goes away; `restore` brings it back on the same port.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self._listener: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.port = self._listen(0)
+
+    @property
+    def is_cut(self) -> bool:
+        return self._listener is None
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._connections = self._connections, set()
+        if listener is not None:
+            listener.close()
+        for connection in connections:
+            _reset(connection)
+
+    def restore(self) -> None:
+        if self._listener is None:
+            self._listen(self.port)
+
+    def close(self) -> None:
+        self.cut()
+
+    def _listen(self, port: int) -> int:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return listener.getsockname()[1]
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # listener closed by cut()
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    _reset(client)
+                    _reset(upstream)
+                    return
+                self._connections.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with self._lock:
+                    self._connections.discard(sock)
+                _reset(sock)
+
+
+def _reset(sock: socket.socket) -> None:
+    try:
+        # Linger 0: close sends RST, as a vanished server's host would.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass

@@ -1,0 +1,108 @@
+"""Start the project's processes the way users start them: `celery -A tasks worker`, beat, flask."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from celery import Celery
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Service:
+    """A project process with its output in a log file, stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path):
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+
+
+class Worker(Service):
+    def __init__(self, env: dict[str, str], cwd: Path, queues: str = "trades", concurrency: int = 2):
+        self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        args = [
+            str(BIN / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
+            "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+        ]  # fmt: skip
+        super().__init__(args, env, cwd, cwd / f"worker-{self.name.split('@')[0]}.log")
+        self.broker_url = env["CELERY_BROKER_URL"]
+
+    def wait_ready(self, timeout: float = 60) -> Worker:
+        app = Celery(broker=self.broker_url, set_as_current=False)
+        try:
+
+            def answers() -> bool:
+                if not self.alive():
+                    raise AssertionError(f"worker exited:\n{self.log()[-3000:]}")
+                return bool(app.control.ping(destination=[self.name], timeout=0.5))
+
+            wait_for(answers, timeout, f"worker {self.name} to answer a ping")
+        finally:
+            app.close()
+        return self
+
+    def pool_pids(self) -> list[int]:
+        """The worker's pool processes (its children)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+
+class Beat(Service):
+    def __init__(self, env: dict[str, str], cwd: Path):
+        args = [
+            str(BIN / "celery"), "-A", "tasks", "beat", "--loglevel", "INFO",
+            "--schedule", str(cwd / "celerybeat-schedule"),
+        ]  # fmt: skip
+        super().__init__(args, env, cwd, cwd / "beat.log")
+
+
+def flask(args: list[str], env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "web", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
