@@ -61,7 +61,6 @@ class TradeJournal:
         settings = get_settings()
         self._celery = Celery("trade-journal-client", set_as_current=False)
         self._celery.conf.update(
-            broker_url=broker_url or settings.celery_broker_url,
             task_serializer="json",
             accept_content=["json"],
             broker_connection_timeout=connect_timeout_s,
@@ -70,6 +69,9 @@ class TradeJournal:
                 "socket_timeout": max(connect_timeout_s, 5.0),
             },
         )
+        # Celery lets CELERY_BROKER_URL override any configured broker, so the client
+        # holds a connection of its own to the broker it was given.
+        self._connection = self._celery.connection_for_write(broker_url or settings.celery_broker_url)
         self._outbox = Spool(Path(spool_dir or settings.spool_dir) / "outbox")
         self._retry_interval_s = retry_interval_s
         self._order_lock = threading.RLock()
@@ -112,6 +114,7 @@ class TradeJournal:
         self._stopping.set()
         if self._flusher is not None:
             self._flusher.join(timeout=self._retry_interval_s + 5)
+        self._connection.release()
         self._celery.close()
 
     def __enter__(self) -> TradeJournal:
@@ -157,6 +160,7 @@ class TradeJournal:
             args=args,
             task_id=item.get("job_id") or _new_job_id(),
             queue=QUEUE,
+            connection=self._connection,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2},
         )
