@@ -201,11 +201,11 @@ _UPDATE = TypeAdapter(TradeUpdate)
 TRADE_ID = TypeAdapter(TradeId)
 
 
-def describe_errors(error: ValidationError) -> list[dict[str, str]]:
-    """A JSON-safe list of `{"field", "message"}`, one per problem."""
+def describe_errors(error: ValidationError, root: str = "body") -> list[dict[str, str]]:
+    """A JSON-safe list of `{"field", "message"}`, one per problem (`root`: the whole input)."""
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in item["loc"]) or "body"
+        field = ".".join(str(part) for part in item["loc"]) or root
         problems.append({"field": field, "message": item["msg"]})
     return problems
 

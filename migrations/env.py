@@ -6,6 +6,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from db.timescale import include_name, include_object
+
 config = context.config
 fileConfig(config.config_file_name)
 logger = logging.getLogger("alembic.env")
@@ -14,26 +16,6 @@ target_db = current_app.extensions["migrate"].db
 config.set_main_option(
     "sqlalchemy.url", target_db.engine.url.render_as_string(hide_password=False).replace("%", "%%")
 )
-
-# TimescaleDB keeps its catalog and chunks in schemas of its own and may add a default
-# time index to a hypertable; autogenerate must never propose to drop any of that.
-TIMESCALE_SCHEMA_PREFIXES = ("_timescaledb", "timescaledb_")
-
-
-def include_name(name, type_, parent_names):
-    if type_ == "schema":
-        return not (name or "").startswith(TIMESCALE_SCHEMA_PREFIXES)
-    return True
-
-
-def include_object(obj, name, type_, reflected, compare_to):
-    if reflected and compare_to is None:
-        # In the database but not in our models: an extension's object, not ours to drop.
-        if type_ == "table":
-            return False
-        if type_ == "index" and (name or "").endswith("_timestamp_idx"):
-            return False
-    return True
 
 
 def run_migrations_offline():

@@ -30,8 +30,10 @@ def error_response(status: int, code: str, message: str, details: Any = None):
     return jsonify(error=body), status
 
 
-def invalid(error: ValidationError, status: int = 422, what: str = "request body") -> ApiError:
-    problems = describe_errors(error)
+def invalid(
+    error: ValidationError, status: int = 422, what: str = "request body", root: str = "body"
+) -> ApiError:
+    problems = describe_errors(error, root)
     fields = ", ".join(sorted({problem["field"] for problem in problems}))
     return ApiError(status, "invalid_input", f"invalid {what}: {fields}", problems)
 

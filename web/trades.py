@@ -45,7 +45,7 @@ def _trade_id(trade_id: str) -> str:
     try:
         return TRADE_ID.validate_python(trade_id)
     except ValidationError as exc:
-        raise invalid(exc, 400, "trade_id") from exc
+        raise invalid(exc, 400, "trade_id", root="trade_id") from exc
 
 
 def _accepted(enqueued: Enqueued):
