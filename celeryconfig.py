@@ -6,10 +6,12 @@ Loaded with `config_from_object("celeryconfig")` by the worker's Celery app.
 from datetime import timedelta
 
 from config import get_settings
+from tasks.redis_transport import transport_for
 
 _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
+broker_transport = transport_for(broker_url)
 result_backend = _settings.celery_result_backend
 
 # JSON only: a pickled message could run code in the worker.

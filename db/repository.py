@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Interval, cast, delete, func, insert, literal, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db.entries import Entry, RecordEntry, UpdateEntry
@@ -106,10 +105,10 @@ class TradeRepository:
                 parked.append({"trade_id": entry.trade_id, "updates": entry.update.to_dict()})
 
         if new_rows:
-            self.session.execute(
-                pg_insert(TradeHistory).on_conflict_do_nothing(),
-                list(new_rows.values()),
-            )
+            # A plain INSERT goes out as SQLAlchemy's batched "insertmanyvalues"; with
+            # ON CONFLICT it would be one round trip per row. The locks above already
+            # keep out a second row for the same trade.
+            self.session.execute(insert(TradeHistory.__table__), list(new_rows.values()))
         for trade_id, values in changes.items():
             self.session.execute(
                 update(TradeHistory)

@@ -2,8 +2,8 @@
 
     from tasks.client import TradeJournal
     journal = TradeJournal()                      # CELERY_BROKER_URL, SPOOL_DIR
-    journal.record_trade({"symbol": "BTC/USDT", "side": "buy", "amount": 0.1, "entry_price": 42000})
-    journal.update_trade(trade_id, closed=True, exit_price=43000, realized_pnl=100)
+    sent = journal.record_trade({"symbol": "BTC/USDT", "side": "buy", "amount": 0.1, "entry_price": 42000})
+    journal.update_trade(sent.trade_id, closed=True, exit_price=43000, realized_pnl=100)
 
 Records are validated here (a bad one raises `pydantic.ValidationError` in the bot, where
 it can be fixed) and sent as the `trades.record` / `trades.update` tasks. When the broker
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from config import get_settings
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.spool import Spool
+from tasks.publish import LeanPublisher
+from tasks.redis_transport import transport_for
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +62,24 @@ class TradeJournal:
         connect_timeout_s: float = 2.0,
     ):
         settings = get_settings()
+        broker_url = broker_url or settings.celery_broker_url
         self._celery = Celery("trade-journal-client", set_as_current=False)
         self._celery.conf.update(
-            task_serializer="json",
-            accept_content=["json"],
+            broker_transport=transport_for(broker_url),
             broker_connection_timeout=connect_timeout_s,
             broker_transport_options={
+                "max_retries": 0,  # one attempt: while the broker is down, the outbox takes over
                 "socket_connect_timeout": connect_timeout_s,
                 "socket_timeout": max(connect_timeout_s, 5.0),
             },
         )
         # Celery lets CELERY_BROKER_URL override any configured broker, so the client
         # holds a connection of its own to the broker it was given.
-        self._connection = self._celery.connection_for_write(broker_url or settings.celery_broker_url)
+        self._connection = self._celery.connection_for_write(broker_url)
+        self._publisher = LeanPublisher(self._celery, self._connection)
         self._outbox = Spool(Path(spool_dir or settings.spool_dir) / "outbox")
         self._retry_interval_s = retry_interval_s
+        self._failed_at: float | None = None
         self._order_lock = threading.RLock()
         self._stopping = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -98,10 +104,12 @@ class TradeJournal:
             try:
                 report = self._outbox.drain(self._publish_spooled, chunk_size=100)
             except BROKER_DOWN as exc:
+                self._failed_at = time.monotonic()
                 log.info("broker still unreachable (%s); the outbox keeps its entries", exc)
                 return False
             if report is None:
                 return False  # another process is sending it right now
+            self._failed_at = None
             self._backlog = self._outbox.waiting() > 0
             return not self._backlog
 
@@ -114,6 +122,7 @@ class TradeJournal:
         self._stopping.set()
         if self._flusher is not None:
             self._flusher.join(timeout=self._retry_interval_s + 5)
+        self._publisher.close()
         self._connection.release()
         self._celery.close()
 
@@ -127,20 +136,28 @@ class TradeJournal:
 
     def _send(self, entry: Entry) -> Enqueued:
         with self._order_lock:
-            # Anything already in the outbox goes first, so the broker sees bot order.
-            if not (self._backlog and not self.flush()):
+            if self._may_publish():
                 try:
-                    self._publish(entry)
+                    self._publish_json(entry.to_json())
+                    self._failed_at = None
                     return Enqueued(entry.trade_id, entry.job_id, spooled=False)
                 except BROKER_DOWN as exc:
+                    self._failed_at = time.monotonic()
                     log.warning("broker unreachable (%s): %s kept in the outbox", exc, entry.job_id)
             self._outbox.append([entry.to_json()])
             self._backlog = True
         self._start_flusher()
         return Enqueued(entry.trade_id, entry.job_id, spooled=True)
 
-    def _publish(self, entry: Entry) -> None:
-        self._publish_json(entry.to_json())
+    def _may_publish(self) -> bool:
+        # Anything already in the outbox goes first, so the broker sees bot order; and
+        # right after a failure the bot is not made to wait for another one.
+        if not self._backlog:
+            return True
+        recently_failed = self._failed_at is not None and (
+            time.monotonic() - self._failed_at < self._retry_interval_s
+        )
+        return not recently_failed and self.flush()
 
     def _publish_spooled(self, chunk: list[dict[str, Any]]) -> None:
         for item in chunk:
@@ -150,20 +167,17 @@ class TradeJournal:
         # Spooled entries are forwarded as they are: the worker validates every message.
         if item.get("kind") == "record":
             name, args = "trades.record", [item.get("trade")]
+            trade_id = (item.get("trade") or {}).get("trade_id")
         elif item.get("kind") == "update":
             name, args = "trades.update", [item.get("trade_id"), item.get("updates")]
+            trade_id = item.get("trade_id")
         else:
             log.error("outbox entry of unknown kind skipped: %r", item)
             return
-        self._celery.send_task(
-            name,
-            args=args,
-            task_id=item.get("job_id") or _new_job_id(),
-            queue=QUEUE,
-            connection=self._connection,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2},
-        )
+        # The trade_id is what Flower needs to show; a repr of the whole record would
+        # cost more than the rest of the publish.
+        argsrepr = f"(trade_id={trade_id!r})"
+        self._publisher.publish(name, args, item.get("job_id") or _new_job_id(), QUEUE, argsrepr)
 
     def _start_flusher(self) -> None:
         if self._flusher is not None and self._flusher.is_alive():
