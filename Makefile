@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench-ingest clean
+.PHONY: install run test lint bench-ingest clean
 
 install: $(STAMP)
 
@@ -14,6 +14,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+run: install
+	mkdir -p data
+	$(VENV)/bin/flask --app web create-database
+	$(VENV)/bin/flask --app web db upgrade
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -28,4 +28,5 @@ def create_app() -> Flask:
     register_error_handlers(app)
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.cli.add_command(cli.trades_cli)
+    app.cli.add_command(cli.create_database)
     return app

@@ -12,7 +12,11 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 from pydantic import ValidationError
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from config import get_settings
 from db.entries import RecordEntry
 from db.extension import database
 from db.record import TradeRecord, describe_errors
@@ -118,3 +122,31 @@ def _write(
     for conflict in outcome.conflicts:
         differing = ", ".join(conflict.differing_fields())
         rejected.append(f"trade {conflict.record.trade_id}: already stored with different {differing}")
+
+
+@click.command("create-database")
+def create_database() -> None:
+    """Create the database named in DATABASE_URL if it does not exist yet."""
+    url = make_url(get_settings().database_url)
+    maintenance = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with maintenance.connect() as connection:
+            exists = connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            )
+            if exists:
+                click.echo(f"database {url.database!r} exists")
+                return
+            # CREATE DATABASE takes no bind parameters; the name is quoted by the dialect.
+            quoted = connection.dialect.identifier_preparer.quote(url.database)
+            connection.execute(text(f"CREATE DATABASE {quoted}"))
+            click.echo(f"database {url.database!r} created")
+    except OperationalError as exc:
+        where = url.render_as_string(hide_password=True)
+        raise click.ClickException(
+            f"PostgreSQL does not answer at {where}: {exc.orig}\n"
+            "Start it (Debian: pg_ctlcluster 15 main start; compose: docker compose up -d db) "
+            "or point DATABASE_URL at a running server."
+        ) from exc
+    finally:
+        maintenance.dispose()
