@@ -10,7 +10,6 @@ import this module without the rest of the project.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -208,10 +207,3 @@ def describe_errors(error: ValidationError, root: str = "body") -> list[dict[str
         field = ".".join(str(part) for part in item["loc"]) or root
         problems.append({"field": field, "message": item["msg"]})
     return problems
-
-
-def json_safe_number(value: float | None) -> float | None:
-    """NaN and infinities are not JSON; report them as missing."""
-    if value is None or not math.isfinite(value):
-        return None
-    return value

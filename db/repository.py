@@ -180,12 +180,6 @@ class TradeRepository:
         query = query.order_by(TradeHistory.timestamp.desc(), TradeHistory.trade_id)
         return list(self.session.scalars(query.limit(min(limit, MAX_LIST_LIMIT))))
 
-    def count(self) -> int:
-        return self.session.scalar(select(func.count()).select_from(TradeHistory)) or 0
-
-    def pending_update_count(self) -> int:
-        return self.session.scalar(select(func.count()).select_from(PendingTradeUpdate)) or 0
-
     def stats(
         self,
         *,

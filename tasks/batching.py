@@ -70,26 +70,31 @@ class JournalBatches(FlaskTask, Batches):
             deliveries,
             limit,
         )
-        if self.on_poison is not None:
-            self.on_poison(SimpleRequest.from_request(request), deliveries)
+        try:
+            if self.on_poison is not None:
+                self.on_poison(SimpleRequest.from_request(request), deliveries)
+        except Exception:
+            log.exception("could not dead-letter %s: requeued instead", request.id)
+            request.reject(requeue=True)
+            return
         request.acknowledge()
 
     def _run_batch(self, requests: list[Request]) -> None:
-        def on_return(_result: Any) -> None:
+        def requeue(reason: object) -> None:
+            # Every message goes back to the queue, to be retried alone.
+            log.warning("batch of %d %s messages failed (%r): requeued", len(requests), self.name, reason)
+            for request in requests:
+                request.reject(requeue=True)
+
+        def on_return(result: Any) -> None:
+            if result != BATCH_DONE:
+                requeue("the batch raised; see the error logged before")
+                return
             for request in requests:
                 request.acknowledge()
 
         def on_error(exc_info: ExceptionInfo) -> None:
-            # The batch never finished (its process died or hit the time limit): every
-            # message goes back to the queue and is retried alone.
-            log.warning(
-                "batch of %d %s messages failed in the pool (%r): requeued",
-                len(requests),
-                self.name,
-                exc_info.exception,
-            )
-            for request in requests:
-                request.reject(requeue=True)
+            requeue(exc_info.exception)  # the pool process died or hit its time limit
 
         simple = [SimpleRequest.from_request(request) for request in requests]
         self._pool.apply_async(

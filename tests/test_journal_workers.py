@@ -212,3 +212,22 @@ def test_a_message_that_keeps_killing_its_worker_is_dead_lettered_after_the_cap(
     with engine.connect() as connection:
         assert connection.scalars(text("SELECT trade_id FROM trade_history")).all() == ["innocent-0"]
     assert "dead-lettered, not run again" in worker.log()
+
+
+def test_a_batch_that_fails_is_requeued_not_acknowledged(clean, engine, env, start_worker, tmp_path):
+    # SPOOL_DIR is a file, so dead-lettering the invalid message fails and its batch
+    # raises; the message must come back until the folder is usable, not be dropped.
+    broken = tmp_path / "not-a-folder"
+    broken.write_text("")
+    worker = start_worker(SPOOL_DIR=str(broken), JOURNAL_MAX_REDELIVERIES="1000")
+    app = sender(env)
+    app.send_task("trades.record", args=[{"symbol": "BTC/USDT", "side": "sideways"}], queue="trades")
+    wait_for(lambda: worker.log().count("requeued") >= 2, 60, "the failing batch to be requeued twice")
+
+    broken.unlink()
+    broken.mkdir()
+    letters = broken / "dead-letter" / "active.jsonl"
+    wait_for(letters.exists, 60, "the message to be dead-lettered once the folder works")
+    app.close()
+    [letter] = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert letter["reason"].startswith("invalid") and letter["payload"]["args"][0]["side"] == "sideways"
