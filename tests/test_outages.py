@@ -8,6 +8,7 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.engine import make_url
 
+from db.record import TradeRecord
 from db.spool import Spool
 from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
@@ -66,7 +67,8 @@ def test_the_bot_client_keeps_trades_while_the_broker_is_down_and_sends_them_aft
     outbox = tmp_path / "bot"
     journal = TradeJournal(broker_via_proxy, outbox, retry_interval_s=0.2)
     try:
-        assert journal.record_trade(record(0, "c")).spooled is False
+        # The plan's TradeRecord dataclass and plain dicts are both accepted.
+        assert journal.record_trade(TradeRecord.from_dict(record(0, "c"))).spooled is False
         wait_for(rows_reach(engine, 1), 30, "the trade sent while the broker answered")
 
         proxy.cut()
