@@ -30,6 +30,8 @@ task_default_queue = "trades"
 # hold a whole batch unacknowledged (prefetch = multiplier x concurrency).
 worker_prefetch_multiplier = max(4, _settings.journal_batch_size)
 broker_connection_retry_on_startup = True
+# A predict worker's pool process loads every model before it reports for work.
+worker_proc_alive_timeout = 120
 broker_transport_options = {
     # A message held by a worker that vanished outright comes back after this long.
     "visibility_timeout": 300,

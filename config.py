@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     journal_db_backoff_s: float = Field(default=0.5, ge=0)
     journal_max_redeliveries: int = Field(default=5, ge=1)
     spool_replay_interval_s: float = Field(default=5.0, gt=0)
+
+    # Model serving tuning: how many queued predictions a worker stacks into one model
+    # call at most, and how long the first of them may wait for company.
+    predict_max_batch: int = Field(default=64, ge=1, le=10_000)
+    predict_batch_wait_s: float = Field(default=0.001, gt=0)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
 
     @field_validator("api_token", "flower_basic_auth", mode="before")

@@ -10,7 +10,7 @@ from flask import Flask
 from config import get_settings
 from db.extension import database, flask_config
 
-TASK_MODULES = ("tasks.trades",)
+TASK_MODULES = ("tasks.trades", "tasks.ml")
 
 
 class FlaskTask(Task):

@@ -11,6 +11,7 @@ failure is one reconnect and one more try, then the caller's fallback takes over
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -24,10 +25,19 @@ class LeanPublisher:
         self._connection = connection
         self._channel = None
 
-    def publish(self, name: str, args: list[Any], task_id: str, queue: str, argsrepr: str) -> None:
+    def publish(
+        self,
+        name: str,
+        args: list[Any],
+        task_id: str,
+        queue: str,
+        argsrepr: str,
+        reply_to: str | None = None,
+        expires: datetime | None = None,
+    ) -> None:
         """Send task `name` to `queue`; raises the broker's connection errors."""
         headers, properties, body, _ = self._app.amqp.as_task_v2(
-            task_id, name, args=args, argsrepr=argsrepr, kwargsrepr="{}"
+            task_id, name, args=args, argsrepr=argsrepr, kwargsrepr="{}", reply_to=reply_to, expires=expires
         )
         payload = dumps(body)
         try:

@@ -7,8 +7,10 @@ from flask_migrate import Migrate
 
 from config import get_settings
 from db.extension import database, flask_config
+from models.store import ModelStore
 from tasks.client import TradeJournal
-from web import cli, trades
+from tasks.predictions import PredictionClient
+from web import cli, ml, trades
 from web.errors import register_error_handlers
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -25,8 +27,12 @@ def create_app() -> Flask:
     database.init_app(app)
     Migrate(app, database, directory=str(MIGRATIONS))
     app.extensions["trade_journal"] = TradeJournal()
+    app.extensions["model_store"] = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
+    app.extensions["predictions"] = PredictionClient()
     register_error_handlers(app)
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
+    app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")
     app.cli.add_command(cli.trades_cli)
     app.cli.add_command(cli.create_database)
+    app.cli.add_command(cli.models_cli)
     return app

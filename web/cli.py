@@ -21,6 +21,7 @@ from db.entries import RecordEntry
 from db.extension import database
 from db.record import TradeRecord, describe_errors
 from db.repository import TradeRepository
+from models.store import ModelStore
 
 trades_cli = AppGroup("trades", help="Trade journal commands.")
 
@@ -150,3 +151,30 @@ def create_database() -> None:
         ) from exc
     finally:
         maintenance.dispose()
+
+
+models_cli = AppGroup("models", help="Model store commands.")
+
+
+@models_cli.command("train-demo")
+def train_demo_models() -> None:
+    """Train small XGBoost, LightGBM and LSTM demo models into MODEL_DIR."""
+    from models.training import train_demo  # imports the ML libraries: only for this command
+
+    for path in train_demo(get_settings().model_dir, progress=click.echo):
+        click.echo(f"wrote {path}")
+
+
+@models_cli.command("list")
+def list_models() -> None:
+    """List the models in MODEL_DIR (name, type, version, size)."""
+    store = ModelStore(get_settings().model_dir, allow_pickle=get_settings().allow_pickle_models)
+    files = store.list()
+    if not files:
+        click.echo(f"no models in {store.directory}; try: flask --app web models train-demo")
+    for file in files:
+        facts = file.to_dict()
+        click.echo(
+            f"{file.name:<32} {file.type:<9} {file.format:<12} {file.version}  "
+            f"{facts['size_mb']:>8.3f} MB  {facts['modified']}"
+        )

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from db.record import describe_errors
+from models.base import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ def invalid(
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
+        return error_response(error.status, error.code, error.message, error.details)
+
+    @app.errorhandler(ModelError)
+    def _model_error(error: ModelError):
         return error_response(error.status, error.code, error.message, error.details)
 
     @app.errorhandler(HTTPException)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, current_app, jsonify, request, url_for
-from pydantic import BaseModel, ValidationError
+from flask import Blueprint, current_app, jsonify, url_for
+from pydantic import ValidationError
 
 from db.extension import database
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
@@ -13,6 +11,7 @@ from db.repository import TradeRepository, trade_as_dict
 from tasks.client import Enqueued, TradeJournal
 from web.auth import require_token
 from web.errors import ApiError, invalid
+from web.inputs import json_body, query
 from web.schemas import StatsQuery, TradeQuery
 
 blueprint = Blueprint("trades", __name__)
@@ -21,24 +20,6 @@ require_token(blueprint)
 
 def _journal() -> TradeJournal:
     return current_app.extensions["trade_journal"]
-
-
-def _json_body() -> Any:
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the request body must be a JSON document")
-    return body
-
-
-def _query(model: type[BaseModel]) -> Any:
-    args = request.args.to_dict(flat=False)
-    repeated = [name for name, values in args.items() if len(values) > 1]
-    if repeated:
-        raise ApiError(400, "invalid_query", f"query parameter given twice: {', '.join(repeated)}")
-    try:
-        return model.model_validate({name: values[0] for name, values in args.items()})
-    except ValidationError as exc:
-        raise invalid(exc, 400, "query string") from exc
 
 
 def _trade_id(trade_id: str) -> str:
@@ -63,7 +44,7 @@ def _accepted(enqueued: Enqueued):
 @blueprint.post("")
 def record_trade():
     try:
-        record = TradeRecord.from_dict(_json_body())
+        record = TradeRecord.from_dict(json_body())
     except ValidationError as exc:
         raise invalid(exc) from exc
     return _accepted(_journal().record_trade(record))
@@ -72,7 +53,7 @@ def record_trade():
 @blueprint.patch("/<trade_id>")
 def update_trade(trade_id: str):
     trade_id = _trade_id(trade_id)
-    body = _json_body()
+    body = json_body()
     try:
         update = TradeUpdate.from_dict(body)
     except ValidationError as exc:
@@ -82,15 +63,15 @@ def update_trade(trade_id: str):
 
 @blueprint.get("")
 def list_trades():
-    query = _query(TradeQuery)
-    trades = TradeRepository(database.session).list(**query.model_dump())
+    filters = query(TradeQuery)
+    trades = TradeRepository(database.session).list(**filters.model_dump())
     return jsonify(trades=[trade_as_dict(trade) for trade in trades], count=len(trades))
 
 
 @blueprint.get("/stats")
 def trade_stats():
-    query = _query(StatsQuery)
-    stats = TradeRepository(database.session).stats(**query.model_dump())
+    filters = query(StatsQuery)
+    stats = TradeRepository(database.session).stats(**filters.model_dump())
     for bucket in stats.get("buckets", []):
         bucket["start"] = bucket["start"].isoformat()
     return jsonify(stats)

@@ -1,0 +1,184 @@
+"""`ml.predict`: predictions in workers that keep every model of MODEL_DIR loaded.
+
+The worker's consumer buffers predict messages (celery-batches) for at most
+PREDICT_BATCH_WAIT_S or PREDICT_MAX_BATCH messages and runs them in one pool call:
+requests for the same model and input shape are stacked into one model call, the way
+MLServer and BentoML batch adaptively. Each request still gets its own outcome
+(`tasks.ml_results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+from celery.signals import worker_init, worker_process_init
+from celery.worker.request import Request
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
+
+from config import get_settings
+from models.base import ModelError
+from models.store import LoadedModel, ModelStore
+from models.threads import limit_threads
+from models.validation import features_array
+from tasks import app
+from tasks.batching import BATCH_DONE
+from tasks.factory import FlaskTask
+from tasks.ml_results import Outcome, PredictionExpired, PredictionFailed, mark_started, publish_outcomes
+from tasks.model_registry import report_loaded
+
+log = logging.getLogger(__name__)
+
+QUEUE = "predict"
+_serves_predictions = False
+_store: ModelStore | None = None
+
+
+def store() -> ModelStore:
+    global _store
+    if _store is None:
+        settings = get_settings()
+        _store = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
+    return _store
+
+
+@worker_init.connect
+def _note_queues(sender: Any = None, **_: Any) -> None:
+    global _serves_predictions
+    _serves_predictions = QUEUE in sender.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _preload_models(**_: Any) -> None:
+    # After the fork, never before: XGBoost's and LightGBM's OpenMP pools and torch's
+    # threads do not survive a fork. One thread per library and process.
+    if not _serves_predictions:
+        return
+    limit_threads()
+    started = time.monotonic()
+    outcome = store().preload()
+    failed = {name: error for name, error in outcome.items() if error}
+    log.info("loaded %d models in %.1fs", len(outcome) - len(failed), time.monotonic() - started)
+    for name, error in failed.items():
+        log.error("model %s not loaded: %s", name, error)
+    report_loaded(app.backend.client, store())
+
+
+class PredictBatches(FlaskTask, Batches):
+    abstract = True
+    ignore_result = True  # outcomes are stored per request by publish_outcomes
+    flush_every = get_settings().predict_max_batch
+    flush_interval = get_settings().predict_batch_wait_s
+
+    def flush(self, requests: Collection[Request]) -> None:
+        now = time.time()
+        # A caller that stopped waiting set `expires`: its request is not worth a model call.
+        expired = [request for request in requests if _expired(request, now)]
+        live = [request for request in requests if not _expired(request, now)]
+        if expired:
+            error = PredictionExpired("the caller stopped waiting before a worker was free")
+            publish_outcomes(app, [(SimpleRequest.from_request(request), error) for request in expired])
+            for request in expired:
+                request.acknowledge()
+        if not live:
+            return
+        simple = [SimpleRequest.from_request(request) for request in live]
+
+        def fail_all(reason: object) -> None:
+            log.error("prediction batch of %d failed: %r", len(simple), reason)
+            error = PredictionFailed("the worker failed while predicting; try again")
+            publish_outcomes(app, [(request, error) for request in simple])
+
+        def on_accepted(*_: Any) -> None:
+            for request in live:
+                request.acknowledge()
+
+        def on_return(result: Any) -> None:
+            if result != BATCH_DONE:
+                fail_all("the batch raised; see the error logged before")
+
+        self._pool.apply_async(
+            apply_batches_task,
+            (self, (simple,), 0, None),
+            accept_callback=on_accepted,
+            callback=on_return,
+            error_callback=lambda exc_info: fail_all(exc_info.exception),
+        )
+
+
+def _expired(request: Request, now: float) -> bool:
+    return request.expires is not None and request.expires.timestamp() < now
+
+
+@app.task(name="ml.predict", base=PredictBatches)
+def predict(requests: list[SimpleRequest]) -> str:
+    """One message: `model_name, features, model_type=None`; returns the prediction payload."""
+    mark_started(app, requests)
+    publish_outcomes(app, run_batch(requests))
+    return BATCH_DONE
+
+
+def run_batch(requests: list[SimpleRequest]) -> list[Outcome]:
+    groups: dict[tuple[Any, Any], list[tuple[SimpleRequest, Any]]] = defaultdict(list)
+    outcomes: list[Outcome] = []
+    for request in requests:
+        try:
+            name, features, model_type = _arguments(*request.args, **request.kwargs)
+        except TypeError as exc:
+            outcomes.append(
+                (request, ModelError(f"ml.predict takes model_name, features, model_type: {exc}"))
+            )
+            continue
+        groups[(name, model_type)].append((request, features))
+    for (name, model_type), members in groups.items():
+        outcomes.extend(_run_group(name, model_type, members))
+    return outcomes
+
+
+def _arguments(model_name: Any, features: Any, model_type: Any = None) -> tuple[Any, Any, Any]:
+    return model_name, features, model_type
+
+
+def _run_group(name: Any, model_type: Any, members: list[tuple[SimpleRequest, Any]]) -> list[Outcome]:
+    try:
+        loaded = store().load(name, model_type)
+    except ModelError as error:
+        return [(request, error) for request, _ in members]
+
+    outcomes: list[Outcome] = []
+    stacks: dict[tuple[int, ...], list[tuple[SimpleRequest, np.ndarray]]] = defaultdict(list)
+    for request, features in members:
+        try:
+            array = features_array(loaded.adapter, features)
+        except ModelError as error:
+            outcomes.append((request, error))
+            continue
+        stacks[array.shape[1:]].append((request, array))
+
+    for stack in stacks.values():
+        try:
+            predictions = loaded.adapter.predict(np.concatenate([array for _, array in stack]))
+        except ModelError as error:
+            outcomes.extend((request, error) for request, _ in stack)
+            continue
+        start = 0
+        for request, array in stack:
+            outcomes.append((request, _payload(loaded, predictions[start : start + len(array)])))
+            start += len(array)
+    return outcomes
+
+
+def _payload(loaded: LoadedModel, predictions: np.ndarray) -> dict[str, Any]:
+    values = np.asarray(predictions, dtype=np.float64)
+    cleaned = np.where(np.isfinite(values), values, None).tolist()  # JSON has no NaN
+    return {
+        "predictions": cleaned,
+        "model_name": loaded.file.name,
+        "model_type": loaded.file.type,
+        "model_version": loaded.file.version,
+    }

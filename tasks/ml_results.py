@@ -1,0 +1,90 @@
+"""How a prediction's outcome is stored and read back: Celery's result format, one pipeline.
+
+Outcomes go to the result backend exactly as Celery stores results (so a bot's
+`AsyncResult.get()` works, and raises the same ModelError), and to the caller's reply
+list when it gave one. A failure carries the error's message and details, so the web
+can answer with the right status and JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, states
+from celery_batches import SimpleRequest
+
+from models import base as model_errors
+from models.base import ModelError
+
+REPLY_TTL_S = 60
+
+
+class PredictionFailed(ModelError):
+    status = 503
+    code = "prediction_failed"
+
+
+class PredictionExpired(ModelError):
+    status = 504
+    code = "prediction_expired"
+
+
+_ERRORS = {
+    cls.__name__: cls
+    for cls in (*vars(model_errors).values(), PredictionFailed, PredictionExpired)
+    if isinstance(cls, type) and issubclass(cls, ModelError)
+}
+
+Outcome = tuple[SimpleRequest, "dict[str, Any] | ModelError"]
+
+
+def error_result(error: ModelError) -> dict[str, Any]:
+    """A FAILURE result that Celery turns back into the same ModelError."""
+    return {
+        "exc_type": type(error).__name__,
+        "exc_message": [error.message, error.details],
+        "exc_module": type(error).__module__,
+    }
+
+
+def error_from_result(result: Any) -> ModelError:
+    """The ModelError a stored FAILURE stands for (a generic one if it is not ours)."""
+    if isinstance(result, dict):
+        cls = _ERRORS.get(result.get("exc_type"))
+        message = result.get("exc_message")
+        if cls is not None and isinstance(message, list) and len(message) == 2:
+            return cls(str(message[0]), message[1] if isinstance(message[1], dict) else None)
+    return PredictionFailed("the prediction failed in the worker; see the worker's log")
+
+
+def _meta(app: Celery, task_id: str, state: str, result: Any) -> tuple[bytes, bytes]:
+    backend = app.backend
+    meta = backend._get_result_meta(result=result, state=state, traceback=None, request=None)
+    meta["task_id"] = task_id
+    return backend.get_key_for_task(task_id), backend.encode(meta)
+
+
+def mark_started(app: Celery, requests: list[SimpleRequest]) -> None:
+    backend = app.backend
+    with backend.client.pipeline(transaction=False) as pipe:
+        for request in requests:
+            key, encoded = _meta(app, request.id, states.STARTED, None)
+            pipe.setex(key, backend.expires or 3600, encoded)
+        pipe.execute()
+
+
+def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
+    """Store every outcome and push it to its caller's reply list, in one round trip."""
+    backend = app.backend
+    with backend.client.pipeline(transaction=False) as pipe:
+        for request, outcome in outcomes:
+            if isinstance(outcome, ModelError):
+                key, encoded = _meta(app, request.id, states.FAILURE, error_result(outcome))
+            else:
+                key, encoded = _meta(app, request.id, states.SUCCESS, outcome)
+            pipe.setex(key, backend.expires or 3600, encoded)
+            pipe.publish(key, encoded)  # Celery's own result consumers listen here
+            if request.reply_to:
+                pipe.lpush(request.reply_to, encoded)
+                pipe.expire(request.reply_to, REPLY_TTL_S)
+        pipe.execute()

@@ -1,0 +1,28 @@
+"""Reading a request's JSON body and query string, with JSON errors for bad ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from web.errors import ApiError, invalid
+
+
+def json_body() -> Any:
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the request body must be a JSON document")
+    return body
+
+
+def query(model: type[BaseModel]) -> Any:
+    args = request.args.to_dict(flat=False)
+    repeated = [name for name, values in args.items() if len(values) > 1]
+    if repeated:
+        raise ApiError(400, "invalid_query", f"query parameter given twice: {', '.join(repeated)}")
+    try:
+        return model.model_validate({name: values[0] for name, values in args.items()})
+    except ValidationError as exc:
+        raise invalid(exc, 400, "query string") from exc

@@ -1,0 +1,121 @@
+"""/api/v1/ml: list models, predict (waiting or not), poll jobs.
+
+The web process never loads a model: it lists MODEL_DIR (file facts, sidecars) and reads
+what the predict workers reported about the versions they loaded. It checks what it
+can (the name, the type, the input's shape when a worker has described the model) so
+that a bad request is answered without a round trip, and leaves the rest to the worker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from pydantic import BaseModel, ConfigDict, Strict, StringConstraints, ValidationError
+
+from config import get_settings
+from models.base import check_type
+from models.store import ModelFile, ModelStore
+from models.validation import features_array
+from tasks.model_registry import loaded_descriptions
+from tasks.predictions import PredictionClient, PredictionTimeout
+from web.auth import require_token
+from web.errors import ApiError, invalid
+from web.inputs import json_body
+
+blueprint = Blueprint("ml", __name__)
+require_token(blueprint)
+
+DESCRIBED = ("n_features", "feature_names", "input_kind", "sequence_length", "fixed_sequence_length")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_name: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
+    model_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32)] | None = None
+    features: Annotated[list[Any], Strict()]
+
+
+def _store() -> ModelStore:
+    return current_app.extensions["model_store"]
+
+
+def _client() -> PredictionClient:
+    return current_app.extensions["predictions"]
+
+
+def _entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    entry = {"n_features": None, **file.to_dict()}
+    description = reported.get(f"{file.name}@{file.version}")
+    entry["loaded"] = description is not None
+    for key in DESCRIBED:
+        if description is not None and description.get(key) is not None:
+            entry[key] = description[key]
+    return entry
+
+
+@blueprint.get("/models")
+def list_models():
+    reported = loaded_descriptions(_client().results)
+    return jsonify(models=[_entry(file, reported) for file in _store().list()])
+
+
+@blueprint.get("/models/<name>")
+def get_model(name: str):
+    file = _store().resolve(name)
+    return jsonify(_entry(file, loaded_descriptions(_client().results)))
+
+
+@blueprint.post("/predict")
+def predict():
+    try:
+        body = PredictRequest.model_validate(json_body())
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+    file = _store().resolve(body.model_name)
+    check_type(file.type, body.model_type)
+    description = loaded_descriptions(_client().results).get(f"{file.name}@{file.version}")
+    features_array(description or file.to_dict(), body.features)  # early 422; the worker checks again
+
+    if "respond-async" in request.headers.get("Prefer", "").lower():
+        job_id = _client().submit(file.name, body.features, body.model_type)
+        response = jsonify(job_id=job_id, status_url=_status_url(job_id))
+        response.status_code = 202
+        response.headers["Location"] = _status_url(job_id)
+        response.headers["Preference-Applied"] = "respond-async"
+        return response
+    try:
+        payload = _client().predict(
+            file.name, body.features, body.model_type, get_settings().predict_timeout_s
+        )
+    except PredictionTimeout as timeout:
+        status_url = _status_url(timeout.job_id)
+        raise ApiError(
+            504,
+            "prediction_timeout",
+            f"no answer within {get_settings().predict_timeout_s:g}s; the job goes on, poll its status_url",
+            {"job_id": timeout.job_id, "status_url": status_url},
+        ) from None
+    return jsonify(payload)
+
+
+@blueprint.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    try:
+        job = _client().job(str(uuid.UUID(job_id)))
+    except ValueError:
+        job = None
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} was issued here (or it has expired)")
+    body: dict[str, Any] = {"job_id": job.job_id, "status": job.status}
+    if job.result is not None:
+        body["result"] = job.result
+    if job.error is not None:
+        body["error"] = {"status": job.error.status, **job.error.to_dict()}
+    return jsonify(body)
+
+
+def _status_url(job_id: str) -> str:
+    return url_for("ml.get_job", job_id=job_id)
