@@ -61,12 +61,22 @@ def _preload_models(**_: Any) -> None:
         return
     limit_threads()
     started = time.monotonic()
+    _let_fresh_files_settle()
     outcome = store().preload()
     failed = {name: error for name, error in outcome.items() if error}
     log.info("loaded %d models in %.1fs", len(outcome) - len(failed), time.monotonic() - started)
     for name, error in failed.items():
         log.error("model %s not loaded: %s", name, error)
-    report_loaded(app.backend.client, store())
+    _report_new_versions()
+
+
+def _let_fresh_files_settle() -> None:
+    # The store does not load a file written in the last settle_s (it may be half
+    # written); at start-up, right after `models train-demo`, wait for it instead.
+    files = store().list()
+    if files:
+        newest = max(file.modified.timestamp() for file in files)
+        time.sleep(max(0.0, min(store().settle_s, newest + store().settle_s - time.time())))
 
 
 class PredictBatches(FlaskTask, Batches):
@@ -118,9 +128,23 @@ def _expired(request: Request, now: float) -> bool:
 @app.task(name="ml.predict", base=PredictBatches)
 def predict(requests: list[SimpleRequest]) -> str:
     """One message: `model_name, features, model_type=None`; returns the prediction payload."""
-    mark_started(app, requests)
+    # Only queued jobs (no caller waiting on a reply list) are polled for "running".
+    mark_started(app, [request for request in requests if not request.reply_to])
     publish_outcomes(app, run_batch(requests))
+    _report_new_versions()
     return BATCH_DONE
+
+
+_reported: dict[str, str] = {}
+
+
+def _report_new_versions() -> None:
+    """Tell the web about a model version this process loaded since it last reported."""
+    global _reported
+    loaded = store().loaded()
+    if loaded != _reported:
+        report_loaded(app.backend.client, store())
+        _reported = loaded
 
 
 def run_batch(requests: list[SimpleRequest]) -> list[Outcome]:

@@ -65,6 +65,8 @@ def _meta(app: Celery, task_id: str, state: str, result: Any) -> tuple[bytes, by
 
 
 def mark_started(app: Celery, requests: list[SimpleRequest]) -> None:
+    if not requests:
+        return
     backend = app.backend
     with backend.client.pipeline(transaction=False) as pipe:
         for request in requests:

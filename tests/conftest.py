@@ -143,3 +143,16 @@ def app(database_url: str):
 @pytest.fixture
 def http(app, clean):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """MODEL_DIR filled by XGBoost, LightGBM and PyTorch themselves; name -> in-process predictions."""
+    import warnings
+
+    from config import get_settings
+    from tests.support.model_zoo import build_zoo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
+        return build_zoo(get_settings().model_dir)
