@@ -19,6 +19,7 @@ run: install
 	mkdir -p data
 	$(VENV)/bin/flask --app web create-database
 	$(VENV)/bin/flask --app web db upgrade
+	$(VENV)/bin/flask --app web models train-demo --if-empty
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
 
 test: install

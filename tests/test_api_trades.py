@@ -133,7 +133,7 @@ def test_malformed_or_non_finite_json_is_refused(http, raw, status):
 
 
 def test_a_huge_body_is_refused_with_413(http):
-    huge = json.dumps({**VALID, "signals": {"blob": "x" * 2_000_000}})
+    huge = json.dumps({**VALID, "signals": {"blob": "x" * 5_000_000}})
     response = http.post("/api/v1/trades", data=huge, content_type="application/json")
     assert_error(response, 413)
     assert queued_tasks() == []

@@ -157,11 +157,16 @@ models_cli = AppGroup("models", help="Model store commands.")
 
 
 @models_cli.command("train-demo")
-def train_demo_models() -> None:
+@click.option("--if-empty", is_flag=True, help="Only when MODEL_DIR holds no model yet.")
+def train_demo_models(if_empty: bool) -> None:
     """Train small XGBoost, LightGBM and LSTM demo models into MODEL_DIR."""
+    settings = get_settings()
+    if if_empty and ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models).list():
+        click.echo(f"{settings.model_dir} already holds models; no demo models trained")
+        return
     from models.training import train_demo  # imports the ML libraries: only for this command
 
-    for path in train_demo(get_settings().model_dir, progress=click.echo):
+    for path in train_demo(settings.model_dir, progress=click.echo):
         click.echo(f"wrote {path}")
 
 
