@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-ingest clean
+.PHONY: install run test lint bench-ingest bench-predict clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ lint: install
 
 bench-ingest: install
 	$(PY) bench/ingest.py
+
+bench-predict: install
+	$(PY) bench/predict.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info

@@ -1,0 +1,210 @@
+"""Prediction latency and throughput through the full stack, against an in-process baseline.
+
+    make bench-predict        # or: .venv/bin/python bench/predict.py --seconds 10 --rounds 2
+
+Both sides serve the 5-feature demo XGBoost model over HTTP from gunicorn with the same
+settings. The stack is HTTP -> Flask -> Redis -> `celery -A tasks worker -Q predict` ->
+back; the baseline (bench/inprocess_app.py) predicts inside the web process, the plan's
+design. One interleaved run measures single-row latency at 1 client (p50, p99), throughput
+at 32 clients (wrk, from Debian's `wrk` package), and a 10,000-row request, then prints
+the ratios. Needs the README's PostgreSQL-free part only: Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+ROW = [1.5, 2.3, 0.8, 1.2, 0.5]
+BODY = json.dumps({"model_name": "xgboost_model.json", "features": [ROW]})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"a server exited with {process.returncode}")
+        try:
+            status, _ = request(port, BODY)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answered on port {port}")
+
+
+def request(port: int, body: str, connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    own = connection is None
+    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/api/v1/ml/predict", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    if own:
+        connection.close()
+    return response.status, data
+
+
+def latencies(port: int, count: int) -> list[float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        status, _ = request(port, BODY, connection)
+        samples.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise SystemExit(f"port {port} answered {status}")
+    connection.close()
+    return samples
+
+
+def throughput(port: int, seconds: int, workdir: Path) -> float:
+    script = workdir / "post.lua"
+    lua = [f"wrk.method = {json.dumps('POST')}", f"wrk.body = {json.dumps(BODY)}"]
+    lua.append('wrk.headers["Content-Type"] = "application/json"')
+    script.write_text("\n".join(lua) + "\n")
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", "32", "-d", f"{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}/api/v1/ml/predict"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    if "Non-2xx" in out:
+        raise SystemExit(f"errors under load on port {port}:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def big_request(port: int, rows: int = 10_000) -> float:
+    rng = random.Random(1)
+    body = json.dumps(
+        {
+            "model_name": "xgboost_model.json",
+            "features": [[rng.gauss(0, 1) for _ in ROW] for _ in range(rows)],
+        }
+    )
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        status, _ = request(port, body)
+        timings.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise SystemExit(f"port {port} answered {status} to {rows} rows")
+    return statistics.median(timings)
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per measurement")
+    parser.add_argument("--requests", type=int, default=300, help="single-client requests per round")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/predict.py needs wrk: apt-get install wrk")
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(workdir / "models"),
+        "SPOOL_DIR": str(workdir / "spool"),
+        "CELERY_BROKER_URL": f"{REDIS}/10",
+        "CELERY_RESULT_BACKEND": f"{REDIS}/11",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "web", "models", "train-demo"], env=env, check=True, capture_output=True
+    )
+    stack_port, baseline_port = free_port(), free_port()
+    gunicorn = [
+        str(BIN / "gunicorn"),
+        "--workers",
+        str(options.web_workers),
+        "--threads",
+        str(options.web_threads),
+    ]
+    log = (workdir / "servers.log").open("ab")
+    worker = [
+        str(BIN / "celery"),
+        "-A",
+        "tasks",
+        "worker",
+        "-Q",
+        "predict",
+        "-c",
+        "2",
+        "--loglevel",
+        "WARNING",
+    ]
+    stack = [*gunicorn, "--bind", f"127.0.0.1:{stack_port}", "web:create_app()"]
+    baseline = [*gunicorn, "--bind", f"127.0.0.1:{baseline_port}", "--chdir", str(ROOT / "bench")]
+    commands = [worker, stack, [*baseline, "inprocess_app:create_app()"]]
+    processes = [
+        subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=log) for command in commands
+    ]
+    try:
+        wait_http(stack_port, processes[1])
+        wait_http(baseline_port, processes[2])
+        for port in (stack_port, baseline_port):
+            latencies(port, 50)  # warm up: connections, first predictions
+
+        sides = {"stack": stack_port, "baseline": baseline_port}
+        single = {side: [] for side in sides}
+        rates = {side: [] for side in sides}
+        big = {side: [] for side in sides}
+        for round_ in range(1, options.rounds + 1):
+            for side, port in sides.items():
+                single[side] += latencies(port, options.requests)
+                rates[side].append(throughput(port, options.seconds, workdir))
+                big[side].append(big_request(port))
+            print(
+                f"round {round_}: " + ", ".join(f"{side} {rates[side][-1]:,.0f} req/s" for side in sides),
+                flush=True,
+            )
+
+        print(f"\n{'':<10} {'p50 ms':>8} {'p99 ms':>8} {'32 clients req/s':>17} {'10k rows ms':>12}")
+        for side in sides:
+            print(
+                f"{side:<10} {percentile(single[side], 0.5):>8.2f} {percentile(single[side], 0.99):>8.2f}"
+                f" {statistics.median(rates[side]):>17,.0f} {statistics.median(big[side]):>12.1f}"
+            )
+        p50 = percentile(single["stack"], 0.5) / percentile(single["baseline"], 0.5)
+        rate = statistics.median(rates["stack"]) / statistics.median(rates["baseline"])
+        print(f"\np50 latency ratio (stack / in-process): {p50:.2f}x   (goal <= 1.5x)")
+        print(f"throughput ratio at 32 clients (stack / in-process): {rate:.2f}x   (goal >= 1.0x)")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
