@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per measurement")
     parser.add_argument("--requests", type=int, default=300, help="single-client requests per round")
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--web-threads", type=int, default=16)
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/predict.py needs wrk: apt-get install wrk")

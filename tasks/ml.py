@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,14 @@ from models.validation import features_array
 from tasks import app
 from tasks.batching import BATCH_DONE
 from tasks.factory import FlaskTask
-from tasks.ml_results import Outcome, PredictionExpired, PredictionFailed, mark_started, publish_outcomes
+from tasks.ml_results import (
+    Call,
+    Outcome,
+    PredictionExpired,
+    PredictionFailed,
+    mark_started,
+    publish_outcomes,
+)
 from tasks.model_registry import report_loaded
 
 log = logging.getLogger(__name__)
@@ -92,7 +99,7 @@ class PredictBatches(FlaskTask, Batches):
         live = [request for request in requests if not _expired(request, now)]
         if expired:
             error = PredictionExpired("the caller stopped waiting before a worker was free")
-            publish_outcomes(app, [(SimpleRequest.from_request(request), error) for request in expired])
+            publish_outcomes(app, [(call, error) for call in calls_of(expired)])
             for request in expired:
                 request.acknowledge()
         if not live:
@@ -100,9 +107,9 @@ class PredictBatches(FlaskTask, Batches):
         simple = [SimpleRequest.from_request(request) for request in live]
 
         def fail_all(reason: object) -> None:
-            log.error("prediction batch of %d failed: %r", len(simple), reason)
+            log.error("prediction batch of %d messages failed: %r", len(simple), reason)
             error = PredictionFailed("the worker failed while predicting; try again")
-            publish_outcomes(app, [(request, error) for request in simple])
+            publish_outcomes(app, [(call, error) for call in calls_of(simple)])
 
         def on_accepted(*_: Any) -> None:
             for request in live:
@@ -128,9 +135,36 @@ def _expired(request: Request, now: float) -> bool:
 @app.task(name="ml.predict", base=PredictBatches)
 def predict(requests: list[SimpleRequest]) -> str:
     """One message: `model_name, features, model_type=None`; returns the prediction payload."""
+    return serve(calls_of(requests))
+
+
+@app.task(name="ml.predict_batch", base=PredictBatches)
+def predict_batch(requests: list[SimpleRequest]) -> str:
+    """One message: `model_name, model_type, [[job_id, features], ...]` (the web's coalesced calls)."""
+    return serve(calls_of(requests))
+
+
+def calls_of(requests: Iterable[Any]) -> list[Call]:
+    calls = []
+    for request in requests:
+        if request.name != "ml.predict_batch":
+            calls.append(Call(request.id, request.reply_to, tuple(request.args), dict(request.kwargs)))
+            continue
+        try:
+            model_name, model_type, items = request.args
+            calls.extend(
+                Call(str(job_id), request.reply_to, (model_name, features, model_type), {})
+                for job_id, features in items
+            )
+        except (TypeError, ValueError):
+            log.error("malformed ml.predict_batch message %s dropped", request.id)
+    return calls
+
+
+def serve(calls: list[Call]) -> str:
     # Only queued jobs (no caller waiting on a reply list) are polled for "running".
-    mark_started(app, [request for request in requests if not request.reply_to])
-    publish_outcomes(app, run_batch(requests))
+    mark_started(app, [call for call in calls if not call.reply_to])
+    publish_outcomes(app, run_batch(calls))
     _report_new_versions()
     return BATCH_DONE
 
@@ -147,8 +181,8 @@ def _report_new_versions() -> None:
         _reported = loaded
 
 
-def run_batch(requests: list[SimpleRequest]) -> list[Outcome]:
-    groups: dict[tuple[Any, Any], list[tuple[SimpleRequest, Any]]] = defaultdict(list)
+def run_batch(requests: list[Call]) -> list[Outcome]:
+    groups: dict[tuple[Any, Any], list[tuple[Call, Any]]] = defaultdict(list)
     outcomes: list[Outcome] = []
     for request in requests:
         try:
@@ -168,14 +202,14 @@ def _arguments(model_name: Any, features: Any, model_type: Any = None) -> tuple[
     return model_name, features, model_type
 
 
-def _run_group(name: Any, model_type: Any, members: list[tuple[SimpleRequest, Any]]) -> list[Outcome]:
+def _run_group(name: Any, model_type: Any, members: list[tuple[Call, Any]]) -> list[Outcome]:
     try:
         loaded = store().load(name, model_type)
     except ModelError as error:
         return [(request, error) for request, _ in members]
 
     outcomes: list[Outcome] = []
-    stacks: dict[tuple[int, ...], list[tuple[SimpleRequest, np.ndarray]]] = defaultdict(list)
+    stacks: dict[tuple[int, ...], list[tuple[Call, np.ndarray]]] = defaultdict(list)
     for request, features in members:
         try:
             array = features_array(loaded.adapter, features)

@@ -8,10 +8,10 @@ can answer with the right status and JSON.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, states
-from celery_batches import SimpleRequest
 
 from models import base as model_errors
 from models.base import ModelError
@@ -35,7 +35,18 @@ _ERRORS = {
     if isinstance(cls, type) and issubclass(cls, ModelError)
 }
 
-Outcome = tuple[SimpleRequest, "dict[str, Any] | ModelError"]
+
+@dataclass(frozen=True)
+class Call:
+    """One prediction: an `ml.predict` message, or one item of an `ml.predict_batch` message."""
+
+    id: str
+    reply_to: str | None
+    args: tuple
+    kwargs: dict
+
+
+Outcome = tuple[Call, "dict[str, Any] | ModelError"]
 
 
 def error_result(error: ModelError) -> dict[str, Any]:
@@ -64,7 +75,7 @@ def _meta(app: Celery, task_id: str, state: str, result: Any) -> tuple[bytes, by
     return backend.get_key_for_task(task_id), backend.encode(meta)
 
 
-def mark_started(app: Celery, requests: list[SimpleRequest]) -> None:
+def mark_started(app: Celery, requests: list[Call]) -> None:
     if not requests:
         return
     backend = app.backend

@@ -1,29 +1,34 @@
 """The caller's side of `ml.predict`: send a prediction, wait for it, or look a job up.
 
-Waiting costs no subscription per request: each process has one reply list in the
-result backend's Redis, which `ml.predict` pushes outcomes to, and one thread that
-BRPOPs it and wakes the request waiting for that job. Outcomes are also stored as
-Celery results, so a job can be polled after its caller stopped waiting.
+Waiting costs no subscription per request: each process has one reply list
+(`tasks.replies`), which the workers push outcomes to. Concurrent synchronous
+predictions of a process travel together as `ml.predict_batch` messages
+(`tasks.coalescer`). Outcomes are also stored as Celery results, so a job can be polled
+after its caller stopped waiting.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import kombu.exceptions
 import redis
 from celery import Celery, states
 
 from config import get_settings
 from models.base import ModelError
-from tasks.ml_results import error_from_result
+from tasks.coalescer import Coalescer, Pending
+from tasks.ml_results import PredictionFailed, error_from_result
+from tasks.model_registry import loaded_descriptions
 from tasks.publish import LeanPublisher
 from tasks.redis_transport import transport_for
+from tasks.replies import ReplyListener
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,18 @@ STATUS_OF = {
     states.SUCCESS: "succeeded",
     states.FAILURE: "failed",
 }
+BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, OSError)
 
 
 class PredictionTimeout(Exception):
     def __init__(self, job_id: str):
         super().__init__(job_id)
         self.job_id = job_id
+
+
+class BrokerUnavailable(ModelError):
+    status = 503
+    code = "broker_unavailable"
 
 
 @dataclass(frozen=True)
@@ -66,24 +77,31 @@ class PredictionClient:
         self._publisher = LeanPublisher(self._celery, self._connection)
         self._results = redis.Redis.from_url(result_url, socket_connect_timeout=2, socket_timeout=30)
         self._keep_s = int(self._celery.backend.expires or 86400)
-        self._replies: _ReplyListener | None = None
-        self._lock = threading.Lock()
+        self._max_batch = settings.predict_max_batch
+        self._send_lock = threading.Lock()  # one kombu connection, many request threads
+        self._start_lock = threading.Lock()
+        self._replies: ReplyListener | None = None
+        self._coalescer: Coalescer | None = None
+        self._loaded: tuple[float, dict[str, dict[str, Any]]] | None = None
 
-    @property
-    def results(self) -> redis.Redis:
-        """The result backend's Redis (where workers also report their loaded models)."""
-        return self._results
+    def loaded_models(self, max_age_s: float = 1.0) -> dict[str, dict[str, Any]]:
+        """`name@version` -> description, as the workers reported; re-read at most every max_age_s."""
+        now = time.monotonic()
+        if self._loaded is None or now - self._loaded[0] > max_age_s:
+            self._loaded = (now, loaded_descriptions(self._results))
+        return self._loaded[1]
 
     def predict(self, model_name: str, features: Any, model_type: str | None, timeout_s: float) -> dict:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id."""
+        replies, coalescer = self._helpers()
         job_id = str(uuid.uuid4())
-        replies = self._listener()
         waiter = replies.expect(job_id)
         try:
-            self._send(job_id, model_name, features, model_type, replies.key)
+            coalescer.add(Pending(job_id, model_name, model_type, features))
             meta = waiter.wait(timeout_s)
         finally:
             replies.forget(job_id)
+            coalescer.settled(job_id)
         if meta is None:
             # The job goes on: its id is what the caller polls.
             self._mark_issued(job_id)
@@ -94,7 +112,11 @@ class PredictionClient:
         """Queue a prediction and return its job id at once."""
         job_id = str(uuid.uuid4())
         self._mark_issued(job_id)
-        self._send(job_id, model_name, features, model_type, None)
+        rows = len(features) if isinstance(features, list) else "?"
+        try:
+            self._publish("ml.predict", [model_name, features, model_type], job_id, None, f"<{rows} rows>")
+        except BROKER_DOWN as exc:
+            raise BrokerUnavailable(f"the broker does not answer ({exc}); nothing was queued") from exc
         return job_id
 
     def job(self, job_id: str) -> Job | None:
@@ -114,85 +136,46 @@ class PredictionClient:
             return Job(job_id, status, error=error_from_result(meta.get("result")))
         return Job(job_id, status)
 
-    def _send(
-        self,
-        job_id: str,
-        model_name: str,
-        features: Any,
-        model_type: str | None,
-        reply_to: str | None,
-    ) -> None:
-        rows = len(features) if isinstance(features, list) else "?"
-        with self._lock:  # a kombu connection is not shared between threads
-            self._publisher.publish(
-                "ml.predict",
-                [model_name, features, model_type],
-                job_id,
-                QUEUE,
-                argsrepr=f"({model_name!r}, <{rows} rows>, {model_type!r})",
-                reply_to=reply_to,
-            )
+    # -- internals ----------------------------------------------------------------
+
+    def _helpers(self) -> tuple[ReplyListener, Coalescer]:
+        # Threads do not survive a fork (gunicorn): each process starts its own.
+        with self._start_lock:
+            if self._replies is None or self._replies.pid != os.getpid():
+                self._coalescer = Coalescer(self._send_batch, self._fail_batch, self._max_batch)
+                self._replies = ReplyListener(
+                    self._results, self._celery.backend.decode, self._coalescer.settled
+                )
+            return self._replies, self._coalescer
+
+    def _send_batch(self, batch_id: str, batch: list[Pending]) -> None:
+        first = batch[0]
+        items = [[item.job_id, item.features] for item in batch]
+        argsrepr = f"({first.model_name!r}, {first.model_type!r}, <{len(batch)} predictions>)"
+        self._publish(
+            "ml.predict_batch",
+            [first.model_name, first.model_type, items],
+            batch_id,
+            self._replies.key,
+            argsrepr,
+        )
+
+    def _fail_batch(self, batch: list[Pending], exc: Exception) -> None:
+        error = BrokerUnavailable(f"the broker does not answer ({exc}); try again")
+        if not isinstance(exc, BROKER_DOWN):
+            error = PredictionFailed("the prediction could not be sent; see the web log")
+        for item in batch:
+            self._replies.fail(item.job_id, error)
+
+    def _publish(self, name: str, args: list, task_id: str, reply_to: str | None, argsrepr: str) -> None:
+        with self._send_lock:
+            self._publisher.publish(name, args, task_id, QUEUE, argsrepr=argsrepr, reply_to=reply_to)
 
     def _mark_issued(self, job_id: str) -> None:
         self._results.set(ISSUED_PREFIX + job_id, 1, ex=self._keep_s)
-
-    def _listener(self) -> _ReplyListener:
-        # After a fork (gunicorn) the parent's thread is gone: start one per process.
-        if self._replies is None or self._replies.pid != os.getpid():
-            self._replies = _ReplyListener(self._results, self._celery.backend.decode)
-        return self._replies
 
 
 def _outcome(meta: dict[str, Any]) -> dict[str, Any]:
     if meta.get("status") == states.SUCCESS:
         return meta["result"]
     raise error_from_result(meta.get("result"))
-
-
-class _Waiter:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.meta: dict[str, Any] | None = None
-
-    def wait(self, timeout_s: float) -> dict[str, Any] | None:
-        self.event.wait(timeout_s)
-        return self.meta
-
-
-class _ReplyListener:
-    def __init__(self, client: redis.Redis, decode: Any):
-        self.pid = os.getpid()
-        self.key = f"ml:replies:{socket.gethostname()}:{self.pid}:{uuid.uuid4().hex[:8]}"
-        self._client = client
-        self._decode = decode
-        self._waiters: dict[str, _Waiter] = {}
-        self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="prediction-replies", daemon=True).start()
-
-    def expect(self, job_id: str) -> _Waiter:
-        waiter = _Waiter()
-        with self._lock:
-            self._waiters[job_id] = waiter
-        return waiter
-
-    def forget(self, job_id: str) -> None:
-        with self._lock:
-            self._waiters.pop(job_id, None)
-
-    def _run(self) -> None:
-        stop = threading.Event()
-        while True:
-            try:
-                item = self._client.brpop([self.key], timeout=5)
-            except redis.RedisError as exc:
-                log.warning("prediction replies unreachable (%s); retrying", exc)
-                stop.wait(0.5)
-                continue
-            if item is None:
-                continue
-            meta = self._decode(item[1])
-            with self._lock:
-                waiter = self._waiters.pop(meta.get("task_id"), None)
-            if waiter is not None:  # otherwise its caller stopped waiting
-                waiter.meta = meta
-                waiter.event.set()

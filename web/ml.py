@@ -18,7 +18,6 @@ from config import get_settings
 from models.base import check_type
 from models.store import ModelFile, ModelStore
 from models.validation import features_array
-from tasks.model_registry import loaded_descriptions
 from tasks.predictions import PredictionClient, PredictionTimeout
 from web.auth import require_token
 from web.errors import ApiError, invalid
@@ -58,14 +57,14 @@ def _entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[str, An
 
 @blueprint.get("/models")
 def list_models():
-    reported = loaded_descriptions(_client().results)
+    reported = _client().loaded_models()
     return jsonify(models=[_entry(file, reported) for file in _store().list()])
 
 
 @blueprint.get("/models/<name>")
 def get_model(name: str):
     file = _store().resolve(name)
-    return jsonify(_entry(file, loaded_descriptions(_client().results)))
+    return jsonify(_entry(file, _client().loaded_models()))
 
 
 @blueprint.post("/predict")
@@ -76,7 +75,7 @@ def predict():
         raise invalid(exc) from exc
     file = _store().resolve(body.model_name)
     check_type(file.type, body.model_type)
-    description = loaded_descriptions(_client().results).get(f"{file.name}@{file.version}")
+    description = _client().loaded_models().get(f"{file.name}@{file.version}")
     features_array(description or file.to_dict(), body.features)  # early 422; the worker checks again
 
     if "respond-async" in request.headers.get("Prefer", "").lower():
