@@ -294,3 +294,18 @@ def test_a_worker_that_serves_no_lstm_never_imports_torch(tmp_path, zoo):
         assert all("libtorch" not in _libraries_mapped(pid) for pid in worker.pool_pids())
     finally:
         worker.stop()
+
+
+def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
+    from tasks.predictions import BrokerUnavailable, PredictionClient
+    from tests.support.netfault import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 6379)
+    proxy.cut()  # a broker address that refuses connections
+    client = PredictionClient(broker_url=f"redis://127.0.0.1:{proxy.port}/14", result_url=RESULT_URL)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as raised:
+        client.predict("xgb.json", [[1, 2, 3, 4, 5]], None, timeout_s=10)
+    assert raised.value.status == 503 and time.monotonic() - started < 5
+    with pytest.raises(BrokerUnavailable):
+        client.submit("xgb.json", [[1, 2, 3, 4, 5]], None)
