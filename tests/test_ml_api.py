@@ -76,11 +76,15 @@ def test_a_bare_stem_names_a_model(ml, zoo):
 
 
 def test_the_model_list_shows_what_the_workers_loaded(ml, zoo):
-    models = {model["name"]: model for model in ml.get("/api/v1/ml/models").get_json()["models"]}
+    def listing() -> dict[str, dict]:
+        return {model["name"]: model for model in ml.get("/api/v1/ml/models").get_json()["models"]}
+
+    # Workers report what they loaded; the web reads those reports at most once a second.
+    wait_for(lambda: all(model["loaded"] for model in listing().values()), 30, "every model reported loaded")
+    models = listing()
     assert set(models) == set(zoo)
     assert models["xgb.json"]["type"] == "xgboost" and models["xgb.json"]["n_features"] == 5
     assert models["scripted.pt"]["type"] == "lstm" and models["forecaster.pt"]["input_kind"] == "sequences"
-    assert all(model["loaded"] for model in models.values())
     one = ml.get("/api/v1/ml/models/gbm.txt").get_json()
     assert one["version"] == version_of(get_settings().model_dir / "gbm.txt") and one["size_mb"] > 0
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
 
 from web.errors import ApiError, invalid
+
+T = TypeVar("T")
 
 
 def json_body() -> Any:
@@ -15,6 +18,14 @@ def json_body() -> Any:
     if body is None:
         raise ApiError(400, "malformed_json", "the request body must be a JSON document")
     return body
+
+
+def body_as(parse: Callable[[Any], T]) -> T:
+    """The JSON body parsed by `parse` (a pydantic validator); 422 naming each bad field."""
+    try:
+        return parse(json_body())
+    except ValidationError as exc:
+        raise invalid(exc) from exc
 
 
 def query(model: type[BaseModel]) -> Any:

@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
-from pydantic import BaseModel, ConfigDict, Strict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
 from config import get_settings
 from models.base import check_type
@@ -20,8 +20,8 @@ from models.store import ModelFile, ModelStore
 from models.validation import features_array
 from tasks.predictions import PredictionClient, PredictionTimeout
 from web.auth import require_token
-from web.errors import ApiError, invalid
-from web.inputs import json_body
+from web.errors import ApiError
+from web.inputs import body_as
 
 blueprint = Blueprint("ml", __name__)
 require_token(blueprint)
@@ -69,10 +69,7 @@ def get_model(name: str):
 
 @blueprint.post("/predict")
 def predict():
-    try:
-        body = PredictRequest.model_validate(json_body())
-    except ValidationError as exc:
-        raise invalid(exc) from exc
+    body = body_as(PredictRequest.model_validate)
     file = _store().resolve(body.model_name)
     check_type(file.type, body.model_type)
     description = _client().loaded_models().get(f"{file.name}@{file.version}")

@@ -11,7 +11,7 @@ from db.repository import TradeRepository, trade_as_dict
 from tasks.client import Enqueued, TradeJournal
 from web.auth import require_token
 from web.errors import ApiError, invalid
-from web.inputs import json_body, query
+from web.inputs import body_as, query
 from web.schemas import StatsQuery, TradeQuery
 
 blueprint = Blueprint("trades", __name__)
@@ -43,21 +43,13 @@ def _accepted(enqueued: Enqueued):
 
 @blueprint.post("")
 def record_trade():
-    try:
-        record = TradeRecord.from_dict(json_body())
-    except ValidationError as exc:
-        raise invalid(exc) from exc
-    return _accepted(_journal().record_trade(record))
+    return _accepted(_journal().record_trade(body_as(TradeRecord.from_dict)))
 
 
 @blueprint.patch("/<trade_id>")
 def update_trade(trade_id: str):
     trade_id = _trade_id(trade_id)
-    body = json_body()
-    try:
-        update = TradeUpdate.from_dict(body)
-    except ValidationError as exc:
-        raise invalid(exc) from exc
+    update = body_as(TradeUpdate.from_dict)
     return _accepted(_journal().update_trade(trade_id, **update.to_dict()))
 
 
