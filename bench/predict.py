@@ -124,6 +124,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="single-client requests per round")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=16)
+    parser.add_argument(
+        "--worker-pool", default="prefork", help="the predict worker's pool: prefork or threads"
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/predict.py needs wrk: apt-get install wrk")

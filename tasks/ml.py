@@ -58,6 +58,9 @@ def store() -> ModelStore:
 def _note_queues(sender: Any = None, **_: Any) -> None:
     global _serves_predictions
     _serves_predictions = QUEUE in sender.app.amqp.queues.consume_from
+    if "prefork" not in sender.pool_cls.__module__:
+        # A threads or solo pool never forks: the worker process itself predicts.
+        _preload_models()
 
 
 @worker_process_init.connect

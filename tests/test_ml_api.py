@@ -313,3 +313,16 @@ def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
     assert raised.value.status == 503 and time.monotonic() - started < 5
     with pytest.raises(BrokerUnavailable):
         client.submit("xgb.json", [[1, 2, 3, 4, 5]], None)
+
+
+def test_a_threads_pool_worker_loads_the_models_in_its_own_process_and_serves_them(app, zoo, tmp_path):
+    # No fork in a threads pool: the worker process itself loads and predicts.
+    worker = Worker(dict(os.environ), tmp_path, queues="predict", pool="threads").wait_ready()
+    try:
+        assert _libraries_mapped(worker.pid) == {"libtorch", "libxgboost", "lib_lightgbm"}
+        client = app.test_client()
+        for _ in range(5):  # whichever worker answers, the numbers are the library's
+            body = post(client, {"model_name": "gbm.txt", "features": ROWS.tolist()}).get_json()
+            np.testing.assert_allclose(body["predictions"], zoo["gbm.txt"], atol=TOLERANCE, rtol=0)
+    finally:
+        worker.stop()

@@ -60,10 +60,17 @@ class Service:
 
 
 class Worker(Service):
-    def __init__(self, env: dict[str, str], cwd: Path, queues: str = "trades", concurrency: int = 2):
+    def __init__(
+        self,
+        env: dict[str, str],
+        cwd: Path,
+        queues: str = "trades",
+        concurrency: int = 2,
+        pool: str = "prefork",
+    ):
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
         args = [
-            str(BIN / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
+            str(BIN / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency), "-P", pool,
             "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
         ]  # fmt: skip
         super().__init__(args, env, cwd, cwd / f"worker-{self.name.split('@')[0]}.log")
