@@ -11,7 +11,8 @@ as unacknowledged, and another to acknowledge it, each through a freshly built
   atomic step (kombu leaves a gap between popping a message and recording it);
 * the acks of one event-loop turn go to Redis in one pipeline. A worker that dies
   before the pipeline runs gets those messages redelivered, which the journal absorbs
-  (its writes are idempotent); outside a worker's event loop acks are immediate.
+  (its writes are idempotent); outside a worker's event loop (a bot, a threads pool's
+  threads) acks are immediate.
 
 The data in Redis is kombu's own (queues, `unacked`, `unacked_index`), so workers on
 this transport and on kombu's stock one can share a broker, and kombu's visibility
@@ -21,6 +22,7 @@ timeout still restores what a vanished worker held. Selected for redis:// broker
 
 from __future__ import annotations
 
+import threading
 from time import time
 from urllib.parse import urlparse
 
@@ -84,7 +86,8 @@ class QoS(kombu_redis.QoS):
 
     def ack(self, delivery_tag):
         hub = get_event_loop()
-        if hub is None:
+        if hub is None or threading.current_thread() is not threading.main_thread():
+            # No loop, or a pool thread (threads pool): the hub is not thread-safe.
             super().ack(delivery_tag)
             return
         if not self._acks:
