@@ -23,25 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kombu.exceptions
-import redis.exceptions
 from celery import Celery
 
 from config import get_settings
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.spool import Spool
-from tasks.publish import LeanPublisher
+from tasks.publish import BROKER_DOWN, LeanPublisher
 from tasks.redis_transport import transport_for
 
 log = logging.getLogger(__name__)
 
-BROKER_DOWN = (
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
 QUEUE = "trades"
 
 

@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import kombu.exceptions
 import redis
 from celery import Celery, states
 
@@ -26,7 +25,7 @@ from models.base import ModelError
 from tasks.coalescer import Coalescer, Pending
 from tasks.ml_results import PredictionFailed, error_from_result
 from tasks.model_registry import loaded_descriptions
-from tasks.publish import LeanPublisher
+from tasks.publish import BROKER_DOWN, LeanPublisher
 from tasks.redis_transport import transport_for
 from tasks.replies import ReplyListener
 
@@ -41,7 +40,6 @@ STATUS_OF = {
     states.SUCCESS: "succeeded",
     states.FAILURE: "failed",
 }
-BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, OSError)
 
 
 class PredictionTimeout(Exception):

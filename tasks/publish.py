@@ -14,9 +14,19 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Celery
 from kombu import Connection
 from kombu.utils.json import dumps
+
+# What a publish raises when the broker cannot be reached; callers fall back on these.
+BROKER_DOWN = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
 
 
 class LeanPublisher:
