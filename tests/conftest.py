@@ -26,8 +26,10 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_DIR = Path(tempfile.mkdtemp(prefix=f"tradebot-test-{RUN_ID}-"))
 DATABASE_URL = make_url(PG_ADMIN_URL).set(database=f"tradebot_test_{RUN_ID}").render_as_string(False)
-BROKER_URL = f"{REDIS_URL}/14"
-RESULT_URL = f"{REDIS_URL}/15"
+# Two Redis databases, broker and results; TEST_REDIS_DBS lets parallel runs keep apart.
+BROKER_DB, RESULT_DB = os.environ.get("TEST_REDIS_DBS", "14,15").split(",")
+BROKER_URL = f"{REDIS_URL}/{BROKER_DB}"
+RESULT_URL = f"{REDIS_URL}/{RESULT_DB}"
 
 
 def pytest_configure(config: pytest.Config) -> None:

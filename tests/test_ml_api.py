@@ -22,7 +22,7 @@ from celery import Celery
 
 from config import get_settings
 from models.base import InputMismatch
-from tests.conftest import BROKER_URL, RESULT_URL
+from tests.conftest import BROKER_DB, BROKER_URL, RESULT_URL
 from tests.support.model_zoo import LABELS, ROWS, SEQUENCES, train_lightgbm, version_of
 from tests.support.processes import Worker, wait_for
 
@@ -306,7 +306,7 @@ def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
 
     proxy = TcpProxy("127.0.0.1", 6379)
     proxy.cut()  # a broker address that refuses connections
-    client = PredictionClient(broker_url=f"redis://127.0.0.1:{proxy.port}/14", result_url=RESULT_URL)
+    client = PredictionClient(broker_url=f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}", result_url=RESULT_URL)
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable) as raised:
         client.predict("xgb.json", [[1, 2, 3, 4, 5]], None, timeout_s=10)

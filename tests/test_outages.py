@@ -12,7 +12,7 @@ from db.record import TradeRecord
 from db.spool import Spool
 from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
-from tests.conftest import RESULT_URL
+from tests.conftest import BROKER_DB, RESULT_URL
 from tests.support.journal import journal_counts, rows_reach
 from tests.support.netfault import TcpProxy
 from tests.support.processes import wait_for
@@ -63,7 +63,7 @@ def test_the_bot_client_keeps_trades_while_the_broker_is_down_and_sends_them_aft
 ):
     start_worker()
     proxy = TcpProxy("127.0.0.1", 6379)
-    broker_via_proxy = f"redis://127.0.0.1:{proxy.port}/14"
+    broker_via_proxy = f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}"
     outbox = tmp_path / "bot"
     journal = TradeJournal(broker_via_proxy, outbox, retry_interval_s=0.2)
     try:
