@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+BROKER_DB, RESULT_DB = os.environ.get("BENCH_REDIS_DBS", "10,11").split(",")
 ROW = [1.5, 2.3, 0.8, 1.2, 0.5]
 BODY = json.dumps({"model_name": "xgboost_model.json", "features": [ROW]})
 
@@ -136,8 +137,8 @@ def main() -> None:
         **os.environ,
         "MODEL_DIR": str(workdir / "models"),
         "SPOOL_DIR": str(workdir / "spool"),
-        "CELERY_BROKER_URL": f"{REDIS}/10",
-        "CELERY_RESULT_BACKEND": f"{REDIS}/11",
+        "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "CELERY_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "PYTHONUNBUFFERED": "1",
     }
     subprocess.run(

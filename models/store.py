@@ -115,10 +115,20 @@ class _Probe:
 
 
 class ModelStore:
-    def __init__(self, directory: Path | str, allow_pickle: bool = False, settle_s: float = 1.0):
+    def __init__(
+        self,
+        directory: Path | str,
+        allow_pickle: bool = False,
+        settle_s: float = 1.0,
+        recheck_s: float = 0.25,
+    ):
         self.directory = Path(os.path.abspath(directory))
         self.allow_pickle = allow_pickle
         self.settle_s = settle_s
+        # A name resolved less than recheck_s ago is not looked up on disk again: the
+        # stat and realpath calls cost more than a small prediction.
+        self.recheck_s = recheck_s
+        self._resolved: dict[str, tuple[float, ModelFile]] = {}
         self._probes: dict[str, _Probe] = {}
         self._sidecars: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._loaded: dict[str, LoadedModel] = {}
@@ -146,6 +156,15 @@ class ModelStore:
 
     def resolve(self, name: str) -> ModelFile:
         """The model file called `name`, or whose stem is `name` when only one has it."""
+        now = time.monotonic()
+        cached = self._resolved.get(name)
+        if cached is not None and now - cached[0] < self.recheck_s:
+            return cached[1]
+        file = self._resolve(name)
+        self._resolved[name] = (now, file)
+        return file
+
+    def _resolve(self, name: str) -> ModelFile:
         check_name(name)
         if is_candidate(name):
             return self._file(name)

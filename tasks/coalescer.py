@@ -3,8 +3,9 @@
 A web process waiting on many predictions at once sends them as one `ml.predict_batch`
 message per model instead of one message each: the worker's consumer then pays its
 per-message cost once per batch. Nothing waits for company: a prediction is sent at
-once unless `max_in_flight` batches are already on their way, and whatever arrives
-meanwhile goes out together as soon as one of them is answered.
+once, by its own thread, unless `max_in_flight` batches are already on their way; what
+arrives meanwhile goes out together, from the coalescer's thread, as soon as one of them
+is answered.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ class Coalescer:
 
     def add(self, item: Pending) -> None:
         with self._changed:
-            self._queue.append(item)
-            self._changed.notify()
+            if self._queue or len(self._in_flight) >= self._max_in_flight:
+                self._queue.append(item)
+                self._changed.notify()
+                return
+            batch_id = self._open([item])
+        self._dispatch(batch_id, [item])  # an idle lane: no hand-off to another thread
 
     def settled(self, job_id: str) -> None:
         """A job was answered or given up on: its batch's slot is free (outcomes come together)."""
@@ -67,17 +72,24 @@ class Coalescer:
                 while not self._queue or len(self._in_flight) >= self._max_in_flight:
                     self._changed.wait()
                 batch = self._take()
-                batch_id = str(uuid.uuid4())
-                self._in_flight.add(batch_id)
-                for item in batch:
-                    self._batch_of[item.job_id] = batch_id
-            try:
-                self._send(batch_id, batch)
-            except Exception as exc:
-                log.warning("could not send %d predictions: %s", len(batch), exc)
-                self._fail(batch, exc)
-                for item in batch:
-                    self.settled(item.job_id)
+                batch_id = self._open(batch)
+            self._dispatch(batch_id, batch)
+
+    def _open(self, batch: list[Pending]) -> str:
+        batch_id = str(uuid.uuid4())
+        self._in_flight.add(batch_id)
+        for item in batch:
+            self._batch_of[item.job_id] = batch_id
+        return batch_id
+
+    def _dispatch(self, batch_id: str, batch: list[Pending]) -> None:
+        try:
+            self._send(batch_id, batch)
+        except Exception as exc:
+            log.warning("could not send %d predictions: %s", len(batch), exc)
+            self._fail(batch, exc)
+            for item in batch:
+                self.settled(item.job_id)
 
     def _take(self) -> list[Pending]:
         """The oldest waiting prediction and the others for the same model, in order."""

@@ -4,7 +4,8 @@ The worker's consumer buffers predict messages (celery-batches) for at most
 PREDICT_BATCH_WAIT_S or PREDICT_MAX_BATCH messages and runs them in one pool call:
 requests for the same model and input shape are stacked into one model call, the way
 MLServer and BentoML batch adaptively. Each request still gets its own outcome
-(`tasks.ml_results`).
+(`tasks.ml_results`). Every process that holds the models also serves the direct lane
+(`tasks.direct_lane`), where the web's waiting callers skip Celery's consumer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
-from celery.signals import worker_init, worker_process_init
+import redis
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
@@ -28,6 +30,7 @@ from models.threads import limit_threads
 from models.validation import features_array
 from tasks import app
 from tasks.batching import BATCH_DONE
+from tasks.direct_lane import LaneServer
 from tasks.factory import FlaskTask
 from tasks.ml_results import (
     Call,
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 QUEUE = "predict"
 _serves_predictions = False
 _store: ModelStore | None = None
+_lane: LaneServer | None = None
 
 
 def store() -> ModelStore:
@@ -61,10 +65,31 @@ def _note_queues(sender: Any = None, **_: Any) -> None:
     if "prefork" not in sender.pool_cls.__module__:
         # A threads or solo pool never forks: the worker process itself predicts.
         _preload_models()
+        _start_lane(threads=sender.concurrency)
 
 
 @worker_process_init.connect
-def _preload_models(**_: Any) -> None:
+def _load_and_serve(**_: Any) -> None:
+    _preload_models()
+    _start_lane(threads=1)
+
+
+def _start_lane(threads: int) -> None:
+    global _lane
+    if not _serves_predictions or not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return
+    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, health_check_interval=30)
+    _lane = LaneServer(client, serve_waiting, get_settings().predict_max_batch).start(threads)
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _stop_lane(**_: Any) -> None:
+    if _lane is not None:
+        _lane.stop()
+
+
+def _preload_models() -> None:
     # After the fork, never before: XGBoost's and LightGBM's OpenMP pools and torch's
     # threads do not survive a fork. One thread per library and process.
     if not _serves_predictions:
@@ -141,27 +166,10 @@ def predict(requests: list[SimpleRequest]) -> str:
     return serve(calls_of(requests))
 
 
-@app.task(name="ml.predict_batch", base=PredictBatches)
-def predict_batch(requests: list[SimpleRequest]) -> str:
-    """One message: `model_name, model_type, [[job_id, features], ...]` (the web's coalesced calls)."""
-    return serve(calls_of(requests))
-
-
 def calls_of(requests: Iterable[Any]) -> list[Call]:
-    calls = []
-    for request in requests:
-        if request.name != "ml.predict_batch":
-            calls.append(Call(request.id, request.reply_to, tuple(request.args), dict(request.kwargs)))
-            continue
-        try:
-            model_name, model_type, items = request.args
-            calls.extend(
-                Call(str(job_id), request.reply_to, (model_name, features, model_type), {})
-                for job_id, features in items
-            )
-        except (TypeError, ValueError):
-            log.error("malformed ml.predict_batch message %s dropped", request.id)
-    return calls
+    return [
+        Call(request.id, request.reply_to, tuple(request.args), dict(request.kwargs)) for request in requests
+    ]
 
 
 def serve(calls: list[Call]) -> str:
@@ -170,6 +178,16 @@ def serve(calls: list[Call]) -> str:
     publish_outcomes(app, run_batch(calls))
     _report_new_versions()
     return BATCH_DONE
+
+
+def serve_waiting(calls: list[Call]) -> None:
+    """The direct lane's predictions: their callers are waiting, so a failure is answered too."""
+    try:
+        serve(calls)
+    except Exception:
+        log.exception("a direct-lane batch of %d predictions failed", len(calls))
+        error = PredictionFailed("the worker failed while predicting; try again")
+        publish_outcomes(app, [(call, error) for call in calls])
 
 
 _reported: dict[str, str] = {}

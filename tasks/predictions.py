@@ -2,8 +2,9 @@
 
 Waiting costs no subscription per request: each process has one reply list
 (`tasks.replies`), which the workers push outcomes to. Concurrent synchronous
-predictions of a process travel together as `ml.predict_batch` messages
-(`tasks.coalescer`). Outcomes are also stored as Celery results, so a job can be polled
+predictions of a process travel together, one message per model (`tasks.coalescer`),
+over the direct lane (`tasks.direct_lane`) when the broker is Redis, else as
+`ml.predict` tasks. Outcomes are also stored as Celery results, so a job can be polled
 after its caller stopped waiting.
 """
 
@@ -23,6 +24,7 @@ from celery import Celery, states
 from config import get_settings
 from models.base import ModelError
 from tasks.coalescer import Coalescer, Pending
+from tasks.direct_lane import LANE_KEY, encode_request
 from tasks.ml_results import PredictionFailed, error_from_result
 from tasks.model_registry import loaded_descriptions
 from tasks.publish import BROKER_DOWN, LeanPublisher
@@ -62,10 +64,17 @@ class Job:
 
 
 class PredictionClient:
-    def __init__(self, broker_url: str | None = None, result_url: str | None = None):
+    def __init__(
+        self, broker_url: str | None = None, result_url: str | None = None, direct_lane: bool | None = None
+    ):
         settings = get_settings()
         broker_url = broker_url or settings.celery_broker_url
         result_url = result_url or settings.celery_result_backend
+        if direct_lane is None:
+            direct_lane = broker_url.startswith(("redis://", "rediss://"))
+        self._lane = None
+        if direct_lane:
+            self._lane = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
         self._celery = Celery("prediction-client", set_as_current=False, backend=result_url)
         self._celery.conf.update(
             broker_transport=transport_for(broker_url),
@@ -148,15 +157,14 @@ class PredictionClient:
 
     def _send_batch(self, batch_id: str, batch: list[Pending]) -> None:
         first = batch[0]
-        items = [[item.job_id, item.features] for item in batch]
-        argsrepr = f"({first.model_name!r}, {first.model_type!r}, <{len(batch)} predictions>)"
-        self._publish(
-            "ml.predict_batch",
-            [first.model_name, first.model_type, items],
-            batch_id,
-            self._replies.key,
-            argsrepr,
-        )
+        if self._lane is not None:
+            items = [[item.job_id, item.features] for item in batch]
+            message = encode_request(batch_id, self._replies.key, first.model_name, first.model_type, items)
+            self._lane.lpush(LANE_KEY, message)
+            return
+        for item in batch:  # a broker other than Redis: one Celery task per prediction
+            args = [item.model_name, item.features, item.model_type]
+            self._publish("ml.predict", args, item.job_id, self._replies.key, f"({item.model_name!r}, ...)")
 
     def _fail_batch(self, batch: list[Pending], exc: Exception) -> None:
         error = BrokerUnavailable(f"the broker does not answer ({exc}); try again")

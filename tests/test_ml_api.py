@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from celery import Celery
 
 from config import get_settings
@@ -35,6 +36,7 @@ TOLERANCE = 1e-6
 def predict_worker(zoo, tmp_path_factory, database_url):
     folder = tmp_path_factory.mktemp("predict-worker")
     worker = Worker(dict(os.environ), folder, queues="predict").wait_ready()
+    worker.wait_models_loaded(RESULT_URL, set(zoo))
     yield worker
     worker.stop()
 
@@ -213,6 +215,7 @@ def test_a_pickle_is_refused_and_never_unpickled(ml, zoo):
 
 def test_a_model_replaced_while_requests_flow_switches_without_a_failed_request(app, zoo, tmp_path):
     worker = Worker(dict(os.environ), tmp_path, queues="predict").wait_ready()
+    worker.wait_models_loaded(RESULT_URL, {"gbm.txt"})
     client = app.test_client()
     folder = get_settings().model_dir
     old = zoo["gbm.txt"]
@@ -318,6 +321,7 @@ def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
 def test_a_threads_pool_worker_loads_the_models_in_its_own_process_and_serves_them(app, zoo, tmp_path):
     # No fork in a threads pool: the worker process itself loads and predicts.
     worker = Worker(dict(os.environ), tmp_path, queues="predict", pool="threads").wait_ready()
+    worker.wait_models_loaded(RESULT_URL, set(zoo))
     try:
         assert _libraries_mapped(worker.pid) == {"libtorch", "libxgboost", "lib_lightgbm"}
         client = app.test_client()
@@ -326,3 +330,32 @@ def test_a_threads_pool_worker_loads_the_models_in_its_own_process_and_serves_th
             np.testing.assert_allclose(body["predictions"], zoo["gbm.txt"], atol=TOLERANCE, rtol=0)
     finally:
         worker.stop()
+
+
+def test_a_malformed_direct_lane_message_is_dropped_and_the_lane_keeps_serving(ml, zoo):
+    from tasks.direct_lane import LANE_KEY
+
+    broker = redis.Redis.from_url(BROKER_URL)
+    broker.lpush(LANE_KEY, b"not json", b'{"items": 5}', b'{"id": "x", "items": [[1]]}')
+    response = post(ml, {"model_name": "xgb.json", "features": ROWS.tolist()})
+    assert response.status_code == 200, response.get_json()
+    np.testing.assert_allclose(response.get_json()["predictions"], zoo["xgb.json"], atol=TOLERANCE, rtol=0)
+    assert broker.llen(LANE_KEY) == 0
+
+
+def test_without_the_direct_lane_waiting_predictions_travel_as_ml_predict_tasks(predict_worker, zoo):
+    from tasks.predictions import PredictionClient
+
+    client = PredictionClient(direct_lane=False)
+    payloads = []
+    threads = [
+        threading.Thread(target=lambda: payloads.append(client.predict("gbm.txt", ROWS.tolist(), None, 30)))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(payloads) == 4
+    for payload in payloads:
+        np.testing.assert_allclose(payload["predictions"], zoo["gbm.txt"], atol=TOLERANCE, rtol=0)

@@ -11,7 +11,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from celery import Celery
+
+from tasks.model_registry import loaded_descriptions
 
 BIN = Path(sys.executable).parent
 
@@ -69,6 +72,7 @@ class Worker(Service):
         pool: str = "prefork",
     ):
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.started_at = time.time()
         args = [
             str(BIN / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency), "-P", pool,
             "-n", self.name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
@@ -88,6 +92,26 @@ class Worker(Service):
             wait_for(answers, timeout, f"worker {self.name} to answer a ping")
         finally:
             app.close()
+        return self
+
+    def wait_models_loaded(self, result_url: str, names: set[str], timeout: float = 180) -> Worker:
+        """Wait until this worker has reported `names` loaded (loading torch takes a while)."""
+        client = redis.Redis.from_url(result_url)
+
+        def reported() -> bool:
+            if not self.alive():
+                raise AssertionError(f"worker exited:\n{self.log()[-3000:]}")
+            fresh = {
+                key.split("@")[0]
+                for key, description in loaded_descriptions(client).items()
+                if description["reported_at"] >= self.started_at
+            }
+            return names <= fresh
+
+        try:
+            wait_for(reported, timeout, f"worker {self.name} to load {sorted(names)}", interval=0.2)
+        finally:
+            client.close()
         return self
 
     def pool_pids(self) -> list[int]:

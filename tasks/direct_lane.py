@@ -1,0 +1,112 @@
+"""The direct lane: synchronous predictions that skip Celery's consumer.
+
+A waiting caller cannot afford Celery's per-message cost (decoding the envelope,
+Request objects, the batching timer, the pool hand-off: about 1.5 ms a message). Its
+predictions are instead pushed as one small JSON document per model onto the Redis list
+`predict:direct` in the broker's database. Every process of a predict worker that holds
+the models runs threads that pop them (up to `max_messages` at once), stack them and
+answer through the same outcome path as `ml.predict` (Celery's result format, plus the
+caller's reply list). Queued jobs and bots keep using the `ml.predict` task.
+
+A message is `{"id", "reply_to", "model_name", "model_type", "items": [[job_id, features], ...]}`.
+A message popped by a process that then dies is not retried: its callers time out
+with a job id whose status stays pending, as with any prediction lost with its worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from tasks.ml_results import Call
+
+log = logging.getLogger(__name__)
+
+LANE_KEY = "predict:direct"
+BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to notice
+
+
+def encode_request(batch_id: str, reply_to: str, model_name: str, model_type: str | None, items: list) -> str:
+    message = {
+        "id": batch_id,
+        "reply_to": reply_to,
+        "model_name": model_name,
+        "model_type": model_type,
+        "items": items,
+    }
+    return json.dumps(message, separators=(",", ":"))
+
+
+def calls_of(raw: bytes) -> list[Call]:
+    """The predictions of one lane message; a malformed message is logged and dropped."""
+    try:
+        message = json.loads(raw)
+        args = (message["model_name"], message["model_type"])
+        return [
+            Call(str(job_id), message["reply_to"], (args[0], features, args[1]), {})
+            for job_id, features in message["items"]
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("malformed direct-lane message dropped: %s", exc)
+        return []
+
+
+class LaneServer:
+    """Threads that serve the lane in this process until `stop`."""
+
+    def __init__(self, client: redis.Redis, serve: Callable[[list[Call]], Any], max_messages: int):
+        self._client = client
+        self._serve = serve
+        self._max_messages = max_messages
+        self._stopping = threading.Event()
+        self._has_blmpop = True
+        self._threads: list[threading.Thread] = []
+
+    def start(self, threads: int = 1) -> LaneServer:
+        for number in range(threads):
+            thread = threading.Thread(target=self._run, name=f"direct-lane-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout_s: float = BLOCK_S + 30) -> None:
+        """Stop taking messages; what was taken is answered first (a warm shutdown)."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                messages = self._take()
+            except redis.RedisError as exc:
+                log.warning("direct lane: broker unreachable (%s); retrying", exc)
+                self._stopping.wait(0.5)
+                continue
+            calls = [call for raw in messages for call in calls_of(raw)]
+            if not calls:
+                continue
+            try:
+                self._serve(calls)
+            except Exception:  # one bad batch must not end the lane
+                log.exception("direct lane: a batch of %d predictions failed", len(calls))
+
+    def _take(self) -> list[bytes]:
+        if self._has_blmpop:
+            try:  # Redis 7: the first message and the others waiting, in one command
+                popped = self._client.blmpop(
+                    BLOCK_S, 1, LANE_KEY, direction="RIGHT", count=self._max_messages
+                )
+                return popped[1] if popped else []
+            except redis.ResponseError:
+                self._has_blmpop = False  # Redis 6
+        first = self._client.brpop([LANE_KEY], timeout=BLOCK_S)
+        if first is None:
+            return []
+        more = self._client.rpop(LANE_KEY, self._max_messages - 1) if self._max_messages > 1 else None
+        return [first[1], *(more or [])]
