@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # call at most, and how long the first of them may wait for company.
     predict_max_batch: int = Field(default=64, ge=1, le=10_000)
     predict_batch_wait_s: float = Field(default=0.001, gt=0)
+    # A prediction no worker has started this long after it was sent is dropped (its job
+    # fails with prediction_expired): its caller has long stopped waiting, and its market
+    # data is stale.
+    predict_expires_s: float = Field(default=60.0, gt=0)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
 
     @field_validator("api_token", "flower_basic_auth", mode="before")

@@ -8,7 +8,8 @@ the models runs threads that pop them (up to `max_messages` at once), stack them
 answer through the same outcome path as `ml.predict` (Celery's result format, plus the
 caller's reply list). Queued jobs and bots keep using the `ml.predict` task.
 
-A message is `{"id", "reply_to", "model_name", "model_type", "items": [[job_id, features], ...]}`.
+A message is `{"id", "reply_to", "model_name", "model_type", "items": [[job_id, features], ...],
+"expires"}`, `expires` in seconds since the epoch.
 A message popped by a process that then dies is not retried: its callers time out
 with a job id whose status stays pending, as with any prediction lost with its worker.
 """
@@ -31,13 +32,16 @@ LANE_KEY = "predict:direct"
 BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to notice
 
 
-def encode_request(batch_id: str, reply_to: str, model_name: str, model_type: str | None, items: list) -> str:
+def encode_request(
+    batch_id: str, reply_to: str, model_name: str, model_type: str | None, items: list, expires: float
+) -> str:
     message = {
         "id": batch_id,
         "reply_to": reply_to,
         "model_name": model_name,
         "model_type": model_type,
         "items": items,
+        "expires": expires,
     }
     return json.dumps(message, separators=(",", ":"))
 
@@ -47,8 +51,9 @@ def calls_of(raw: bytes) -> list[Call]:
     try:
         message = json.loads(raw)
         args = (message["model_name"], message["model_type"])
+        expires = float(message["expires"]) if message.get("expires") is not None else None
         return [
-            Call(str(job_id), message["reply_to"], (args[0], features, args[1]), {})
+            Call(str(job_id), message["reply_to"], (args[0], features, args[1]), {}, expires)
             for job_id, features in message["items"]
         ]
     except (ValueError, KeyError, TypeError) as exc:

@@ -126,7 +126,7 @@ class PredictBatches(FlaskTask, Batches):
         expired = [request for request in requests if _expired(request, now)]
         live = [request for request in requests if not _expired(request, now)]
         if expired:
-            error = PredictionExpired("the caller stopped waiting before a worker was free")
+            error = PredictionExpired("the prediction waited too long for a worker (PREDICT_EXPIRES_S)")
             publish_outcomes(app, [(call, error) for call in calls_of(expired)])
             for request in expired:
                 request.acknowledge()
@@ -182,6 +182,12 @@ def serve(calls: list[Call]) -> str:
 
 def serve_waiting(calls: list[Call]) -> None:
     """The direct lane's predictions: their callers are waiting, so a failure is answered too."""
+    now = time.time()
+    expired = [call for call in calls if call.expires is not None and call.expires < now]
+    if expired:
+        error = PredictionExpired("the prediction waited too long for a worker (PREDICT_EXPIRES_S)")
+        publish_outcomes(app, [(call, error) for call in expired])
+        calls = [call for call in calls if call.expires is None or call.expires >= now]
     try:
         serve(calls)
     except Exception:

@@ -46,6 +46,7 @@ class Call:
     reply_to: str | None
     args: tuple
     kwargs: dict
+    expires: float | None = None  # epoch seconds; not worth a model call after that
 
 
 Outcome = tuple[Call, "dict[str, Any] | ModelError"]

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -85,6 +86,7 @@ class PredictionClient:
         self._results = redis.Redis.from_url(result_url, socket_connect_timeout=2, socket_timeout=30)
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._max_batch = settings.predict_max_batch
+        self._expires_s = settings.predict_expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
         self._start_lock = threading.Lock()
         self._replies: ReplyListener | None = None
@@ -121,7 +123,8 @@ class PredictionClient:
         self._mark_issued(job_id)
         rows = len(features) if isinstance(features, list) else "?"
         try:
-            self._publish("ml.predict", [model_name, features, model_type], job_id, None, f"<{rows} rows>")
+            args = [model_name, features, model_type]
+            self._publish("ml.predict", args, job_id, None, f"<{rows} rows>", self._expiry())
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"the broker does not answer ({exc}); nothing was queued") from exc
         return job_id
@@ -159,12 +162,16 @@ class PredictionClient:
         first = batch[0]
         if self._lane is not None:
             items = [[item.job_id, item.features] for item in batch]
-            message = encode_request(batch_id, self._replies.key, first.model_name, first.model_type, items)
+            expires = time.time() + self._expires_s
+            message = encode_request(
+                batch_id, self._replies.key, first.model_name, first.model_type, items, expires
+            )
             self._lane.lpush(LANE_KEY, message)
             return
         for item in batch:  # a broker other than Redis: one Celery task per prediction
             args = [item.model_name, item.features, item.model_type]
-            self._publish("ml.predict", args, item.job_id, self._replies.key, f"({item.model_name!r}, ...)")
+            argsrepr = f"({item.model_name!r}, ...)"
+            self._publish("ml.predict", args, item.job_id, self._replies.key, argsrepr, self._expiry())
 
     def _fail_batch(self, batch: list[Pending], exc: Exception) -> None:
         error = BrokerUnavailable(f"the broker does not answer ({exc}); try again")
@@ -173,9 +180,16 @@ class PredictionClient:
         for item in batch:
             self._replies.fail(item.job_id, error)
 
-    def _publish(self, name: str, args: list, task_id: str, reply_to: str | None, argsrepr: str) -> None:
+    def _publish(
+        self, name: str, args: list, task_id: str, reply_to: str | None, argsrepr: str, expires: datetime
+    ) -> None:
         with self._send_lock:
-            self._publisher.publish(name, args, task_id, QUEUE, argsrepr=argsrepr, reply_to=reply_to)
+            self._publisher.publish(
+                name, args, task_id, QUEUE, argsrepr=argsrepr, reply_to=reply_to, expires=expires
+            )
+
+    def _expiry(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._expires_s)
 
     def _mark_issued(self, job_id: str) -> None:
         self._results.set(ISSUED_PREFIX + job_id, 1, ex=self._keep_s)

@@ -1,4 +1,4 @@
-"""A synchronous prediction that outlives PREDICT_TIMEOUT_S: 504 with a job id that later succeeds.
+"""Predictions that outlive their wait: a 504 whose job later succeeds, and expiry after PREDICT_EXPIRES_S.
 
 No predict worker runs in this module until the test starts one, so the wait runs out for real.
 """
@@ -6,8 +6,10 @@ No predict worker runs in this module until the test starts one, so the wait run
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
+import pytest
 
 from config import get_settings
 from tests.support.model_zoo import ROWS
@@ -43,3 +45,35 @@ def test_a_prediction_that_outlives_its_wait_is_a_504_whose_job_later_succeeds(
         worker.stop()
     result = client.get(job_url).get_json()["result"]
     np.testing.assert_allclose(result["predictions"], zoo["xgb.json"], atol=1e-6, rtol=0)
+
+
+def test_predictions_no_worker_started_within_predict_expires_s_fail_as_expired(
+    app, zoo, monkeypatch, tmp_path
+):
+    from tasks.predictions import PredictionClient, PredictionTimeout
+
+    monkeypatch.setenv("PREDICT_EXPIRES_S", "1")
+    get_settings.cache_clear()
+    try:
+        predictions = PredictionClient()
+    finally:
+        monkeypatch.delenv("PREDICT_EXPIRES_S")
+        get_settings.cache_clear()
+    sent_at = time.time()
+    with pytest.raises(PredictionTimeout) as timed_out:  # the direct lane, nobody serving it
+        predictions.predict("xgb.json", ROWS.tolist(), None, timeout_s=0.2)
+    queued = predictions.submit("xgb.json", ROWS.tolist(), None)  # the ml.predict task
+    wait_for(lambda: time.time() > sent_at + 1.5, 5, "both predictions to expire")
+
+    worker = Worker(dict(os.environ), tmp_path, queues="predict").wait_ready()
+    client = app.test_client()
+    try:
+        for job_id in (timed_out.value.job_id, queued):
+            url = f"/api/v1/ml/jobs/{job_id}"
+            wait_for(lambda u=url: client.get(u).get_json()["status"] == "failed", 120, f"{job_id} to fail")
+            error = client.get(url).get_json()["error"]
+            assert (error["status"], error["code"]) == (504, "prediction_expired")
+        fresh = client.post("/api/v1/ml/predict", json={"model_name": "xgb.json", "features": ROWS.tolist()})
+        assert fresh.status_code == 200, fresh.get_json()
+    finally:
+        worker.stop()
