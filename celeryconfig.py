@@ -33,8 +33,11 @@ broker_connection_retry_on_startup = True
 # A predict worker's pool process loads every model before it reports for work.
 worker_proc_alive_timeout = 120
 broker_transport_options = {
-    # A message held by a worker that vanished outright comes back after this long.
-    "visibility_timeout": 300,
+    # A message held by a worker that vanished outright comes back after this long (not
+    # kombu's default hour), found by a sweep every tenth of it (at most every 10 s).
+    "visibility_timeout": _settings.broker_visibility_timeout_s,
+    "unacked_restore_interval": max(1, min(10, _settings.broker_visibility_timeout_s // 10)),
+    "unacked_restore_throttle": 1,
 }
 result_expires = 3600
 

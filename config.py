@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     journal_db_backoff_s: float = Field(default=0.5, ge=0)
     journal_max_redeliveries: int = Field(default=5, ge=1)
     spool_replay_interval_s: float = Field(default=5.0, gt=0)
+    # A message held by a worker that vanished outright (SIGKILL, a lost host) goes back
+    # to its queue this long after delivery. Keep it above the longest a worker may hold
+    # a trade: the batch wait plus every database retry.
+    broker_visibility_timeout_s: int = Field(default=300, ge=1)
 
     # Model serving tuning: how many queued predictions a worker stacks into one model
     # call at most, and how long the first of them may wait for company.

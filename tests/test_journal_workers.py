@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis
 from celery import Celery
 from sqlalchemy import text
 
@@ -231,3 +232,47 @@ def test_a_batch_that_fails_is_requeued_not_acknowledged(clean, engine, env, sta
     app.close()
     [letter] = [json.loads(line) for line in letters.read_text().splitlines()]
     assert letter["reason"].startswith("invalid") and letter["payload"]["args"][0]["side"] == "sideways"
+
+
+def test_sigterm_lets_the_running_batch_finish_and_returns_the_rest_to_the_queue(
+    clean, engine, env, start_worker
+):
+    worker = start_worker()
+    lock = TradeLock(engine, "stop-150")
+    bot = subprocess.Popen([sys.executable, str(BOT), env["CELERY_BROKER_URL"], "stop", "1000", "0"], env=env)
+    wait_for(lambda: _process_waiting_for(engine, worker, "stop-150"), 60, "a batch blocked mid-transaction")
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    assert broker.hlen("unacked") > 0  # kombu's record of the messages the worker holds
+    worker.process.send_signal(signal.SIGTERM)  # a warm shutdown, while that batch runs
+    wait_for(lambda: "Warm shutdown" in worker.log(), 30, "the worker to begin its warm shutdown")
+    lock.release()
+    assert worker.process.wait(120) == 0
+    assert broker.hlen("unacked") == 0  # returned to the queue, not left for the visibility timeout
+    with engine.connect() as connection:  # the batch that was running was finished, not dropped
+        running = connection.scalar(text("SELECT count(*) FROM trade_history WHERE trade_id = 'stop-150'"))
+    assert running == 1
+    assert bot.wait(120) == 0
+
+    start_worker()  # what the stopped worker held but had not started is back in the queue
+    wait_for(rows_reach(engine, 1000), 120, "all 1000 trades after the restart")
+    assert journal_counts(engine) == {"rows": 1000, "distinct_ids": 1000, "closed": 0}
+
+
+def test_trades_held_by_a_worker_killed_outright_come_back_after_the_visibility_timeout(
+    clean, engine, env, start_worker
+):
+    short = {"BROKER_VISIBILITY_TIMEOUT_S": "4"}
+    worker = start_worker(**short)
+    lock = TradeLock(engine, "gone-150")
+    bot = subprocess.Popen([sys.executable, str(BOT), env["CELERY_BROKER_URL"], "gone", "1000", "0"], env=env)
+    wait_for(lambda: _process_waiting_for(engine, worker, "gone-150"), 60, "a batch blocked mid-transaction")
+    os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool: no shutdown at all
+    worker.process.wait(30)
+    lock.release()
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    assert broker.hlen("unacked") > 0  # held by the dead worker, in no queue
+    assert bot.wait(120) == 0
+
+    start_worker(**short)
+    wait_for(rows_reach(engine, 1000), 120, "all 1000 trades after the visibility timeout")
+    assert journal_counts(engine) == {"rows": 1000, "distinct_ids": 1000, "closed": 0}
