@@ -6,10 +6,10 @@ predictions are instead pushed as one small JSON document per model onto the Red
 `predict:direct` in the broker's database. Every process of a predict worker that holds
 the models runs threads that pop them (up to `max_messages` at once), stack them and
 answer through the same outcome path as `ml.predict` (Celery's result format, plus the
-caller's reply list). Queued jobs and bots keep using the `ml.predict` task.
+job's reply key that its caller waits on). Queued jobs and bots keep using the `ml.predict` task.
 
-A message is `{"id", "reply_to", "model_name", "model_type", "items": [[job_id, features], ...],
-"expires"}`, `expires` in seconds since the epoch.
+A message is `{"id", "model_name", "model_type", "items": [[job_id, features], ...], "expires"}`,
+`expires` in seconds since the epoch; each job's outcome goes to its reply key.
 A message popped by a process that then dies is not retried: its callers time out
 with a job id whose status stays pending, as with any prediction lost with its worker.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from tasks.ml_results import Call
+from tasks.ml_results import Call, reply_key
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,10 @@ BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to 
 
 
 def encode_request(
-    batch_id: str, reply_to: str, model_name: str, model_type: str | None, items: list, expires: float
+    batch_id: str, model_name: str, model_type: str | None, items: list, expires: float
 ) -> str:
     message = {
         "id": batch_id,
-        "reply_to": reply_to,
         "model_name": model_name,
         "model_type": model_type,
         "items": items,
@@ -53,7 +52,7 @@ def calls_of(raw: bytes) -> list[Call]:
         args = (message["model_name"], message["model_type"])
         expires = float(message["expires"]) if message.get("expires") is not None else None
         return [
-            Call(str(job_id), message["reply_to"], (args[0], features, args[1]), {}, expires)
+            Call(str(job_id), reply_key(str(job_id)), (args[0], features, args[1]), {}, expires)
             for job_id, features in message["items"]
         ]
     except (ValueError, KeyError, TypeError) as exc:

@@ -39,6 +39,7 @@ from tasks.ml_results import (
     PredictionFailed,
     mark_started,
     publish_outcomes,
+    waits_on_reply,
 )
 from tasks.model_registry import report_loaded
 
@@ -173,8 +174,8 @@ def calls_of(requests: Iterable[Any]) -> list[Call]:
 
 
 def serve(calls: list[Call]) -> str:
-    # Only queued jobs (no caller waiting on a reply list) are polled for "running".
-    mark_started(app, [call for call in calls if not call.reply_to])
+    # Only queued jobs (no caller waiting on a reply key) are polled for "running".
+    mark_started(app, [call for call in calls if not waits_on_reply(call)])
     publish_outcomes(app, run_batch(calls))
     _report_new_versions()
     return BATCH_DONE

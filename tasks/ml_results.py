@@ -18,7 +18,13 @@ from celery import Celery, states
 from models import base as model_errors
 from models.base import ModelError
 
+REPLY_PREFIX = "ml:reply:"
 REPLY_TTL_S = 60
+
+
+def reply_key(job_id: str) -> str:
+    """The list a waiting caller pops its job's outcome from."""
+    return REPLY_PREFIX + job_id
 
 
 class PredictionFailed(ModelError):
@@ -31,9 +37,14 @@ class PredictionExpired(ModelError):
     code = "prediction_expired"
 
 
+class BrokerUnavailable(ModelError):
+    status = 503
+    code = "broker_unavailable"
+
+
 _ERRORS = {
     cls.__name__: cls
-    for cls in (*vars(model_errors).values(), PredictionFailed, PredictionExpired)
+    for cls in (*vars(model_errors).values(), PredictionFailed, PredictionExpired, BrokerUnavailable)
     if isinstance(cls, type) and issubclass(cls, ModelError)
 }
 
@@ -79,6 +90,15 @@ def _meta(app: Celery, task_id: str, state: str, result: Any, done: str | None) 
     return app.backend.get_key_for_task(task_id), json.dumps(meta)
 
 
+def waits_on_reply(call: Call) -> bool:
+    """Whether a caller pops this call's outcome from its reply key (a bot's reply_to is Celery's own)."""
+    return bool(call.reply_to and call.reply_to.startswith(REPLY_PREFIX))
+
+
+def encoded_failure(app: Celery, task_id: str, error: ModelError) -> str:
+    return _meta(app, task_id, states.FAILURE, error_result(error), datetime.now(UTC).isoformat())[1]
+
+
 def mark_started(app: Celery, requests: list[Call]) -> None:
     if not requests:
         return
@@ -94,7 +114,6 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
     """Store every outcome and push it to its caller's reply list, in one round trip."""
     backend = app.backend
     done = datetime.now(UTC).isoformat()
-    reply_lists = set()
     with backend.client.pipeline(transaction=False) as pipe:
         for request, outcome in outcomes:
             if isinstance(outcome, ModelError):
@@ -102,10 +121,9 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
             else:
                 key, encoded = _meta(app, request.id, states.SUCCESS, outcome, done)
             pipe.setex(key, backend.expires or 3600, encoded)
-            pipe.publish(key, encoded)  # Celery's own result consumers listen here
-            if request.reply_to:
+            if waits_on_reply(request):
                 pipe.lpush(request.reply_to, encoded)
-                reply_lists.add(request.reply_to)
-        for reply_list in reply_lists:
-            pipe.expire(reply_list, REPLY_TTL_S)
+                pipe.expire(request.reply_to, REPLY_TTL_S)
+            else:  # a bot's `send_task`: its AsyncResult.get() listens here
+                pipe.publish(key, encoded)
         pipe.execute()

@@ -1,7 +1,7 @@
 """The caller's side of `ml.predict`: send a prediction, wait for it, or look a job up.
 
-Waiting costs no subscription per request: each process has one reply list
-(`tasks.replies`), which the workers push outcomes to. Concurrent synchronous
+Waiting costs no subscription: the waiting thread pops its job's reply key
+(`tasks.replies`), which the worker pushes the outcome to. Concurrent synchronous
 predictions of a process travel together, one message per model (`tasks.coalescer`),
 over the direct lane (`tasks.direct_lane`) when the broker is Redis, else as
 `ml.predict` tasks. Outcomes are also stored as Celery results, so a job can be polled
@@ -10,6 +10,7 @@ after its caller stopped waiting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -26,11 +27,17 @@ from config import get_settings
 from models.base import ModelError
 from tasks.coalescer import Coalescer, Pending
 from tasks.direct_lane import LANE_KEY, encode_request
-from tasks.ml_results import PredictionFailed, error_from_result
+from tasks.ml_results import (
+    BrokerUnavailable,
+    PredictionFailed,
+    encoded_failure,
+    error_from_result,
+    reply_key,
+)
 from tasks.model_registry import loaded_descriptions
 from tasks.publish import BROKER_DOWN, LeanPublisher
 from tasks.redis_transport import transport_for
-from tasks.replies import ReplyListener
+from tasks.replies import Replies
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +56,6 @@ class PredictionTimeout(Exception):
     def __init__(self, job_id: str):
         super().__init__(job_id)
         self.job_id = job_id
-
-
-class BrokerUnavailable(ModelError):
-    status = 503
-    code = "broker_unavailable"
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,17 @@ class PredictionClient:
         self._connection = self._celery.connection_for_write(broker_url)
         self._publisher = LeanPublisher(self._celery, self._connection)
         self._results = redis.Redis.from_url(result_url, socket_connect_timeout=2, socket_timeout=30)
+        # Waits block in Redis (BRPOP with the caller's timeout), so no socket timeout here;
+        # keepalive notices a connection that died meanwhile.
+        waits = redis.Redis.from_url(
+            result_url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True
+        )
+        self._replies = Replies(waits, self._celery.backend.decode)
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._max_batch = settings.predict_max_batch
         self._expires_s = settings.predict_expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
         self._start_lock = threading.Lock()
-        self._replies: ReplyListener | None = None
         self._coalescer: Coalescer | None = None
         self._loaded: tuple[float, dict[str, dict[str, Any]]] | None = None
 
@@ -102,14 +109,14 @@ class PredictionClient:
 
     def predict(self, model_name: str, features: Any, model_type: str | None, timeout_s: float) -> dict:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id."""
-        replies, coalescer = self._helpers()
+        coalescer = self._process_coalescer()
         job_id = str(uuid.uuid4())
-        waiter = replies.expect(job_id)
         try:
             coalescer.add(Pending(job_id, model_name, model_type, features))
-            meta = waiter.wait(timeout_s)
+            meta = self._replies.wait(job_id, timeout_s)
+        except BROKER_DOWN as exc:
+            raise BrokerUnavailable(f"Redis does not answer ({exc}); try again") from exc
         finally:
-            replies.forget(job_id)
             coalescer.settled(job_id)
         if meta is None:
             # The job goes on: its id is what the caller polls.
@@ -148,37 +155,33 @@ class PredictionClient:
 
     # -- internals ----------------------------------------------------------------
 
-    def _helpers(self) -> tuple[ReplyListener, Coalescer]:
+    def _process_coalescer(self) -> Coalescer:
         # Threads do not survive a fork (gunicorn): each process starts its own.
         with self._start_lock:
-            if self._replies is None or self._replies.pid != os.getpid():
+            if self._coalescer is None or self._coalescer.pid != os.getpid():
                 self._coalescer = Coalescer(self._send_batch, self._fail_batch, self._max_batch)
-                self._replies = ReplyListener(
-                    self._results, self._celery.backend.decode, self._coalescer.settled
-                )
-            return self._replies, self._coalescer
+            return self._coalescer
 
     def _send_batch(self, batch_id: str, batch: list[Pending]) -> None:
         first = batch[0]
         if self._lane is not None:
             items = [[item.job_id, item.features] for item in batch]
             expires = time.time() + self._expires_s
-            message = encode_request(
-                batch_id, self._replies.key, first.model_name, first.model_type, items, expires
-            )
+            message = encode_request(batch_id, first.model_name, first.model_type, items, expires)
             self._lane.lpush(LANE_KEY, message)
             return
         for item in batch:  # a broker other than Redis: one Celery task per prediction
             args = [item.model_name, item.features, item.model_type]
             argsrepr = f"({item.model_name!r}, ...)"
-            self._publish("ml.predict", args, item.job_id, self._replies.key, argsrepr, self._expiry())
+            self._publish("ml.predict", args, item.job_id, reply_key(item.job_id), argsrepr, self._expiry())
 
     def _fail_batch(self, batch: list[Pending], exc: Exception) -> None:
         error = BrokerUnavailable(f"the broker does not answer ({exc}); try again")
         if not isinstance(exc, BROKER_DOWN):
             error = PredictionFailed("the prediction could not be sent; see the web log")
-        for item in batch:
-            self._replies.fail(item.job_id, error)
+        outcomes = {item.job_id: encoded_failure(self._celery, item.job_id, error) for item in batch}
+        with contextlib.suppress(BROKER_DOWN):  # if so, the waiters' own pops fail and answer 503
+            self._replies.answer(outcomes)
 
     def _publish(
         self, name: str, args: list, task_id: str, reply_to: str | None, argsrepr: str, expires: datetime

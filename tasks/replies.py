@@ -1,78 +1,35 @@
-"""One reply list per process: a thread BRPOPs it and wakes the request waiting for each job."""
+"""Waiting for a prediction: the waiting thread BRPOPs its job's own reply key.
+
+No subscription and no listener thread: the worker LPUSHes the outcome to
+`ml:reply:<job_id>` (`tasks.ml_results.reply_key`) and the request thread that waits
+for it is the one that pops it, so nothing is handed between threads and concurrent
+waiters pop in parallel, each on its own pooled connection.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
-log = logging.getLogger(__name__)
+from tasks.ml_results import REPLY_TTL_S, reply_key
 
 
-class Waiter:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.meta: dict[str, Any] | None = None
-        self.error: Exception | None = None
-
-    def wait(self, timeout_s: float) -> dict[str, Any] | None:
-        """The job's stored outcome; None if the wait ran out; raises a sending error."""
-        self.event.wait(timeout_s)
-        if self.error is not None:
-            raise self.error
-        return self.meta
-
-
-class ReplyListener:
-    def __init__(self, client: redis.Redis, decode: Callable[[bytes], dict], on_reply: Callable[[str], None]):
-        self.pid = os.getpid()
-        self.key = f"ml:replies:{socket.gethostname()}:{self.pid}:{uuid.uuid4().hex[:8]}"
+class Replies:
+    def __init__(self, client: redis.Redis, decode: Callable[[bytes], dict[str, Any]]):
         self._client = client
         self._decode = decode
-        self._on_reply = on_reply
-        self._waiters: dict[str, Waiter] = {}
-        self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="prediction-replies", daemon=True).start()
 
-    def expect(self, job_id: str) -> Waiter:
-        waiter = Waiter()
-        with self._lock:
-            self._waiters[job_id] = waiter
-        return waiter
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The job's outcome (Celery result meta), or None when the wait ran out."""
+        item = self._client.brpop([reply_key(job_id)], timeout=max(timeout_s, 0.001))
+        return None if item is None else self._decode(item[1])
 
-    def forget(self, job_id: str) -> None:
-        with self._lock:
-            self._waiters.pop(job_id, None)
-
-    def fail(self, job_id: str, error: Exception) -> None:
-        with self._lock:
-            waiter = self._waiters.pop(job_id, None)
-        if waiter is not None:
-            waiter.error = error
-            waiter.event.set()
-
-    def _run(self) -> None:
-        pause = threading.Event()
-        while True:
-            try:
-                item = self._client.brpop([self.key], timeout=5)
-            except redis.RedisError as exc:
-                log.warning("prediction replies unreachable (%s); retrying", exc)
-                pause.wait(0.5)
-                continue
-            if item is None:
-                continue
-            meta = self._decode(item[1])
-            job_id = meta.get("task_id")
-            self._on_reply(job_id)
-            with self._lock:
-                waiter = self._waiters.pop(job_id, None)
-            if waiter is not None:  # otherwise its caller stopped waiting
-                waiter.meta = meta
-                waiter.event.set()
+    def answer(self, outcomes: dict[str, str]) -> None:
+        """Wake waiters with outcomes of their own (job id -> encoded meta): a failure to send, say."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for job_id, encoded in outcomes.items():
+                pipe.lpush(reply_key(job_id), encoded)
+                pipe.expire(reply_key(job_id), REPLY_TTL_S)
+            pipe.execute()
