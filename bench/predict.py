@@ -126,8 +126,9 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=16)
     parser.add_argument(
-        "--worker-pool", default="prefork", help="the predict worker's pool: prefork or threads"
+        "--worker-pool", default="threads", help="the predict worker's pool (threads, as make run starts it)"
     )
+    parser.add_argument("--worker-concurrency", type=int, default=4)
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/predict.py needs wrk: apt-get install wrk")
@@ -160,8 +161,10 @@ def main() -> None:
         "worker",
         "-Q",
         "predict",
+        "-P",
+        options.worker_pool,
         "-c",
-        "2",
+        str(options.worker_concurrency),
         "--loglevel",
         "WARNING",
     ]
