@@ -32,6 +32,11 @@ LANE_KEY = "predict:direct"
 BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to notice
 
 
+def serves(broker_url: str) -> bool:
+    """Whether the lane runs beside this broker (it is a Redis list in the broker's database)."""
+    return broker_url.startswith(("redis://", "rediss://"))
+
+
 def encode_request(
     batch_id: str, model_name: str, model_type: str | None, items: list, expires: float
 ) -> str:

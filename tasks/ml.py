@@ -28,7 +28,7 @@ from models.base import ModelError
 from models.store import LoadedModel, ModelStore
 from models.threads import limit_threads
 from models.validation import features_array
-from tasks import app
+from tasks import app, direct_lane
 from tasks.batching import BATCH_DONE
 from tasks.direct_lane import LaneServer
 from tasks.factory import FlaskTask
@@ -77,7 +77,7 @@ def _load_and_serve(**_: Any) -> None:
 
 def _start_lane(threads: int) -> None:
     global _lane
-    if not _serves_predictions or not app.conf.broker_url.startswith(("redis://", "rediss://")):
+    if not _serves_predictions or not direct_lane.serves(app.conf.broker_url):
         return
     client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, health_check_interval=30)
     _lane = LaneServer(client, serve_waiting, get_settings().predict_max_batch).start(threads)

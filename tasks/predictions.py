@@ -27,6 +27,7 @@ from config import get_settings
 from models.base import ModelError
 from tasks.coalescer import Coalescer, Pending
 from tasks.direct_lane import LANE_KEY, encode_request
+from tasks.direct_lane import serves as lane_serves
 from tasks.ml_results import (
     BrokerUnavailable,
     PredictionFailed,
@@ -74,7 +75,7 @@ class PredictionClient:
         broker_url = broker_url or settings.celery_broker_url
         result_url = result_url or settings.celery_result_backend
         if direct_lane is None:
-            direct_lane = broker_url.startswith(("redis://", "rediss://"))
+            direct_lane = lane_serves(broker_url)
         self._lane = None
         if direct_lane:
             self._lane = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
