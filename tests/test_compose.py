@@ -6,20 +6,21 @@ Needs the `docker-compose` binary (Debian: `apt-get install -y docker-compose`),
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-TEMPLATE = ROOT / ".env.production.template"
-PASSWORD = "test-only-db-password"
+from tests.support.compose import (
+    COMPOSE_FILE,
+    PASSWORD,
+    ROOT,
+    TEMPLATE,
+    compose,
+    fill_template,
+    rendered_services,
+)
 
 # DESIGN.md, "Configuration".
 DESIGN_VARIABLES = [
@@ -42,22 +43,9 @@ def template_variables() -> dict[str, str]:
     return {name.strip(): value for name, value in pairs}
 
 
-def compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is missing: apt-get install -y docker-compose")
-    # Only PATH and HOME: no POSTGRES_* of the calling shell may override the env file.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(ROOT))}
-    command = [binary, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-
-
 @pytest.fixture
 def env_file(tmp_path: Path) -> Path:
-    """The template with its placeholders filled in, as an operator would."""
-    path = tmp_path / "production.env"
-    path.write_text(TEMPLATE.read_text().replace("CHANGE_ME", PASSWORD))
-    return path
+    return fill_template(tmp_path / "production.env")
 
 
 def test_compose_file_is_valid(env_file: Path) -> None:
@@ -107,12 +95,6 @@ def test_template_lists_every_setting() -> None:
 
 
 APP_SERVICES = ["migrate", "web", "worker-predict", "worker-trades", "beat", "flower"]
-
-
-def rendered_services(env_file: Path) -> dict:
-    result = compose(env_file)
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)["services"]
 
 
 def published(service: dict) -> list[str]:
