@@ -15,12 +15,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+FLASK := $(VENV)/bin/flask --app web
+
+# preflight: PostgreSQL and Redis answer, or it says which does not and how to start it.
+# exec: honcho takes make's place, so Ctrl-C and SIGTERM reach it directly.
 run: install
-	mkdir -p data
-	$(VENV)/bin/flask --app web create-database
-	$(VENV)/bin/flask --app web db upgrade
-	$(VENV)/bin/flask --app web models train-demo --if-empty
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
+	@$(FLASK) preflight
+	$(FLASK) create-database
+	$(FLASK) db upgrade
+	$(FLASK) models train-demo --if-empty
+	@$(FLASK) urls
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/honcho start -f Procfile
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -41,6 +41,10 @@ broker_transport_options = {
 }
 result_expires = 3600
 
+# Task events (sent, received, started, succeeded, failed) for Flower's task list.
+worker_send_task_events = True
+task_send_sent_event = True
+
 beat_schedule = {
     "replay-trade-spool": {
         "task": "trades.replay_spool",

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     predict_expires_s: float = Field(default=60.0, gt=0)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
 
+    # Serving processes: gunicorn (gunicorn.conf.py) and Flower (flowerconfig.py).
+    web_bind: str = "127.0.0.1:5173"
+    web_workers: int = Field(default=2, ge=1)
+    web_threads: int = Field(default=8, ge=1)
+    # On SIGTERM, how long in-flight requests may take to finish; above PREDICT_TIMEOUT_S.
+    web_graceful_timeout_s: int = Field(default=30, ge=1)
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, ge=0, le=65535)
+
     @field_validator("api_token", "flower_basic_auth", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -6,20 +6,21 @@ Needs the `docker-compose` binary (Debian: `apt-get install -y docker-compose`),
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-TEMPLATE = ROOT / ".env.production.template"
-PASSWORD = "test-only-db-password"
+from tests.support.compose import (
+    COMPOSE_FILE,
+    PASSWORD,
+    ROOT,
+    TEMPLATE,
+    compose,
+    fill_template,
+    rendered_services,
+)
 
 # DESIGN.md, "Configuration".
 DESIGN_VARIABLES = [
@@ -42,22 +43,9 @@ def template_variables() -> dict[str, str]:
     return {name.strip(): value for name, value in pairs}
 
 
-def compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is missing: apt-get install -y docker-compose")
-    # Only PATH and HOME: no POSTGRES_* of the calling shell may override the env file.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(ROOT))}
-    command = [binary, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-
-
 @pytest.fixture
 def env_file(tmp_path: Path) -> Path:
-    """The template with its placeholders filled in, as an operator would."""
-    path = tmp_path / "production.env"
-    path.write_text(TEMPLATE.read_text().replace("CHANGE_ME", PASSWORD))
-    return path
+    return fill_template(tmp_path / "production.env")
 
 
 def test_compose_file_is_valid(env_file: Path) -> None:
@@ -104,3 +92,101 @@ def test_template_lists_every_setting() -> None:
     assert not missing, f"missing from {TEMPLATE.name}: {missing}"
     assert variables["TIMESCALEDB"] == "require"
     assert variables["ALLOW_PICKLE_MODELS"] == "false"
+
+
+APP_SERVICES = ["migrate", "web", "worker-predict", "worker-trades", "beat", "flower"]
+
+
+def published(service: dict) -> list[str]:
+    """Each published port as host_ip:published (long syntax) or as written (short syntax)."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append(f"{port.get('host_ip', '')}:{port['published']}".lstrip(":"))
+        else:
+            ports.append(str(port))
+    return ports
+
+
+def test_the_whole_stack_runs_from_one_image_after_the_migration(env_file: Path) -> None:
+    services = rendered_services(env_file)
+    assert sorted(services) == sorted(["db", "redis", *APP_SERVICES])
+    for name in APP_SERVICES:
+        service = services[name]
+        assert service["image"] == "tradebot:latest", name
+        assert service["build"]["context"] == str(ROOT), name
+        assert service["command"], name
+
+    migrate = services["migrate"]
+    assert migrate["command"] == ["flask", "--app", "web", "db", "upgrade"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
+    for name in ["web", "worker-predict", "worker-trades", "beat"]:
+        service = services[name]
+        assert service["restart"] == "unless-stopped", name
+        assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+    for name in ["web", "worker-predict", "worker-trades", "flower"]:
+        assert services[name]["healthcheck"]["test"], name
+
+    # Separate queues: a trade backlog never delays predictions.
+    predict, trades = services["worker-predict"]["command"], services["worker-trades"]["command"]
+    assert predict[predict.index("-Q") + 1] == "predict"
+    assert trades[trades.index("-Q") + 1] == "trades"
+
+
+def test_only_the_web_and_flower_are_published(env_file: Path) -> None:
+    services = rendered_services(env_file)
+    for name, service in services.items():
+        if name in ("db", "redis"):
+            assert all(port.startswith("127.0.0.1:") for port in published(service)), name
+        elif name == "web":
+            assert published(service) == ["5173"]
+        elif name == "flower":
+            assert published(service) == ["5555"]
+        else:
+            assert not published(service), name
+
+
+def test_models_and_spool_live_on_volumes(env_file: Path) -> None:
+    services = rendered_services(env_file)
+    model_mount = f"{ROOT}/model_store:/app/model_store:ro"
+    for name in ["web", "worker-predict"]:
+        assert model_mount in services[name]["volumes"], name
+        assert services[name]["environment"]["MODEL_DIR"] == "/app/model_store"
+    for name in ["web", "worker-trades"]:
+        assert "spool:/app/data:rw" in services[name]["volumes"], name
+        assert services[name]["environment"]["SPOOL_DIR"] == "/app/data/trades"
+
+
+def test_every_setting_reaches_the_application_services(env_file: Path) -> None:
+    services = rendered_services(env_file)
+    # The web server's and Flower's own settings (address, sizing, credentials) are theirs only.
+    own = ("web_", "flower_")
+    shared = [name.upper() for name in Settings.model_fields if not name.startswith(own)]
+    for name in APP_SERVICES:
+        missing = [variable for variable in shared if variable not in services[name]["environment"]]
+        assert not missing, f"{name} lacks {missing}"
+    assert services["web"]["environment"]["WEB_BIND"] == "0.0.0.0:5173"
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == f"admin:{PASSWORD}"
+    assert "FLOWER_BASIC_AUTH" not in services["web"]["environment"]
+
+
+@pytest.mark.parametrize("variable", ["FLOWER_BASIC_AUTH", "API_TOKEN", "DATABASE_URL"])
+def test_secrets_are_required(env_file: Path, variable: str) -> None:
+    lines = [line for line in env_file.read_text().splitlines() if not line.startswith(f"{variable}=")]
+    env_file.write_text("\n".join(lines) + "\n")
+    result = compose(env_file, "-q")
+    assert result.returncode != 0
+    assert f"set {variable}" in result.stderr
+
+
+def test_the_image_is_slim_python_with_cpu_torch_and_no_root() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    instructions = [line.split(None, 1) for line in dockerfile.splitlines() if line and line[0].isupper()]
+    assert ["FROM", "python:3.11-slim"] in instructions
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt" in dockerfile
+    users = [argument for keyword, argument in instructions if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {".env", ".venv", "model_store", "data"} <= set(ignored)

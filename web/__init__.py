@@ -10,7 +10,7 @@ from db.extension import database, flask_config
 from models.store import ModelStore
 from tasks.client import TradeJournal
 from tasks.predictions import PredictionClient
-from web import cli, ml, trades
+from web import cli, health, ml, preflight, trades
 from web.errors import register_error_handlers
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -30,9 +30,12 @@ def create_app() -> Flask:
     app.extensions["model_store"] = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
     app.extensions["predictions"] = PredictionClient()
     register_error_handlers(app)
+    app.register_blueprint(health.blueprint)
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")
     app.cli.add_command(cli.trades_cli)
     app.cli.add_command(cli.create_database)
     app.cli.add_command(cli.models_cli)
+    app.cli.add_command(preflight.preflight)
+    app.cli.add_command(preflight.urls)
     return app

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +141,48 @@ def flask(args: list[str], env: dict[str, str], cwd: Path, check: bool = True) -
     if check and result.returncode != 0:
         raise AssertionError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class WebServer(Service):
+    """gunicorn with the repository's gunicorn.conf.py, on a free port."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, workers: int = 1):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**env, "WEB_BIND": f"127.0.0.1:{self.port}", "WEB_WORKERS": str(workers)}
+        args = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "web:create_app()"]
+        super().__init__(args, env, cwd, cwd / f"gunicorn-{self.port}.log")
+
+    def get(self, path: str, timeout: float = 10, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def get_json(self, path: str, **kwargs) -> tuple[int, dict]:
+        status, body = self.get(path, **kwargs)
+        return status, json.loads(body)
+
+    def wait_ready(self, timeout: float = 60) -> WebServer:
+        def answers() -> bool:
+            if not self.alive():
+                raise AssertionError(f"gunicorn exited:\n{self.log()[-3000:]}")
+            try:
+                return self.get("/healthz", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout, f"gunicorn on port {self.port} to answer /healthz")
+        return self

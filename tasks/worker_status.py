@@ -1,0 +1,69 @@
+"""Which live workers consume which queue, asked over Celery's remote control.
+
+Readiness asks on every probe of every web process, so the answer is kept for a couple
+of seconds and one inspection runs at a time: a scrape storm costs the broker at most
+one broadcast per process and interval. Each inspection waits `timeout_s` for replies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from celery import Celery
+from kombu.exceptions import KombuError
+
+from config import get_settings
+from tasks.publish import BROKER_DOWN
+from tasks.redis_transport import transport_for
+
+# Every queue the stack needs a consumer for (celeryconfig.task_routes).
+QUEUES = ("predict", "trades")
+
+
+@dataclass(frozen=True)
+class QueueConsumers:
+    queues: dict[str, list[str]] = field(default_factory=lambda: {queue: [] for queue in QUEUES})
+    error: str | None = None
+
+    @property
+    def idle_queues(self) -> list[str]:
+        """The queues no live worker consumes."""
+        return [queue for queue, workers in self.queues.items() if not workers]
+
+
+class WorkerStatus:
+    def __init__(self, broker_url: str | None = None, timeout_s: float = 1.0, max_age_s: float = 2.0):
+        broker_url = broker_url or get_settings().celery_broker_url
+        self._app = Celery("readiness", set_as_current=False, broker=broker_url)
+        self._app.conf.update(
+            broker_transport=transport_for(broker_url),
+            broker_connection_timeout=timeout_s,
+            broker_connection_retry=False,
+            broker_transport_options={
+                "max_retries": 0,
+                "socket_connect_timeout": timeout_s,
+                "socket_timeout": timeout_s + 1,
+            },
+        )
+        self._timeout_s = timeout_s
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._answer: tuple[float, QueueConsumers] | None = None
+
+    def consumers(self) -> QueueConsumers:
+        with self._lock:  # concurrent probes share one inspection
+            now = time.monotonic()
+            if self._answer is None or now - self._answer[0] > self._max_age_s:
+                self._answer = (time.monotonic(), self._inspect())
+            return self._answer[1]
+
+    def _inspect(self) -> QueueConsumers:
+        try:
+            replies = self._app.control.inspect(timeout=self._timeout_s).active_queues() or {}
+        except (*BROKER_DOWN, KombuError) as exc:
+            return QueueConsumers(error=f"the broker does not answer: {exc}")
+        consumed = {worker: {q.get("name") for q in queues} for worker, queues in replies.items()}
+        queues = {queue: sorted(w for w, names in consumed.items() if queue in names) for queue in QUEUES}
+        return QueueConsumers(queues)

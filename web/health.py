@@ -1,0 +1,163 @@
+"""`/healthz` (the process answers) and `/readyz` (the stack can serve), both without a token.
+
+Readiness checks the database, the broker, a live worker consuming each queue and the
+models loaded by the predict workers. The checks run side by side with short timeouts,
+so a dependency that is down or silent answers 503 within about two seconds, and the
+report is kept for a second so that a scrape storm costs the dependencies little.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import redis
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from config import get_settings
+from models.store import ModelStore
+from tasks.model_registry import loaded_descriptions
+from tasks.worker_status import WorkerStatus
+
+blueprint = Blueprint("health", __name__)
+
+CONNECT_TIMEOUT_S = 1.0
+# psycopg2's connect_timeout counts whole seconds, and libpq treats 1 as 2.
+DATABASE_CONNECT_TIMEOUT_S = 2
+DEADLINE_S = 2.5
+REPORT_MAX_AGE_S = 1.0
+
+Check = dict[str, Any]
+
+
+@blueprint.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz():
+    checks = _readiness().report()
+    ready = all(check["ok"] for check in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+def _readiness() -> Readiness:
+    readiness = current_app.extensions.get("readiness")
+    if readiness is None:
+        readiness = current_app.extensions["readiness"] = Readiness(current_app.extensions["model_store"])
+    return readiness
+
+
+class Readiness:
+    def __init__(self, store: ModelStore):
+        settings = get_settings()
+        self._store = store
+        # A connection per check: a pooled one to a silent server could hang a probe.
+        self._engine = create_engine(
+            settings.database_url,
+            poolclass=NullPool,
+            connect_args={"connect_timeout": DATABASE_CONNECT_TIMEOUT_S},
+        )
+        timeouts = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
+        self._broker = redis.Redis.from_url(settings.celery_broker_url, **timeouts)
+        self._results = redis.Redis.from_url(settings.celery_result_backend, **timeouts)
+        self._workers = WorkerStatus(settings.celery_broker_url, timeout_s=CONNECT_TIMEOUT_S)
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness")
+        self._lock = threading.Lock()
+        self._report: tuple[float, dict[str, Check]] | None = None
+
+    def report(self) -> dict[str, Check]:
+        with self._lock:
+            if self._report is None or time.monotonic() - self._report[0] > REPORT_MAX_AGE_S:
+                self._report = (time.monotonic(), self._run_checks())
+            return self._report[1]
+
+    def _run_checks(self) -> dict[str, Check]:
+        checks: dict[str, Callable[[], Check]] = {
+            "database": self._database,
+            "broker": self._broker_answers,
+            "workers": self._live_workers,
+            "models": self._loaded_models,
+        }
+        futures = {name: self._executor.submit(_guarded, check) for name, check in checks.items()}
+        deadline = time.monotonic() + DEADLINE_S
+        report = {}
+        for name, future in futures.items():
+            try:
+                report[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                report[name] = {"ok": False, "error": f"no answer within {DEADLINE_S:g}s"}
+        return report
+
+    def _database(self) -> Check:
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return {"ok": False, "error": f"the database does not answer: {_first_line(exc)}"}
+        return {"ok": True}
+
+    def _broker_answers(self) -> Check:
+        try:
+            self._broker.ping()
+        except redis.RedisError as exc:
+            return {"ok": False, "error": f"the broker does not answer: {_first_line(exc)}"}
+        return {"ok": True}
+
+    def _live_workers(self) -> Check:
+        consumers = self._workers.consumers()
+        ok = consumers.error is None and not consumers.idle_queues
+        check: Check = {"ok": ok, "queues": consumers.queues}
+        if consumers.error is not None:
+            check["error"] = _first_line(consumers.error)
+        elif consumers.idle_queues:
+            check["error"] = f"no live worker consumes {', '.join(consumers.idle_queues)}"
+        return check
+
+    def _loaded_models(self) -> Check:
+        """Every model file has a version loaded by a predict worker (the one on disk, or the
+        previous one while the new one loads on its first prediction)."""
+        files = self._store.list()
+        try:
+            reported = loaded_descriptions(self._results)
+        except redis.RedisError as exc:
+            error = f"the result backend does not answer: {_first_line(exc)}"
+            return {"ok": False, "loaded": [], "error": error}
+        versions: dict[str, dict[str, float]] = {}  # name -> version -> when reported
+        for key, description in reported.items():
+            name, _, version = key.rpartition("@")
+            versions.setdefault(name, {})[version] = description.get("reported_at", 0.0)
+        loaded, missing = [], []
+        for file in files:
+            known = versions.get(file.name, {})
+            if not known:
+                missing.append(file.name)
+                continue
+            version = file.version if file.version in known else max(known, key=known.__getitem__)
+            loaded.append({"name": file.name, "version": version})
+        check: Check = {"ok": bool(files) and not missing, "loaded": loaded}
+        if missing:
+            check["missing"] = missing
+            check["error"] = f"no predict worker has loaded {', '.join(missing)}"
+        elif not files:
+            check["error"] = "MODEL_DIR holds no model"
+        return check
+
+
+def _guarded(check: Callable[[], Check]) -> Check:
+    try:
+        return check()
+    except Exception as exc:  # a probe answers with what failed, never a 500
+        return {"ok": False, "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
