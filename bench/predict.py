@@ -148,6 +148,7 @@ def main() -> None:
     stack_port, baseline_port = free_port(), free_port()
     gunicorn = [
         str(BIN / "gunicorn"),
+        "--no-control-socket",  # gunicorn 27's default socket path is one per user
         "--workers",
         str(options.web_workers),
         "--threads",
