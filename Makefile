@@ -15,17 +15,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-FLASK := $(VENV)/bin/flask --app web
 
-# preflight: PostgreSQL and Redis answer, or it says which does not and how to start it.
-# exec: honcho takes make's place, so Ctrl-C and SIGTERM reach it directly.
+# devstack: PostgreSQL and Redis answer (or, when no variable names them, private ones
+# start under data/), create the database, migrate, demo models, then the Procfile under
+# honcho. exec: it takes make's place, so Ctrl-C and SIGTERM reach it directly.
 run: install
-	@$(FLASK) preflight
-	$(FLASK) create-database
-	$(FLASK) db upgrade
-	$(FLASK) models train-demo --if-empty
-	@$(FLASK) urls
-	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/honcho start -f Procfile
+	@exec $(PY) -m devstack
 
 test: install
 	$(VENV)/bin/ruff check .

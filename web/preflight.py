@@ -21,7 +21,7 @@ from config import Settings, get_settings
 TIMEOUT_S = 2
 
 
-def _postgres_hint() -> str:
+def postgres_hint() -> str:
     clusters = Path("/etc/postgresql")  # Debian's layout: one folder per installed version
     versions = sorted(p.name for p in clusters.glob("*")) if clusters.is_dir() else []
     local = (
@@ -74,7 +74,7 @@ def preflight() -> None:
     settings = get_settings()
     problems = []
     if (problem := postgres_problem(settings.database_url)) is not None:
-        problems.append(f"{problem}\n  {_postgres_hint()}")
+        problems.append(f"{problem}\n  {postgres_hint()}")
     if (problem := redis_problem(settings.celery_broker_url)) is not None:
         problems.append(f"{problem}\n  {REDIS_HINT}")
     for problem in problems:

@@ -1,0 +1,105 @@
+"""`make run`: check PostgreSQL and Redis (or start private ones), prepare, run the Procfile.
+
+    python -m devstack [--data-dir data]
+
+A variable the user set (DATABASE_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, in the
+environment or `.env`) must answer: if it does not, this says which and how to start it.
+With a variable unset and nothing answering at its default, a private server starts
+under the data directory instead (`devstack.embedded`), and stops when this does.
+Then: create the database, migrate, train the demo models if MODEL_DIR is empty, print
+the URLs and run every process of the Procfile under honcho until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import make_url
+
+from config import Settings, get_settings
+from devstack.embedded import REDIS_PORT, EmbeddedPostgres, EmbeddedRedis
+from web.preflight import REDIS_HINT, postgres_hint, postgres_problem, redis_problem
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_VARIABLES = ("celery_broker_url", "celery_result_backend")
+PREPARE = (["create-database"], ["db", "upgrade"], ["models", "train-demo", "--if-empty"], ["urls"])
+
+
+def _configured(settings: Settings, *fields: str) -> bool:
+    # model_fields_set holds what came from the environment or .env, not the defaults.
+    return any(field in settings.model_fields_set for field in fields)
+
+
+def _fail(problem: str, hint: str) -> None:
+    click.secho(f"{problem}\n  {hint}", err=True, fg="red")
+    raise SystemExit(1)
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=ROOT / "data", show_default=True)
+@click.option("--default-database-url", hidden=True, help="tests: where the unset default points")
+@click.option("--default-broker-url", hidden=True, help="tests: where the unset default points")
+@click.option("--redis-port", type=int, default=REDIS_PORT, show_default=True, help="of the private Redis")
+def run(
+    data_dir: Path, default_database_url: str | None, default_broker_url: str | None, redis_port: int
+) -> None:
+    """Start the whole stack for development; Ctrl-C stops all of it."""
+    settings = get_settings()
+    env = dict(os.environ)
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        database_url = default_database_url or settings.database_url
+        if (problem := postgres_problem(database_url)) is not None:
+            if _configured(settings, "database_url"):
+                _fail(problem, postgres_hint())
+            postgres = EmbeddedPostgres(data_dir)
+            started.append(postgres)
+            env["DATABASE_URL"] = postgres.start(make_url(settings.database_url).database or "tradebot")
+            click.secho(
+                f"No PostgreSQL answers at the default address: started a private PostgreSQL 18 in "
+                f"{postgres.pgdata} (plain tables, no TimescaleDB). Set DATABASE_URL to use your own.",
+                fg="yellow",
+            )
+        broker_url = default_broker_url or settings.celery_broker_url
+        if (problem := redis_problem(broker_url)) is not None:
+            if _configured(settings, *REDIS_VARIABLES):
+                _fail(problem, REDIS_HINT)
+            cache = EmbeddedRedis(data_dir, redis_port)
+            started.append(cache)
+            url = cache.start()
+            env.update(CELERY_BROKER_URL=f"{url}/0", CELERY_RESULT_BACKEND=f"{url}/1")
+            click.secho(
+                f"No Redis answers at the default address: started a private Redis on {url} "
+                f"(data in {cache.data_dir}). Set CELERY_BROKER_URL to use your own.",
+                fg="yellow",
+            )
+        for step in PREPARE:
+            if subprocess.run([str(BIN / "flask"), "--app", "web", *step], env=env, cwd=ROOT).returncode:
+                raise SystemExit(1)
+        raise SystemExit(_run_procfile(env))
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _run_procfile(env: dict[str, str]) -> int:
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    honcho = subprocess.Popen([str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile")], env=env, cwd=ROOT)
+    # Ctrl-C reaches honcho with the whole process group; a SIGTERM sent to this process
+    # alone is passed on. Either way honcho stops its processes, then this one returns.
+    signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
+    while True:
+        try:
+            return honcho.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+if __name__ == "__main__":
+    run()
