@@ -8,11 +8,11 @@ can answer with the right status and JSON.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from celery import Celery, states
 
 from models import base as model_errors
@@ -82,12 +82,12 @@ def error_from_result(result: Any) -> ModelError:
     return PredictionFailed("the prediction failed in the worker; see the worker's log")
 
 
-def _meta(app: Celery, task_id: str, state: str, result: Any, done: str | None) -> tuple[bytes, str]:
+def _meta(app: Celery, task_id: str, state: str, result: Any, done: str | None) -> tuple[bytes, bytes]:
     # The fields of Celery's result meta (`Backend._get_result_meta`), built directly:
     # Celery's own path costs more than a small prediction.
     meta = {"status": state, "result": result, "traceback": None, "children": None, "date_done": done}
     meta["task_id"] = task_id
-    return app.backend.get_key_for_task(task_id), json.dumps(meta)
+    return app.backend.get_key_for_task(task_id), orjson.dumps(meta)
 
 
 def waits_on_reply(call: Call) -> bool:
@@ -95,7 +95,7 @@ def waits_on_reply(call: Call) -> bool:
     return bool(call.reply_to and call.reply_to.startswith(REPLY_PREFIX))
 
 
-def encoded_failure(app: Celery, task_id: str, error: ModelError) -> str:
+def encoded_failure(app: Celery, task_id: str, error: ModelError) -> bytes:
     return _meta(app, task_id, states.FAILURE, error_result(error), datetime.now(UTC).isoformat())[1]
 
 

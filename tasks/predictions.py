@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery, states
 
@@ -92,7 +93,7 @@ class PredictionClient:
         waits = redis.Redis.from_url(
             result_url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True
         )
-        self._replies = Replies(waits, self._celery.backend.decode)
+        self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.ml_results
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._max_batch = settings.predict_max_batch
         self._expires_s = settings.predict_expires_s

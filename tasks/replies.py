@@ -26,7 +26,7 @@ class Replies:
         item = self._client.brpop([reply_key(job_id)], timeout=max(timeout_s, 0.001))
         return None if item is None else self._decode(item[1])
 
-    def answer(self, outcomes: dict[str, str]) -> None:
+    def answer(self, outcomes: dict[str, bytes]) -> None:
         """Wake waiters with outcomes of their own (job id -> encoded meta): a failure to send, say."""
         with self._client.pipeline(transaction=False) as pipe:
             for job_id, encoded in outcomes.items():

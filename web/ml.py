@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
@@ -94,7 +95,8 @@ def predict():
             f"no answer within {get_settings().predict_timeout_s:g}s; the job goes on, poll its status_url",
             {"job_id": timeout.job_id, "status_url": status_url},
         ) from None
-    return jsonify(payload)
+    # orjson: the hot path's encoding costs a tenth of the standard library's.
+    return current_app.response_class(orjson.dumps(payload), mimetype="application/json")
 
 
 @blueprint.get("/jobs/<job_id>")
