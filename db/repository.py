@@ -13,13 +13,14 @@ Writes go through `TradeRepository.write`, one transaction per batch of entries:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Interval, cast, delete, func, insert, literal, select, text, update
+from sqlalchemy import Interval, Numeric, cast, delete, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from db.entries import Entry, RecordEntry, UpdateEntry
@@ -213,9 +214,10 @@ _STAT_COLUMNS = (
     func.count().filter(TradeHistory.closed).label("closed"),
     func.count().filter(TradeHistory.won.is_(True)).label("wins"),
     func.count().filter(TradeHistory.won.is_not(None)).label("decided"),
-    func.sum(TradeHistory.realized_pnl).label("total_pnl"),
-    func.avg(TradeHistory.realized_pnl).label("average_pnl"),
-    func.sum(TradeHistory.fees).label("total_fees"),
+    # Summed as numeric: a sum of doubles overflows (an SQL error) once it passes ~1.8e308.
+    func.sum(cast(TradeHistory.realized_pnl, Numeric)).label("total_pnl"),
+    func.avg(cast(TradeHistory.realized_pnl, Numeric)).label("average_pnl"),
+    func.sum(cast(TradeHistory.fees, Numeric)).label("total_fees"),
 )
 
 
@@ -225,10 +227,18 @@ def _stats_of(row: Any) -> dict[str, Any]:
         "closed": row.closed,
         "wins": row.wins,
         "win_rate": row.wins / row.decided if row.decided else None,
-        "total_pnl": float(row.total_pnl or 0.0),
-        "average_pnl": float(row.average_pnl) if row.average_pnl is not None else None,
-        "total_fees": float(row.total_fees or 0.0),
+        "total_pnl": _as_double(row.total_pnl or 0),
+        "average_pnl": _as_double(row.average_pnl),
+        "total_fees": _as_double(row.total_fees or 0),
     }
+
+
+def _as_double(value: Any) -> float | None:
+    """A JSON number, or None for one beyond a double's range (JSON has no infinity)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _filtered(query, symbol, since, until, closed):

@@ -273,3 +273,18 @@ def test_with_api_token_set_every_trades_route_needs_the_bearer_token(http, api_
     authorized = {"Authorization": f"Bearer {api_token}"}
     assert http.get("/api/v1/trades", headers=authorized).status_code == 200
     assert http.post("/api/v1/trades", json=VALID, headers=authorized).status_code == 202
+
+
+def test_stats_of_huge_amounts_answer_rather_than_overflow(app, http):
+    # Found by schemathesis: each value is a legal double, their sum is not one.
+    huge = {"closed": True, "realized_pnl": 1.5e308, "fees": 1e308}
+    seed(
+        app, [{**VALID, "trade_id": f"huge-{n}", **huge} for n in range(2)] + [{**VALID, "trade_id": "small"}]
+    )
+    stats = http.get("/api/v1/trades/stats")
+    assert stats.status_code == 200, stats.get_data(as_text=True)
+    body = stats.get_json()
+    assert body["trades"] == 3 and body["total_pnl"] is None and body["total_fees"] is None
+    assert body["average_pnl"] == 1.5e308
+    bucket = http.get("/api/v1/trades/stats?bucket=1 day").get_json()["buckets"][0]
+    assert bucket["trades"] == 3 and bucket["total_pnl"] is None

@@ -10,7 +10,7 @@ from db.extension import database, flask_config
 from models.store import ModelStore
 from tasks.client import TradeJournal
 from tasks.predictions import PredictionClient
-from web import cli, health, ml, preflight, trades
+from web import cli, health, ml, openapi, preflight, trades
 from web.errors import register_error_handlers
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -18,7 +18,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 def create_app() -> Flask:
     settings = get_settings()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: no /static route
     app.config.from_mapping(
         flask_config(settings.database_url),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -33,6 +33,7 @@ def create_app() -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")
+    openapi.register(app)
     app.cli.add_command(cli.trades_cli)
     app.cli.add_command(cli.create_database)
     app.cli.add_command(cli.models_cli)

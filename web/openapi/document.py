@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document, built with openapi-pydantic from the routes' pydantic types."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from openapi_pydantic import (
+    Components,
+    Header,
+    Info,
+    MediaType,
+    OpenAPI,
+    Operation,
+    Parameter,
+    PathItem,
+    Reference,
+    RequestBody,
+    Response,
+    Schema,
+    SecurityScheme,
+    Tag,
+)
+from pydantic.json_schema import models_json_schema
+
+from web.openapi.operations import JSON, ROUTES, Answer, Route
+from web.openapi.responses import ErrorResponse
+
+ERRORS = {
+    400: ("BadRequest", "malformed JSON, a bad query string or path parameter"),
+    401: ("Unauthorized", "missing or wrong bearer token (only when API_TOKEN is set)"),
+    404: ("NotFound", "unknown trade, model, job or route"),
+    405: ("MethodNotAllowed", "method not allowed on this path; `Allow` lists those that are"),
+    413: ("PayloadTooLarge", "body larger than MAX_REQUEST_BYTES"),
+    422: ("UnprocessableEntity", "valid JSON of the wrong shape; `details` names each field"),
+    503: ("ServiceUnavailable", "a dependency (broker, worker) is down"),
+    504: ("GatewayTimeout", "no answer in time; `details` says where to poll"),
+}
+DESCRIPTION = """\
+Trade journal and model serving of a trading bot.
+
+Every error is JSON, `{"error": {"code", "message", "details"}}`, with the status of its
+kind (see the reusable responses); an unsupported method on a path is a 405 with `Allow`.
+When API_TOKEN is set, the `/api/v1` routes of the journal and the models need
+`Authorization: Bearer <token>`; health, readiness, metrics and this documentation stay open.
+"""
+REF = "#/components/schemas/{model}"
+_CONVERTER = re.compile(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def openapi_path(rule: str) -> str:
+    """The OpenAPI path of a Flask rule: `/trades/<trade_id>` -> `/trades/{trade_id}`."""
+    return _CONVERTER.sub(r"{\1}", rule)
+
+
+def build_document(version: str) -> dict[str, Any]:
+    # One JSON Schema per pydantic type (models and pydantic dataclasses alike), by pydantic.
+    types = sorted(_types(), key=lambda model: model.__name__)
+    refs, definitions = models_json_schema([(model, "validation") for model in types], ref_template=REF)
+    schemas = {model: Reference(ref=refs[(model, "validation")]["$ref"]) for model in types}
+
+    paths: dict[str, PathItem] = {}
+    for route in ROUTES:
+        item = paths.setdefault(openapi_path(route.rule), PathItem())
+        setattr(item, route.method.lower(), _operation(route, schemas))
+    document = OpenAPI(
+        info=Info(title="Trade journal and model serving", version=version, description=DESCRIPTION),
+        paths=paths,
+        tags=[
+            Tag(name="trades", description="the trade journal"),
+            Tag(name="ml", description="model serving"),
+            Tag(name="operations", description="health, readiness, metrics"),
+            Tag(name="docs", description="this documentation"),
+        ],
+        security=[{"bearerAuth": []}],
+        components=Components(
+            schemas={name: Schema.model_validate(schema) for name, schema in definitions["$defs"].items()},
+            securitySchemes={
+                "bearerAuth": SecurityScheme(
+                    type="http", scheme="bearer", description="the value of API_TOKEN, when it is set"
+                )
+            },
+            responses={
+                name: Response(description=text, content={JSON: MediaType(schema=schemas[ErrorResponse])})
+                for name, text in ERRORS.values()
+            },
+        ),
+    )
+    dumped = document.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # The schemas exactly as pydantic wrote them (the dump above would drop `"default": null`).
+    dumped["components"]["schemas"] = definitions["$defs"]
+    return dumped
+
+
+def _types() -> set[type]:
+    found: set[type] = {ErrorResponse}
+    for route in ROUTES:
+        found.update(answer.model for answer in route.answers.values() if answer.model is not None)
+        if route.body is not None:
+            found.add(route.body)
+    return found
+
+
+def _operation(route: Route, schemas: dict[type, Reference]) -> Operation:
+    answers: dict[str, Response | Reference] = {
+        str(status): _response(answer, schemas) for status, answer in route.answers.items()
+    }
+    for status in route.errors:
+        answers[str(status)] = Reference(ref=f"#/components/responses/{ERRORS[status][0]}")
+    if route.secured:
+        answers.setdefault("401", Reference(ref=f"#/components/responses/{ERRORS[401][0]}"))
+    return Operation(
+        operationId=route.operation_id,
+        summary=route.summary,
+        description=route.description or None,
+        tags=[route.tag],
+        parameters=_parameters(route) or None,
+        requestBody=RequestBody(required=True, content={JSON: MediaType(schema=schemas[route.body])})
+        if route.body is not None
+        else None,
+        responses=answers,
+        security=None if route.secured else [],
+    )
+
+
+def _parameters(route: Route) -> list[Parameter]:
+    parameters = [
+        Parameter(name=name, param_in="path", required=True, param_schema=schema)
+        for name, schema in route.path.items()
+    ]
+    for name, (description, schema) in route.headers.items():
+        parameters.append(
+            Parameter(name=name, param_in="header", description=description, param_schema=schema)
+        )
+    if route.query is not None:
+        schema = route.query.model_json_schema()
+        for name, prop in schema["properties"].items():
+            parameters.append(
+                Parameter(
+                    name=name,
+                    param_in="query",
+                    required=name in schema.get("required", ()),
+                    description=prop.pop("description", None),
+                    param_schema=_not_null(prop),
+                )
+            )
+    return parameters
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    # An optional query parameter is one left out: it is never null.
+    options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
+    if len(options) == 1:
+        rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+        return {**rest, **options[0]}
+    return schema
+
+
+def _response(answer: Answer, schemas: dict[type, Reference]) -> Response:
+    if answer.model is not None:
+        content = {JSON: MediaType(schema=schemas[answer.model])}
+    else:
+        content = {kind: MediaType(schema=schema) for kind, schema in (answer.media or {}).items()}
+    headers = {
+        name: Header(description=text, param_schema=Schema(type="string"))
+        for name, text in answer.headers.items()
+    }
+    return Response(description=answer.description, content=content, headers=headers or None)

@@ -1,0 +1,244 @@
+"""Every route of the app, as the OpenAPI document describes it.
+
+One entry per Flask rule and method, naming the pydantic types that validate its input
+(the same ones the handlers use) and those of its answers. `/healthz`, `/readyz` and
+`/metrics` are described here from the shared contract; their handlers live in
+`web/health.py` and `web/metrics.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from db.record import TradeId, TradeRecord, TradeUpdate
+from web.ml import PredictRequest
+from web.openapi import responses as r
+from web.schemas import StatsQuery, TradeQuery
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One documented status: its schema (a pydantic type, or a raw schema for other media)."""
+
+    description: str
+    model: type | None = None
+    media: dict[str, dict[str, Any]] | None = None  # media type -> raw schema
+    headers: dict[str, str] = field(default_factory=dict)  # name -> description
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str  # the Flask rule, e.g. "/api/v1/trades/<trade_id>"
+    method: str
+    operation_id: str
+    summary: str
+    tag: str
+    answers: dict[int, Answer]
+    errors: tuple[int, ...] = ()  # statuses answered with the JSON error body
+    body: type | None = None
+    query: type[BaseModel] | None = None
+    path: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> schema
+    headers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    secured: bool = True  # needs the bearer token when API_TOKEN is set
+    description: str = ""
+
+
+TRADE_ID_PATH = {"trade_id": TypeAdapter(TradeId).json_schema()}
+MODEL_NAME_PATH = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 255, "examples": ["xgboost_model"]}
+}
+JOB_ID_PATH = {"job_id": {"type": "string", "format": "uuid"}}
+LOCATION = {"Location": "where to read the result"}
+BINARY = {"type": "string", "format": "binary"}
+
+ROUTES: tuple[Route, ...] = (
+    # -- trade journal ------------------------------------------------------------
+    Route(
+        "/api/v1/trades",
+        "POST",
+        "recordTrade",
+        "Journal a trade",
+        "trades",
+        {202: Answer("enqueued as `trades.record`", r.TradeAccepted, headers=LOCATION)},
+        errors=(400, 401, 413, 422),
+        body=TradeRecord,
+        description="Validates the record and enqueues it; a worker writes it, once, to the journal. "
+        "`trade_id` and `timestamp` are generated when missing.",
+    ),
+    Route(
+        "/api/v1/trades/<trade_id>",
+        "PATCH",
+        "updateTrade",
+        "Update a trade (close, PnL, fees)",
+        "trades",
+        {202: Answer("enqueued as `trades.update`", r.TradeAccepted, headers=LOCATION)},
+        errors=(400, 401, 413, 422),
+        body=TradeUpdate,
+        path=TRADE_ID_PATH,
+        description="An update that arrives before its trade waits for it.",
+    ),
+    Route(
+        "/api/v1/trades",
+        "GET",
+        "listTrades",
+        "List trades, newest first",
+        "trades",
+        {200: Answer("the trades", r.TradeList)},
+        errors=(400, 401),
+        query=TradeQuery,
+    ),
+    Route(
+        "/api/v1/trades/stats",
+        "GET",
+        "tradeStats",
+        "Trade statistics",
+        "trades",
+        {200: Answer("count, win rate, PnL and fees; per bucket when asked", r.StatsResponse)},
+        errors=(400, 401),
+        query=StatsQuery,
+    ),
+    Route(
+        "/api/v1/trades/<trade_id>",
+        "GET",
+        "getTrade",
+        "One trade",
+        "trades",
+        {200: Answer("the trade", r.Trade)},
+        errors=(400, 401, 404),
+        path=TRADE_ID_PATH,
+    ),
+    # -- model serving ------------------------------------------------------------
+    Route(
+        "/api/v1/ml/models",
+        "GET",
+        "listModels",
+        "List the models of MODEL_DIR",
+        "ml",
+        {200: Answer("the models", r.ModelList)},
+        errors=(401,),
+    ),
+    Route(
+        "/api/v1/ml/models/<name>",
+        "GET",
+        "getModel",
+        "One model",
+        "ml",
+        {200: Answer("the model", r.ModelInfo)},
+        errors=(400, 401, 404),
+        path=MODEL_NAME_PATH,
+        description="`name` is the file name, or its stem when only one file has it.",
+    ),
+    Route(
+        "/api/v1/ml/predict",
+        "POST",
+        "predict",
+        "Predict",
+        "ml",
+        {
+            200: Answer("the prediction (synchronous)", r.Prediction),
+            202: Answer(
+                "queued (with `Prefer: respond-async`); poll `status_url`",
+                r.JobAccepted,
+                headers={**LOCATION, "Preference-Applied": "`respond-async`"},
+            ),
+        },
+        errors=(400, 401, 404, 413, 422, 503, 504),
+        body=PredictRequest,
+        headers={
+            "Prefer": (
+                "`respond-async`: answer 202 with a job id at once instead of waiting",
+                {"type": "string", "examples": ["respond-async"]},
+            )
+        },
+        description="`features`: rows of numbers for tree models (one prediction per row); for an "
+        "LSTM one sequence `[[...], ...]` (time x features) or a batch of them `[[[...]]]`. "
+        "Waits up to PREDICT_TIMEOUT_S; then 504 with `details.job_id` and `details.status_url` "
+        "(the job goes on). 422 when `model_type` disagrees with the model or the input's shape "
+        "does not fit it; 503 when the broker is down.",
+    ),
+    Route(
+        "/api/v1/ml/jobs/<job_id>",
+        "GET",
+        "getJob",
+        "A prediction job's state",
+        "ml",
+        {200: Answer("the job; `result` once succeeded, `error` once failed", r.Job)},
+        errors=(401, 404),
+        path=JOB_ID_PATH,
+        description="404 for an id never issued here, or expired.",
+    ),
+    # -- this document ------------------------------------------------------------
+    Route(
+        "/api/v1/openapi.json",
+        "GET",
+        "openapi",
+        "This OpenAPI document",
+        "docs",
+        {200: Answer("OpenAPI 3.1", media={JSON: {"type": "object"}})},
+        secured=False,
+    ),
+    Route(
+        "/api/v1/docs/",
+        "GET",
+        "docs",
+        "Interactive documentation (Swagger UI)",
+        "docs",
+        {200: Answer("the page", media={"text/html": {"type": "string"}})},
+        secured=False,
+        description="`/api/v1/docs` redirects here.",
+    ),
+    Route(
+        "/api/v1/docs/<path:path>",
+        "GET",
+        "docsAsset",
+        "The documentation page's assets",
+        "docs",
+        {
+            200: Answer(
+                "a file of the Swagger UI distribution",
+                media={kind: BINARY for kind in ("text/html", "text/css", "text/javascript", "image/png")},
+            )
+        },
+        errors=(404,),
+        path={"path": {"type": "string", "examples": ["swagger-ui.css"]}},
+        secured=False,
+    ),
+    # -- operations (shared contract) -------------------------------------------------
+    Route(
+        "/healthz",
+        "GET",
+        "liveness",
+        "Liveness",
+        "operations",
+        {200: Answer("the process answers", r.Liveness)},
+        secured=False,
+        description="Touches no dependency.",
+    ),
+    Route(
+        "/readyz",
+        "GET",
+        "readiness",
+        "Readiness",
+        "operations",
+        {
+            200: Answer("database, broker, workers and models ready", r.Readiness),
+            503: Answer("not ready; `checks` says which part failed", r.Readiness),
+        },
+        secured=False,
+    ),
+    Route(
+        "/metrics",
+        "GET",
+        "metrics",
+        "Prometheus metrics",
+        "operations",
+        {200: Answer("Prometheus text format", media={"text/plain": {"type": "string"}})},
+        secured=False,
+        description="Includes the workers' metrics (prometheus_client multiprocess mode).",
+    ),
+)

@@ -1,0 +1,179 @@
+"""Pydantic models of what the API answers: the OpenAPI document's response schemas.
+
+Request bodies and query strings are validated by `db.record` and `web.schemas`; these
+are the other half, the shapes the handlers return. The schemathesis test checks every
+answer against them, so a handler that drifts from its documented shape fails it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from db.record import TradeId, TradeRecord
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable, e.g. `invalid_input`, `not_found`, `model_not_found`")
+    message: str = Field(description="for people")
+    details: Any = Field(
+        default=None,
+        description="what went wrong where: for a bad body or query, a list of `{field, message}`; "
+        "for a prediction timeout, `{job_id, status_url}`; omitted when there is nothing to add",
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error, whatever its status."""
+
+    error: ErrorInfo
+
+
+# -- trades -----------------------------------------------------------------------
+
+
+class TradeAccepted(BaseModel):
+    """A record or an update taken in; a worker writes it to the journal."""
+
+    trade_id: TradeId
+    job_id: str = Field(description="the Celery task id of the write")
+    status: Literal["queued", "spooled"] = Field(
+        description="`spooled`: the broker was down; the web process keeps the message in its "
+        "outbox and sends it once the broker answers"
+    )
+
+
+def _every_field_required(schema: dict[str, Any]) -> None:
+    # A stored trade has every field; those not set are null.
+    schema["required"] = list(schema["properties"])
+
+
+@dataclass(config=ConfigDict(extra="forbid", json_schema_extra=_every_field_required), kw_only=True)
+class Trade(TradeRecord):
+    """A trade as stored in the journal: every field of the record, null where not set."""
+
+
+class TradeList(BaseModel):
+    trades: list[Trade] = Field(description="newest first")
+    count: int = Field(ge=0)
+
+
+class TradeStats(BaseModel):
+    trades: int = Field(ge=0)
+    closed: int = Field(ge=0)
+    wins: int = Field(ge=0)
+    win_rate: float | None = Field(description="wins over trades with a known outcome; null without any")
+    # PnL and fees: null when there is none to average, or beyond a double's range.
+    total_pnl: float | None
+    average_pnl: float | None
+    total_fees: float | None
+
+
+class StatsBucket(TradeStats):
+    start: datetime = Field(description="start of the bucket, UTC")
+
+
+class StatsResponse(TradeStats):
+    buckets: list[StatsBucket] | None = Field(default=None, description="present when `bucket` is given")
+
+
+# -- model serving ----------------------------------------------------------------
+
+
+class ModelInfo(BaseModel):
+    """A model file of MODEL_DIR; the worker-reported fields appear once a worker loaded it."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str
+    type: Literal["xgboost", "lightgbm", "lstm"]
+    format: str
+    input_kind: Literal["rows", "sequences"]
+    size_mb: float
+    size_bytes: int
+    modified: datetime
+    version: str = Field(description="first 16 hex digits of the file's SHA-256")
+    loaded: bool = Field(description="a predict worker has loaded this version")
+    n_features: int | None
+    feature_names: list[str] | None = None
+    description: str | None = None
+    sequence_length: int | None = None
+    fixed_sequence_length: bool | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    predictions: list[Any] = Field(
+        description="one entry per row (tree models) or sequence (LSTM): a number, null for a "
+        "non-finite value, or a list of them for multi-output models"
+    )
+    model_name: str
+    model_type: Literal["xgboost", "lightgbm", "lstm"]
+    model_version: str
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str = Field(description="where to poll the job (also the `Location` header)")
+
+
+class JobError(ErrorInfo):
+    status: int = Field(description="the HTTP status a synchronous request would have had")
+
+
+class Job(BaseModel):
+    job_id: str
+    status: Literal["pending", "running", "succeeded", "failed"]
+    result: Prediction | None = Field(default=None, description="when succeeded")
+    error: JobError | None = Field(default=None, description="when failed")
+
+
+# -- operations (handlers in web/health.py and web/metrics.py) ----------------------
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Check(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+class WorkerQueues(BaseModel):
+    predict: list[str] = Field(description="names of the workers consuming the queue")
+    trades: list[str]
+
+
+class WorkersCheck(Check):
+    queues: WorkerQueues
+
+
+class LoadedModelVersion(BaseModel):
+    name: str
+    version: str
+
+
+class ModelsCheck(Check):
+    loaded: list[LoadedModelVersion]
+    missing: list[str] | None = None
+
+
+class ReadinessChecks(BaseModel):
+    database: Check
+    broker: Check
+    workers: WorkersCheck
+    models: ModelsCheck
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: ReadinessChecks
