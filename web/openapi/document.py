@@ -162,7 +162,7 @@ def _response(answer: Answer, schemas: dict[type, Reference]) -> Response:
     else:
         content = {kind: MediaType(schema=schema) for kind, schema in (answer.media or {}).items()}
     headers = {
-        name: Header(description=text, param_schema=Schema(type="string"))
+        name: Header(description=text, required=True, param_schema=Schema(type="string"))
         for name, text in answer.headers.items()
     }
     return Response(description=answer.description, content=content, headers=headers or None)
