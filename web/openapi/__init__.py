@@ -39,7 +39,12 @@ def register(app: Flask) -> None:
         get_swaggerui_blueprint(
             DOCS_URL,
             DOCUMENT_URL,
-            config={"app_name": "Trade journal and model serving API", "persistAuthorization": True},
+            # validatorUrl None: Swagger UI would otherwise show a badge from validator.swagger.io.
+            config={
+                "app_name": "Trade journal and model serving API",
+                "persistAuthorization": True,
+                "validatorUrl": None,
+            },
             blueprint_name="docs",
         )
     )
