@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 
 import pytest
 import redis
@@ -288,3 +289,24 @@ def test_stats_of_huge_amounts_answer_rather_than_overflow(app, http):
     assert body["average_pnl"] == 1.5e308
     bucket = http.get("/api/v1/trades/stats?bucket=1 day").get_json()["buckets"][0]
     assert bucket["trades"] == 3 and bucket["total_pnl"] is None
+
+
+@pytest.fixture
+def app_without_database(monkeypatch):
+    """An app whose DATABASE_URL names a port nothing listens on: connections are refused."""
+    from web import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{port}/tradebot")
+    get_settings.cache_clear()
+    yield create_app()
+    get_settings.cache_clear()
+
+
+def test_reads_answer_503_while_the_database_is_down_and_writes_still_queue(app_without_database):
+    client = app_without_database.test_client()
+    for path in ("/api/v1/trades", "/api/v1/trades/stats", "/api/v1/trades/some-trade"):
+        assert assert_error(client.get(path), 503)["code"] == "database_unavailable"
+    assert client.post("/api/v1/trades", json=VALID).status_code == 202

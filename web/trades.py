@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app, jsonify, url_for
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from db.extension import database
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.repository import TradeRepository, trade_as_dict
 from tasks.client import Enqueued, TradeJournal
 from web.auth import require_token
-from web.errors import ApiError, invalid
+from web.errors import ApiError, error_response, invalid
 from web.inputs import body_as, query
 from web.schemas import StatsQuery, TradeQuery
 
+log = logging.getLogger(__name__)
+
 blueprint = Blueprint("trades", __name__)
 require_token(blueprint)
+
+
+@blueprint.errorhandler(OperationalError)
+def _database_down(error: OperationalError):
+    # Writes go through the broker (or the outbox); only reads need the database.
+    log.warning("trade database unavailable: %s", error.orig)
+    return error_response(503, "database_unavailable", "the trade database does not answer; try again")
 
 
 def _journal() -> TradeJournal:

@@ -33,7 +33,7 @@ ERRORS = {
     405: ("MethodNotAllowed", "method not allowed on this path; `Allow` lists those that are"),
     413: ("PayloadTooLarge", "body larger than MAX_REQUEST_BYTES"),
     422: ("UnprocessableEntity", "valid JSON of the wrong shape; `details` names each field"),
-    503: ("ServiceUnavailable", "a dependency (broker, worker) is down"),
+    503: ("ServiceUnavailable", "a dependency (database, broker, worker) is down"),
     504: ("GatewayTimeout", "no answer in time; `details` says where to poll"),
 }
 DESCRIPTION = """\

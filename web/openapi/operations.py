@@ -89,7 +89,7 @@ ROUTES: tuple[Route, ...] = (
         summary="List trades, newest first",
         tag="trades",
         answers={200: Answer("the trades", r.TradeList)},
-        errors=(400, 401),
+        errors=(400, 401, 503),
         query=TradeQuery,
     ),
     Route(
@@ -99,7 +99,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Trade statistics",
         tag="trades",
         answers={200: Answer("count, win rate, PnL and fees; per bucket when asked", r.StatsResponse)},
-        errors=(400, 401),
+        errors=(400, 401, 503),
         query=StatsQuery,
     ),
     Route(
@@ -109,7 +109,7 @@ ROUTES: tuple[Route, ...] = (
         summary="One trade",
         tag="trades",
         answers={200: Answer("the trade", r.Trade)},
-        errors=(400, 401, 404),
+        errors=(400, 401, 404, 503),
         path=TRADE_ID_PATH,
     ),
     # -- model serving ------------------------------------------------------------
