@@ -8,10 +8,13 @@ that a bad request is answered without a round trip, and leaves the rest to the 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
+import kombu.exceptions
 import orjson
+import redis.exceptions
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
@@ -21,11 +24,18 @@ from models.store import ModelFile, ModelStore
 from models.validation import features_array
 from tasks.predictions import PredictionClient, PredictionTimeout
 from web.auth import require_token
-from web.errors import ApiError
+from web.errors import ApiError, error_response
 from web.inputs import body_as
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ml", __name__)
 require_token(blueprint)
+REDIS_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
 
 DESCRIBED = ("n_features", "feature_names", "input_kind", "sequence_length", "fixed_sequence_length")
 
@@ -36,6 +46,16 @@ class PredictRequest(BaseModel):
     model_name: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
     model_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32)] | None = None
     features: Annotated[list[Any], Strict()]
+
+
+def _redis_down(error: Exception):
+    # Every route here reads what the workers reported, or a job's state, from Redis.
+    log.warning("Redis unavailable: %s", error)
+    return error_response(503, "broker_unavailable", "Redis (broker and results) does not answer; try again")
+
+
+for _down in REDIS_DOWN:
+    blueprint.register_error_handler(_down, _redis_down)
 
 
 def _store() -> ModelStore:

@@ -120,7 +120,7 @@ ROUTES: tuple[Route, ...] = (
         summary="List the models of MODEL_DIR",
         tag="ml",
         answers={200: Answer("the models", r.ModelList)},
-        errors=(401,),
+        errors=(401, 503),
     ),
     Route(
         rule="/api/v1/ml/models/<name>",
@@ -129,7 +129,7 @@ ROUTES: tuple[Route, ...] = (
         summary="One model",
         tag="ml",
         answers={200: Answer("the model", r.ModelInfo)},
-        errors=(400, 401, 404),
+        errors=(400, 401, 404, 503),
         path=MODEL_NAME_PATH,
         description="`name` is the file name, or its stem when only one file has it.",
     ),
@@ -159,7 +159,7 @@ ROUTES: tuple[Route, ...] = (
         "LSTM one sequence `[[...], ...]` (time x features) or a batch of them `[[[...]]]`. "
         "Waits up to PREDICT_TIMEOUT_S; then 504 with `details.job_id` and `details.status_url` "
         "(the job goes on). 422 when `model_type` disagrees with the model or the input's shape "
-        "does not fit it; 503 when the broker is down.",
+        "does not fit it; 503 when Redis (broker, results) is down.",
     ),
     Route(
         rule="/api/v1/ml/jobs/<job_id>",
@@ -168,7 +168,7 @@ ROUTES: tuple[Route, ...] = (
         summary="A prediction job's state",
         tag="ml",
         answers={200: Answer("the job; `result` once succeeded, `error` once failed", r.Job)},
-        errors=(401, 404),
+        errors=(401, 404, 503),
         path=JOB_ID_PATH,
         description="404 for an id never issued here, or expired.",
     ),
