@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from config import get_settings
@@ -38,6 +39,7 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
+    unsupported_method,  # a method a path does not serve: 405 with Allow
 ]
 # Routes of the shared contract whose handlers other branches add (web/health.py, web/metrics.py).
 CONTRACT_ONLY = {("/healthz", "GET"), ("/readyz", "GET"), ("/metrics", "GET")}
