@@ -38,6 +38,8 @@ broker_transport_options = {
     "visibility_timeout": _settings.broker_visibility_timeout_s,
     "unacked_restore_interval": max(1, min(10, _settings.broker_visibility_timeout_s // 10)),
     "unacked_restore_throttle": 1,
+    # The sweep's lock outlives a worker killed while holding it by this much at most.
+    "unacked_mutex_expire": min(300, _settings.broker_visibility_timeout_s),
 }
 result_expires = 3600
 
