@@ -261,7 +261,9 @@ def test_sigterm_lets_the_running_batch_finish_and_returns_the_rest_to_the_queue
 def test_trades_held_by_a_worker_killed_outright_come_back_after_the_visibility_timeout(
     clean, engine, env, start_worker
 ):
-    short = {"BROKER_VISIBILITY_TIMEOUT_S": "4"}
+    # Redelivered messages run one by one (poison isolation), so a smaller batch keeps
+    # what the killed worker held, and the time to work it off, small.
+    short = {"BROKER_VISIBILITY_TIMEOUT_S": "4", "JOURNAL_BATCH_SIZE": "50"}
     worker = start_worker(**short)
     lock = TradeLock(engine, "gone-150")
     bot = subprocess.Popen([sys.executable, str(BOT), env["CELERY_BROKER_URL"], "gone", "1000", "0"], env=env)
@@ -274,5 +276,5 @@ def test_trades_held_by_a_worker_killed_outright_come_back_after_the_visibility_
     assert bot.wait(120) == 0
 
     start_worker(**short)
-    wait_for(rows_reach(engine, 1000), 120, "all 1000 trades after the visibility timeout")
+    wait_for(rows_reach(engine, 1000), 180, "all 1000 trades after the visibility timeout")
     assert journal_counts(engine) == {"rows": 1000, "distinct_ids": 1000, "closed": 0}
