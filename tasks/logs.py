@@ -19,8 +19,9 @@ from tasks import request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 # Fields of every JSON line; `extra=` fields of a log call are added to them.
-JSON_FIELDS = ["asctime", "levelname", "name", "process", "processName", "message", "request_id"]
-JSON_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
+JSON_FIELDS = ["levelname", "name", "process", "processName", "message", "request_id"]
+JSON_RENAMED = {"levelname": "level", "name": "logger"}
+JSON_TIMESTAMP = "time"  # ISO 8601, UTC
 
 
 class RequestIdFilter(logging.Filter):
@@ -33,12 +34,16 @@ class RequestIdFilter(logging.Filter):
 
 
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED, timestamp=False)
+    return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED, timestamp=JSON_TIMESTAMP)
+
+
+def json_logs() -> bool:
+    return get_settings().log_format == "json"
 
 
 def formatter() -> logging.Formatter | None:
     """The JSON formatter when LOG_FORMAT=json; None keeps the process's own text format."""
-    return json_formatter() if get_settings().log_format == "json" else None
+    return json_formatter() if json_logs() else None
 
 
 def adopt(handler: logging.Handler) -> None:
@@ -59,6 +64,8 @@ def configure_root(level: int = logging.INFO) -> None:
         root.addHandler(handler)
         if root.level == logging.WARNING:  # Python's default: nobody chose a level
             root.setLevel(level)
+            # Alembic announces each of its plugins at INFO when Flask-Migrate loads it.
+            logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for handler in root.handlers:
         adopt(handler)
 
@@ -71,6 +78,8 @@ def configure_root(level: int = logging.INFO) -> None:
 def _format_celery_logs(logger: logging.Logger, **_: object) -> None:
     for handler in logger.handlers:
         adopt(handler)
+    if json_logs():
+        logging.captureWarnings(True)  # a warning becomes a JSON line too, not raw stderr
 
 
 @task_prerun.connect
