@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +65,7 @@ def test_journal_worker_metrics_and_the_backlog_reach_the_web(
     assert value(waiting, "celery_broker_up") == 1
     assert value(waiting, "celery_queue_length", queue="trades") == 5
     assert value(waiting, "celery_queue_length", queue="predict") == 0
+    assert value(waiting, "celery_queue_length", queue="predict:direct") == 0
 
     # A worker in another "container": its own directory under METRICS_DIR.
     worker = Worker({**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "worker-trades")}, tmp_path)
@@ -120,7 +120,7 @@ def test_predictions_are_counted_by_model_version_and_outcome(
     bot = Celery(broker=BROKER_URL, backend=RESULT_URL, set_as_current=False)
     try:
         worker.wait_ready()
-        wait_for(lambda: re.search(r"loaded \d+ models", worker.log()), 120, "the predict worker's models")
+        worker.wait_models_loaded(RESULT_URL, {"xgb.json"})
         web = start_web()
         for _ in range(3):
             answer = call(

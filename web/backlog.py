@@ -21,11 +21,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from db.spool import ACTIVE, Spool
+from tasks.direct_lane import LANE_KEY
 
-QUEUES = ("predict", "trades")
 SPOOLS = ("replay", "outbox")
 # kombu's Redis transport keeps a queue's prioritised messages in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+# queue label -> the Redis lists that hold its waiting messages
+QUEUES = {
+    "predict": [f"predict{suffix}" for suffix in _PRIORITY_SUFFIXES],
+    "trades": [f"trades{suffix}" for suffix in _PRIORITY_SUFFIXES],
+    LANE_KEY: [LANE_KEY],  # the direct lane's waiting predictions (tasks.direct_lane)
+}
 _CHUNK = 1 << 20
 
 
@@ -65,18 +71,17 @@ class BacklogCollector(Collector):
         )
         try:
             with self._broker.pipeline(transaction=False) as pipe:
-                for queue in QUEUES:
-                    for suffix in _PRIORITY_SUFFIXES:
-                        pipe.llen(queue + suffix)
-                lengths = pipe.execute()
+                for keys in QUEUES.values():
+                    for key in keys:
+                        pipe.llen(key)
+                lengths = iter(pipe.execute())
         except (redis.ConnectionError, redis.TimeoutError):
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
-        per_queue = len(_PRIORITY_SUFFIXES)
-        for index, queue in enumerate(QUEUES):
-            depth.add_metric([queue], sum(lengths[index * per_queue : (index + 1) * per_queue]))
+        for queue, keys in QUEUES.items():
+            depth.add_metric([queue], sum(next(lengths) for _ in keys))
         yield up
         yield depth
 
