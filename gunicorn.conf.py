@@ -10,6 +10,7 @@ import os
 
 from config import get_settings
 from tasks.logs import JSON_FIELDS, JSON_RENAMED, JSON_TIMESTAMP
+from tasks.metrics import ensure_multiprocess_directory
 
 _settings = get_settings()
 
@@ -33,10 +34,8 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    # prometheus_client writes into PROMETHEUS_MULTIPROC_DIR but does not create it.
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    # Before the workers fork: they inherit the directory, `{hostname}` resolved.
+    ensure_multiprocess_directory()
 
 
 def child_exit(server, worker):

@@ -9,18 +9,31 @@ before the process starts: prometheus_client reads it on import.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
 from models.base import ModelError
 
+HOSTNAME_PLACEHOLDER = "{hostname}"
+
 
 def ensure_multiprocess_directory() -> None:
-    # The library writes a file per metric type and process as soon as a metric exists.
+    """Create this process's metric directory, with `{hostname}` in its name made real.
+
+    The files are named after PIDs, which repeat across containers, so replicas of one
+    compose service need a directory each: `{hostname}` (the container's id) gives it.
+    prometheus_client reads the variable again whenever it opens a file, which it does
+    when a metric is created: this must run before the metrics below are defined.
+    """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    if not directory:
+        return
+    if HOSTNAME_PLACEHOLDER in directory:
+        directory = directory.replace(HOSTNAME_PLACEHOLDER, socket.gethostname())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
 
 
 ensure_multiprocess_directory()

@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from tests.support.processes import Beat, Gunicorn, Worker, flask
+from tests.support.processes import Beat, WebServer, Worker, flask
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -145,17 +145,18 @@ def metrics_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def start_web(env: dict[str, str], tmp_path: Path, metrics_dir: Path, database_url: str) -> Iterator:
     """Start the web app under gunicorn (2 workers), with JSON logs and multiprocess metrics."""
-    started: list[Gunicorn] = []
+    started: list[WebServer] = []
 
-    def start(workers: int = 2, threads: int = 4, **overrides: str) -> Gunicorn:
+    def start(workers: int = 2, threads: int = 4, **overrides: str) -> WebServer:
         web_env = {
             **env,
+            "WEB_THREADS": str(threads),
             "METRICS_DIR": str(metrics_dir),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "web"),
             "LOG_FORMAT": "json",
             **overrides,
         }
-        web = Gunicorn(web_env, tmp_path, workers=workers, threads=threads)
+        web = WebServer(web_env, tmp_path, workers=workers)
         started.append(web)
         return web.wait_ready()
 

@@ -19,10 +19,8 @@ import redis
 from celery import Celery
 
 from tasks.model_registry import loaded_descriptions
-from tests.support.http import call
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -133,38 +131,6 @@ class Beat(Service):
             "--schedule", str(cwd / "celerybeat-schedule"),
         ]  # fmt: skip
         super().__init__(args, env, cwd, cwd / "beat.log")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Gunicorn(Service):
-    """The web app under gunicorn, started as `make run` and the compose stack do."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, workers: int = 2, threads: int = 4):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [
-            str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads),
-            "web:create_app()",
-        ]  # fmt: skip
-        super().__init__(args, env, cwd, cwd / f"gunicorn-{self.port}.log")
-
-    def wait_ready(self, timeout: float = 60) -> Gunicorn:
-        def answers() -> bool:
-            if not self.alive():
-                raise AssertionError(f"gunicorn exited:\n{self.log()[-3000:]}")
-            try:
-                return call(self.url + "/metrics", timeout=2).status == 200
-            except OSError:
-                return False
-
-        wait_for(answers, timeout, f"gunicorn on port {self.port}")
-        return self
 
 
 def flask(args: list[str], env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
