@@ -30,9 +30,7 @@ def _parse(requests: list[SimpleRequest], build) -> list[Entry]:
             if entry is not None:
                 entries.append(entry)
                 if rid is not None:  # sent over HTTP: one line per message, to follow the request
-                    log.info(
-                        "%s %s: trade %s accepted into a batch", request.name, request.id, entry.trade_id
-                    )
+                    log.info("%s %s: trade %s taken into a batch", request.name, request.id, entry.trade_id)
     return entries
 
 
