@@ -35,7 +35,7 @@ def create_app() -> Flask:
     # Order matters: the request id is bound first, so every later hook's lines carry it.
     log_requests(app)
     metrics.measure_requests(app)
-    require_token_for_api(app)
+    require_token_for_api(app, open_paths=(openapi.DOCUMENT_URL, openapi.DOCS_URL))
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")

@@ -1,7 +1,9 @@
 """Bearer-token check for every /api/v1 route when API_TOKEN is set.
 
 The check sits on the app, on the path prefix, so a route added later under /api/v1 is
-covered without doing anything; /healthz, /readyz and /metrics stay open.
+covered without doing anything; /healthz, /readyz and /metrics stay open, and so does
+the API's documentation (`web.openapi`: it holds no data, and a browser could not send
+the token to load the docs page).
 """
 
 import hmac
@@ -14,15 +16,23 @@ from web.errors import ApiError
 API_PREFIX = "/api/v1"
 
 
-def protects(path: str) -> bool:
-    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-def require_token_for_api(app: Flask) -> None:
+def protects(path: str, open_paths: tuple[str, ...] = ()) -> bool:
+    """Whether `path` needs the token: under /api/v1 and not one of the open paths."""
+    return _under(path, API_PREFIX) and not any(_under(path, open_path) for open_path in open_paths)
+
+
+def require_token_for_api(app: Flask, open_paths: tuple[str, ...] = ()) -> None:
+    """Check the token on every /api/v1 path but `open_paths` (and what lies under them)."""
+    app.extensions["api_open_paths"] = open_paths
+
     @app.before_request
     def _check_token() -> None:
         token = get_settings().api_token
-        if token is None or not protects(request.path):
+        if token is None or not protects(request.path, open_paths):
             return
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         expected = token.get_secret_value().encode()
