@@ -22,10 +22,10 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requir
 
 COPY . .
 
-# Never root: the services need to write the spool and nothing else.
+# Never root: the services need to write the spool and their metric files, nothing else.
 RUN useradd --create-home --uid 10001 tradebot \
-    && mkdir -p /app/model_store /app/data/trades \
-    && chown -R tradebot:tradebot /app/data
+    && mkdir -p /app/model_store /app/data/trades /app/metrics \
+    && chown -R tradebot:tradebot /app/data /app/metrics
 USER tradebot
 
 EXPOSE 5173 5555

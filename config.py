@@ -57,7 +57,12 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = Field(default=5555, ge=0, le=65535)
 
-    @field_validator("api_token", "flower_basic_auth", mode="before")
+    # Observability: log lines as readable text or JSON; where /metrics finds the metric
+    # files of every process (each writes to PROMETHEUS_MULTIPROC_DIR, a subdirectory).
+    log_format: Literal["text", "json"] = "text"
+    metrics_dir: Path | None = None
+
+    @field_validator("api_token", "flower_basic_auth", "metrics_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -94,14 +94,21 @@ class Spool:
     def waiting(self) -> int:
         """How many entries wait in the spool (torn lines included)."""
         count = 0
-        for path in [*self.directory.glob(SEGMENT_GLOB), self.directory / ACTIVE]:
+        for path, offset in self.pending_files():
             try:
                 with path.open("rb") as handle:
-                    handle.seek(_done_offset(path))
+                    handle.seek(offset)
                     count += sum(1 for line in handle if line.strip())
             except FileNotFoundError:
                 continue
         return count
+
+    def pending_files(self) -> list[tuple[Path, int]]:
+        """The files holding waiting entries, each with the offset where they start."""
+        return [
+            (path, _done_offset(path))
+            for path in [*self.directory.glob(SEGMENT_GLOB), self.directory / ACTIVE]
+        ]
 
     def _seal_active(self) -> None:
         with self._lock(".append.lock"):

@@ -29,6 +29,7 @@ from config import get_settings
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.spool import Spool
+from tasks import metrics
 from tasks.publish import BROKER_DOWN, LeanPublisher
 from tasks.redis_transport import transport_for
 
@@ -137,6 +138,7 @@ class TradeJournal:
                     self._failed_at = time.monotonic()
                     log.warning("broker unreachable (%s): %s kept in the outbox", exc, entry.job_id)
             self._outbox.append([entry.to_json()])
+            metrics.OUTBOX_SPOOLED.inc()
             self._backlog = True
         self._start_flusher()
         return Enqueued(entry.trade_id, entry.job_id, spooled=True)
@@ -154,6 +156,7 @@ class TradeJournal:
     def _publish_spooled(self, chunk: list[dict[str, Any]]) -> None:
         for item in chunk:
             self._publish_json(item)
+        metrics.OUTBOX_SENT.inc(len(chunk))
 
     def _publish_json(self, item: dict[str, Any]) -> None:
         # Spooled entries are forwarded as they are: the worker validates every message.

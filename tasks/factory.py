@@ -7,6 +7,7 @@ from `config` and `db` only, never from the web factory, so a worker never loads
 from celery import Celery, Task
 from flask import Flask
 
+import tasks.logs  # noqa: F401  (connects the logging signals of workers and beat)
 from config import get_settings
 from db.extension import database, flask_config
 

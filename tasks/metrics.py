@@ -1,13 +1,85 @@
-"""Prometheus counters of the trade journal's write path.
+"""Prometheus metrics written by the workers (and by the web's publishing side).
 
-In worker processes they live in PROMETHEUS_MULTIPROC_DIR when that is set (prometheus
-client's multiprocess mode), so that one exporter can add up every process.
+With PROMETHEUS_MULTIPROC_DIR set (prometheus_client's multiprocess mode) every process
+writes its values to files in that directory, and the web's /metrics adds up the files
+of every process found under METRICS_DIR. The variable must be in the environment
+before the process starts: prometheus_client reads it on import.
 """
 
-from prometheus_client import Counter
+from __future__ import annotations
 
+import os
+import socket
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from models.base import ModelError
+
+HOSTNAME_PLACEHOLDER = "{hostname}"
+
+
+def ensure_multiprocess_directory() -> None:
+    """Create this process's metric directory, with `{hostname}` in its name made real.
+
+    The files are named after PIDs, which repeat across containers, so replicas of one
+    compose service need a directory each: `{hostname}` (the container's id) gives it.
+    prometheus_client reads the variable again whenever it opens a file, which it does
+    when a metric is created: this must run before the metrics below are defined.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    if HOSTNAME_PLACEHOLDER in directory:
+        directory = directory.replace(HOSTNAME_PLACEHOLDER, socket.gethostname())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
+
+
+ensure_multiprocess_directory()
+
+# -- trade journal (worker) -----------------------------------------------------------
 WRITTEN = Counter("journal_entries_written", "Journal entries applied to the database", ["outcome"])
 CONFLICTS = Counter("journal_conflicts", "Records refused because their trade_id exists with other content")
 SPOOLED = Counter("journal_spooled_entries", "Entries spooled because the database was down")
 REPLAYED = Counter("journal_replayed_entries", "Spooled entries replayed into the database")
 DEAD_LETTERS = Counter("journal_dead_letters", "Entries dead-lettered, by reason", ["reason"])
+
+# -- trade journal (publishing side: the web's TradeJournal, or a bot's) ---------------
+OUTBOX_SPOOLED = Counter(
+    "journal_outbox_spooled_entries", "Trade messages kept in the local outbox because the broker was down"
+)
+OUTBOX_SENT = Counter("journal_outbox_sent_entries", "Trade messages sent on from the local outbox")
+
+# -- model serving (worker) -----------------------------------------------------------
+PREDICTIONS = Counter(
+    "predictions",
+    "Prediction requests answered, by model, version and outcome",
+    ["model", "version", "outcome"],
+)
+BATCH_SIZE = Histogram(
+    "prediction_batch_size",
+    "Prediction requests served by one micro-batch (one pool call of a worker)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
+# Failures where the requested model exists, so its name is a bounded label value; any
+# other failure (unknown name, expired, worker lost) is counted under model "unknown".
+_MODEL_EXISTS = {"input_mismatch", "model_type_mismatch", "model_unloadable", "model_refused"}
+
+
+def count_prediction(requested_model: Any, outcome: dict[str, Any] | ModelError) -> None:
+    """Count one answered prediction: a payload (`ok`) or a ModelError (its code)."""
+    if isinstance(outcome, ModelError):
+        known = outcome.code in _MODEL_EXISTS and isinstance(requested_model, str)
+        model = requested_model if known else "unknown"
+        PREDICTIONS.labels(model=model, version="", outcome=outcome.code).inc()
+        return
+    PREDICTIONS.labels(
+        model=str(outcome.get("model_name")), version=str(outcome.get("model_version")), outcome="ok"
+    ).inc()
+
+
+def observe_batch_size(requests: int) -> None:
+    """Record the size of one micro-batch of predictions."""
+    BATCH_SIZE.observe(requests)

@@ -17,6 +17,7 @@ from celery import Celery, states
 
 from models import base as model_errors
 from models.base import ModelError
+from tasks.metrics import count_prediction
 
 REPLY_PREFIX = "ml:reply:"
 REPLY_TTL_S = 60
@@ -116,6 +117,7 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
     done = datetime.now(UTC).isoformat()
     with backend.client.pipeline(transaction=False) as pipe:
         for request, outcome in outcomes:
+            count_prediction(request.args[0] if request.args else None, outcome)
             if isinstance(outcome, ModelError):
                 key, encoded = _meta(app, request.id, states.FAILURE, error_result(outcome), done)
             else:

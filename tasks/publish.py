@@ -20,6 +20,8 @@ from celery import Celery
 from kombu import Connection
 from kombu.utils.json import dumps
 
+from tasks import request_id
+
 # What a publish raises when the broker cannot be reached; callers fall back on these.
 BROKER_DOWN = (
     kombu.exceptions.OperationalError,
@@ -49,6 +51,8 @@ class LeanPublisher:
         headers, properties, body, _ = self._app.amqp.as_task_v2(
             task_id, name, args=args, argsrepr=argsrepr, kwargsrepr="{}", reply_to=reply_to, expires=expires
         )
+        if (rid := request_id.current()) is not None:
+            headers[request_id.HEADER] = rid  # the worker logs its handling of the message with it
         payload = dumps(body)
         try:
             self._send(payload, headers, properties, queue)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate, describe_errors
-from tasks import app
+from tasks import app, request_id
 from tasks.batching import BATCH_DONE, JournalBatches
 from tasks.journal import dead_letter, drain_replay_spool, is_database_down, persist
 
@@ -24,16 +24,27 @@ def _call_of(request: SimpleRequest) -> dict[str, Any]:
 def _parse(requests: list[SimpleRequest], build) -> list[Entry]:
     entries = []
     for request in requests:
-        try:
-            entries.append(build(request.id, *request.args, **request.kwargs))
-        except ValidationError as exc:
-            problems = describe_errors(exc)
-            log.error("%s %s refused, dead-lettered: %s", request.name, request.id, problems)
-            dead_letter(f"invalid: {problems}", _call_of(request))
-        except TypeError as exc:
-            log.error("%s %s has wrong arguments, dead-lettered: %s", request.name, request.id, exc)
-            dead_letter(f"invalid: {exc}", _call_of(request))
+        # Each message of the batch is handled under the request id it came with.
+        with request_id.bound(request_id.of_message(request.request_dict)) as rid:
+            entry = _parse_one(request, build)
+            if entry is not None:
+                entries.append(entry)
+                if rid is not None:  # sent over HTTP: one line per message, to follow the request
+                    log.info("%s %s: trade %s taken into a batch", request.name, request.id, entry.trade_id)
     return entries
+
+
+def _parse_one(request: SimpleRequest, build) -> Entry | None:
+    try:
+        return build(request.id, *request.args, **request.kwargs)
+    except ValidationError as exc:
+        problems = describe_errors(exc)
+        log.error("%s %s refused, dead-lettered: %s", request.name, request.id, problems)
+        dead_letter(f"invalid: {problems}", _call_of(request))
+    except TypeError as exc:
+        log.error("%s %s has wrong arguments, dead-lettered: %s", request.name, request.id, exc)
+        dead_letter(f"invalid: {exc}", _call_of(request))
+    return None
 
 
 def _record_entry(job_id: str, trade: Any) -> RecordEntry:

@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from tests.support.processes import Beat, Worker, flask
+from tests.support.processes import Beat, WebServer, Worker, flask
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -48,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "JOURNAL_BATCH_WAIT_S": "0.02",
             "SPOOL_REPLAY_INTERVAL_S": "1",
             "PYTHONUNBUFFERED": "1",
+            "LOG_FORMAT": "text",
         }
     )
 
@@ -133,6 +134,35 @@ def start_beat(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterat
     yield start
     for beat in started:
         beat.stop()
+
+
+@pytest.fixture
+def metrics_dir(tmp_path: Path) -> Path:
+    """METRICS_DIR of a test: each process it starts writes to a subdirectory of it."""
+    return tmp_path / "metrics"
+
+
+@pytest.fixture
+def start_web(env: dict[str, str], tmp_path: Path, metrics_dir: Path, database_url: str) -> Iterator:
+    """Start the web app under gunicorn (2 workers), with JSON logs and multiprocess metrics."""
+    started: list[WebServer] = []
+
+    def start(workers: int = 2, threads: int = 4, **overrides: str) -> WebServer:
+        web_env = {
+            **env,
+            "WEB_THREADS": str(threads),
+            "METRICS_DIR": str(metrics_dir),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / "web"),
+            "LOG_FORMAT": "json",
+            **overrides,
+        }
+        web = WebServer(web_env, tmp_path, workers=workers)
+        started.append(web)
+        return web.wait_ready()
+
+    yield start
+    for web in started:
+        web.stop()
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ TEST_OWNED = [
     "SPOOL_DIR",
     "TIMESCALEDB",
     "SPOOL_REPLAY_INTERVAL_S",
+    "METRICS_DIR",
 ]
 
 
@@ -51,6 +52,10 @@ def command_of(service: dict) -> list[str]:
 def environment_of(service: dict, base: dict[str, str]) -> dict[str, str]:
     env = {**base, **{name: str(value) for name, value in service.get("environment", {}).items()}}
     env.update({name: base[name] for name in TEST_OWNED})
+    if "PROMETHEUS_MULTIPROC_DIR" in env:  # the service's subdirectory, under the run's METRICS_DIR
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(
+            Path(base["METRICS_DIR"]) / Path(env["PROMETHEUS_MULTIPROC_DIR"]).name
+        )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
     return env
 
@@ -70,6 +75,7 @@ def request(url: str, credentials: str | None = None, headers: dict | None = Non
 
 @pytest.fixture
 def stack(tmp_path, env, database_url, clean, zoo):
+    env["METRICS_DIR"] = str(tmp_path / "metrics")
     services = rendered_services(fill_template(tmp_path / "production.env"))
     app_services = {name: service for name, service in services.items() if "build" in service}
     started: list[Service] = []
@@ -142,6 +148,14 @@ def test_every_service_command_becomes_healthy(stack, env):
     assert replay["worker"] == f"trades@{host}"
     assert "beat: Starting..." in beat.log()
     assert flower.alive()
+
+    # Each container writes its metric files to a directory of its own ({hostname} made
+    # real); the web's /metrics reads them all.
+    directories = {path.name for path in Path(env["METRICS_DIR"]).iterdir()}
+    assert {f"{name}-{host}" for name in ("web", "worker-predict", "worker-trades")} <= directories
+    status, body = request(f"{web}/metrics")
+    assert status == 200
+    assert b"celery_broker_up 1.0" in body
 
 
 def _ready(url: str) -> bytes | None:

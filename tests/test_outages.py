@@ -14,6 +14,7 @@ from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_DB, RESULT_URL
 from tests.support.journal import journal_counts, rows_reach
+from tests.support.metrics import read_files, value
 from tests.support.netfault import TcpProxy
 from tests.support.processes import wait_for
 
@@ -26,10 +27,12 @@ def test_records_and_updates_survive_a_database_outage_exactly_once(
     clean, engine, env, start_worker, start_beat, tmp_path
 ):
     proxy = TcpProxy("127.0.0.1", make_url(env["DATABASE_URL"]).port or 5432)
+    metrics = tmp_path / "metrics"
     through_proxy = {
         "DATABASE_URL": make_url(env["DATABASE_URL"])
         .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(False)
+        .render_as_string(False),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
     worker = start_worker(**through_proxy)
     start_beat(**through_proxy)
@@ -53,6 +56,11 @@ def test_records_and_updates_survive_a_database_outage_exactly_once(
         wait_for(rows_reach(engine, 200, closed=60), 60, "the spool replayed after the outage")
         wait_for(lambda: replay.waiting() == 0, 30, "an empty spool")
         assert journal_counts(engine) == {"rows": 200, "distinct_ids": 200, "closed": 60}
+        # What /metrics reports of it: every spooled entry counted once, and replayed once.
+        counters = read_files(metrics)
+        assert value(counters, "journal_spooled_entries_total") == 210
+        assert value(counters, "journal_replayed_entries_total") == 210
+        assert value(counters, "journal_entries_written_total", outcome="inserted") == 200
     finally:
         journal.close()
         proxy.close()

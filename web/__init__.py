@@ -10,8 +10,10 @@ from db.extension import database, flask_config
 from models.store import ModelStore
 from tasks.client import TradeJournal
 from tasks.predictions import PredictionClient
-from web import cli, health, ml, openapi, preflight, trades
+from web import cli, health, metrics, ml, openapi, preflight, trades
+from web.auth import require_token_for_api
 from web.errors import register_error_handlers
+from web.request_log import log_requests
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -30,6 +32,11 @@ def create_app() -> Flask:
     app.extensions["model_store"] = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
     app.extensions["predictions"] = PredictionClient()
     register_error_handlers(app)
+    # Order matters: the request id is bound first, so every later hook's lines carry it.
+    log_requests(app)
+    metrics.measure_requests(app)
+    require_token_for_api(app, open_paths=(openapi.DOCUMENT_URL, openapi.DOCS_URL))
+    app.register_blueprint(metrics.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")

@@ -1,20 +1,41 @@
-"""Bearer-token check for /api/v1 when API_TOKEN is set."""
+"""Bearer-token check for every /api/v1 route when API_TOKEN is set.
+
+The check sits on the app, on the path prefix, so a route added later under /api/v1 is
+covered without doing anything; /healthz, /readyz and /metrics stay open, and so does
+the API's documentation (`web.openapi`: it holds no data, and a browser could not send
+the token to load the docs page).
+"""
 
 import hmac
 
-from flask import Blueprint, request
+from flask import Flask, request
 
 from config import get_settings
 from web.errors import ApiError
 
+API_PREFIX = "/api/v1"
 
-def require_token(blueprint: Blueprint) -> None:
-    @blueprint.before_request
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def protects(path: str, open_paths: tuple[str, ...] = ()) -> bool:
+    """Whether `path` needs the token: under /api/v1 and not one of the open paths."""
+    return _under(path, API_PREFIX) and not any(_under(path, open_path) for open_path in open_paths)
+
+
+def require_token_for_api(app: Flask, open_paths: tuple[str, ...] = ()) -> None:
+    """Check the token on every /api/v1 path but `open_paths` (and what lies under them)."""
+    app.extensions["api_open_paths"] = open_paths
+
+    @app.before_request
     def _check_token() -> None:
         token = get_settings().api_token
-        if token is None:
+        if token is None or not protects(request.path, open_paths):
             return
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         expected = token.get_secret_value().encode()
+        # compare_digest: the time taken does not tell how much of a guess was right.
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             raise ApiError(401, "unauthorized", "missing or wrong bearer token")

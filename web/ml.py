@@ -23,14 +23,12 @@ from models.base import check_type
 from models.store import ModelFile, ModelStore
 from models.validation import features_array
 from tasks.predictions import PredictionClient, PredictionTimeout
-from web.auth import require_token
 from web.errors import ApiError, error_response
 from web.inputs import body_as
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ml", __name__)
-require_token(blueprint)
 REDIS_DOWN = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,

@@ -12,7 +12,6 @@ from db.extension import database
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.repository import TradeRepository, trade_as_dict
 from tasks.client import Enqueued, TradeJournal
-from web.auth import require_token
 from web.errors import ApiError, error_response, invalid
 from web.inputs import body_as, query
 from web.schemas import StatsQuery, TradeQuery
@@ -20,7 +19,6 @@ from web.schemas import StatsQuery, TradeQuery
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("trades", __name__)
-require_token(blueprint)
 
 
 @blueprint.errorhandler(OperationalError)

@@ -1,0 +1,101 @@
+"""GET /metrics: Prometheus text of every process, and the latency of every request.
+
+In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set for each process, METRICS_DIR the
+directory that holds their directories) a scrape adds up the files of every gunicorn
+worker, Celery pool process and container found there; the queue depths and the
+spools' size are read at scrape time (`web.backlog`). Without it, the metrics are this
+process's own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from config import get_settings
+from tasks.metrics import ensure_multiprocess_directory
+from web.backlog import BacklogCollector
+
+ensure_multiprocess_directory()
+blueprint = Blueprint("metrics", __name__)
+
+REQUEST_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by method, route and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def measure_requests(app: Flask) -> None:
+    settings = get_settings()
+    app.extensions["metrics_backlog"] = BacklogCollector(settings.celery_broker_url, settings.spool_dir)
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.get("metrics_started")
+        if started is not None:
+            # The route's pattern, not the path: label values stay few.
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            method = request.method if request.method in _METHODS else "other"
+            REQUEST_LATENCY.labels(method, route, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    directories = metric_directories()
+    registry.register(ProcessFiles(directories) if directories else ThisProcess())
+    registry.register(current_app.extensions["metrics_backlog"])
+    # The format the scraper asks for (Prometheus text or OpenMetrics), as the library's own exporter does.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(registry), headers={"Content-Type": content_type})
+
+
+def metric_directories() -> list[Path]:
+    """METRICS_DIR and its subdirectories, and this process's own PROMETHEUS_MULTIPROC_DIR."""
+    directories: list[Path] = []
+    root = get_settings().metrics_dir
+    if root is not None and root.is_dir():
+        directories += [root, *(path for path in sorted(root.iterdir()) if path.is_dir())]
+    own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own and Path(own).is_dir():
+        directories.append(Path(own))
+    unique: dict[Path, Path] = {}
+    for directory in directories:
+        unique.setdefault(directory.resolve(), directory)
+    return list(unique.values())
+
+
+class ProcessFiles(Collector):
+    """The metric files of every process, summed (prometheus_client's multiprocess merge)."""
+
+    def __init__(self, directories: list[Path]):
+        self._directories = directories
+
+    def collect(self) -> Iterator:
+        files = [str(path) for directory in self._directories for path in sorted(directory.glob("*.db"))]
+        return iter(MultiProcessCollector.merge(files, accumulate=True))
+
+
+class ThisProcess(Collector):
+    """The default registry: this process's metrics (development server, tests in process)."""
+
+    def collect(self) -> Iterator:
+        return REGISTRY.collect()

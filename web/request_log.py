@@ -1,0 +1,55 @@
+"""Request ids and one access line per request.
+
+The id comes from the caller's `X-Request-ID` header when it is sane, else a new one; it
+is returned in the response's `X-Request-ID`, bound for the request's log lines and
+copied into the headers of the task messages the request publishes (`tasks.publish`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+
+from tasks import request_id
+from tasks.logs import configure_root
+
+HEADER = "X-Request-ID"
+
+log = logging.getLogger("web.access")
+
+
+def log_requests(app: Flask) -> None:
+    configure_root()
+
+    @app.before_request
+    def _bind_request_id() -> None:
+        g.request_started = time.perf_counter()
+        g.request_id_token = request_id.bind(request_id.accept_or_new(request.headers.get(HEADER)))
+
+    @app.after_request
+    def _log_and_return_id(response: Response) -> Response:
+        if rid := request_id.current():
+            response.headers[HEADER] = rid
+        elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+        log.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            elapsed_ms,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed_ms, 3),
+            },
+        )
+        return response
+
+    @app.teardown_request
+    def _unbind_request_id(_: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id.unbind(token)
