@@ -13,6 +13,7 @@ the URLs and run every process of the Procfile under honcho until Ctrl-C.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,14 +83,19 @@ def run(
         for step in PREPARE:
             if subprocess.run([str(BIN / "flask"), "--app", "web", *step], env=env, cwd=ROOT).returncode:
                 raise SystemExit(1)
-        raise SystemExit(_run_procfile(env))
+        raise SystemExit(_run_procfile(env, data_dir))
     finally:
         for server in reversed(started):
             server.stop()
 
 
-def _run_procfile(env: dict[str, str]) -> int:
+def _run_procfile(env: dict[str, str], data_dir: Path) -> int:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    # Every process writes its metrics under METRICS_DIR (Procfile); the whole stack
+    # starts now, so files of earlier processes go.
+    metrics_dir = get_settings().metrics_dir or data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    env["METRICS_DIR"] = str(metrics_dir)
     honcho = subprocess.Popen([str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile")], env=env, cwd=ROOT)
     # Ctrl-C reaches honcho with the whole process group; a SIGTERM sent to this process
     # alone is passed on. Either way honcho stops its processes, then this one returns.

@@ -28,7 +28,7 @@ from models.base import ModelError
 from models.store import LoadedModel, ModelStore
 from models.threads import limit_threads
 from models.validation import features_array
-from tasks import app, direct_lane
+from tasks import app, direct_lane, metrics
 from tasks.batching import BATCH_DONE
 from tasks.direct_lane import LaneServer
 from tasks.factory import FlaskTask
@@ -174,6 +174,7 @@ def calls_of(requests: Iterable[Any]) -> list[Call]:
 
 
 def serve(calls: list[Call]) -> str:
+    metrics.observe_batch_size(len(calls))
     # Only queued jobs (no caller waiting on a reply key) are polled for "running".
     mark_started(app, [call for call in calls if not waits_on_reply(call)])
     publish_outcomes(app, run_batch(calls))
