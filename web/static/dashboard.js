@@ -9,6 +9,7 @@
   const filter = document.getElementById("trade-filter");
   const knownSymbols = new Set();
   const charts = {};
+  const DAY_S = 86400;
   let refreshing = false;
 
   async function fetchOrLogin(url) {
@@ -92,6 +93,17 @@
     return Math.max(240, element.clientWidth || 480);
   }
 
+  // The x range from the data itself: uPlot widens a single point's range to years.
+  function xRange(xs, bars, pad) {
+    if (xs.length === 0) {
+      const now = Date.now() / 1000; // nothing closed yet: show today
+      return [now - DAY_S, now];
+    }
+    const min = xs[0];
+    const max = xs[xs.length - 1];
+    return bars || min === max ? [min - pad, max + pad] : [min, max];
+  }
+
   function drawChart(name, elementId, label, color, data, bars) {
     const element = document.getElementById(elementId);
     if (charts[name]) {
@@ -104,9 +116,15 @@
       series.paths = uPlot.paths.bars({ size: [0.6, 60] });
       series.points = { show: false };
     }
+    // Bars are one day wide: keep half a day either side. A line with one point gets a minute.
+    const pad = bars ? 0.75 * DAY_S : 60;
     const options = {
       width: chartWidth(element),
       height: 220,
+      scales: {
+        x: { time: true, range: (u) => xRange(u.data[0], bars, pad) },
+      },
+      tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"), // UTC, as the tables
       series: [{}, series],
       axes: [{}, { size: 60 }],
       legend: { show: true },
