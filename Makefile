@@ -22,10 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 run: install
 	@exec $(PY) -m devstack
 
-# A demo bot trading on the demo models against a running `make run` stack;
-# DEMO_ARGS passes options, e.g. make demo DEMO_ARGS="--rate 5 --trades 20".
+# A demo bot trading on the demo models against a running `make run` stack (its broker,
+# private or not, and its web URL); DEMO_ARGS passes options, e.g.
+# make demo DEMO_ARGS="--rate 5 --trades 20".
 demo: install
-	$(PY) -m demo.bot $(DEMO_ARGS)
+	@exec $(PY) -m devstack.demo $(DEMO_ARGS)
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -26,9 +26,10 @@ class Settings(BaseSettings):
     allow_pickle_models: bool = False
     flower_basic_auth: SecretStr | None = None
     # The dashboard (`/`): its session cookie's signing key (derived from API_TOKEN when
-    # unset) and where its Flower link points.
-    secret_key: SecretStr | None = None
-    flower_url: str = "http://127.0.0.1:5555"
+    # unset; the web server's alone) and where its Flower link points (from FLOWER_ADDRESS
+    # and FLOWER_PORT when unset).
+    web_secret_key: SecretStr | None = None
+    flower_url: str | None = None
 
     # Trade journal tuning; the defaults suit production.
     journal_batch_size: int = Field(default=200, ge=1, le=1000)
@@ -61,7 +62,7 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = Field(default=5555, ge=0, le=65535)
 
-    @field_validator("api_token", "flower_basic_auth", "secret_key", mode="before")
+    @field_validator("api_token", "flower_basic_auth", "web_secret_key", "flower_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

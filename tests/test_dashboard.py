@@ -111,13 +111,13 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
 def test_a_login_holds_across_web_processes_sharing_the_token(database_url, api_token, monkeypatch):
     from web import create_app
 
-    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("WEB_SECRET_KEY", raising=False)
     first, second = create_app().test_client(), create_app().test_client()
     assert first.post("/login", data={"token": api_token}).status_code == 303
     second.set_cookie("session", first.get_cookie("session").value)
     assert second.get("/dashboard/trades").status_code == 200
 
-    monkeypatch.setenv("SECRET_KEY", "another-key")
+    monkeypatch.setenv("WEB_SECRET_KEY", "another-key")
     get_settings.cache_clear()
     other = create_app().test_client()
     other.set_cookie("session", first.get_cookie("session").value)
@@ -173,7 +173,7 @@ def test_performance_gives_the_equity_curve_and_pnl_per_day(seeded):
     assert seeded.get("/dashboard/performance.json?bucket=fortnight").status_code == 400
 
 
-def test_the_health_panel_shows_database_broker_workers_and_spool(http):
+def test_the_health_panel_shows_database_broker_workers_and_spool(http, monkeypatch):
     get_settings().spool_dir.joinpath("replay").mkdir(parents=True, exist_ok=True)
     get_settings().spool_dir.joinpath("replay", "active.jsonl").write_text('{"kind": "record"}\n' * 3)
     html = http.get("/dashboard/health").get_data(as_text=True)
@@ -182,7 +182,18 @@ def test_the_health_panel_shows_database_broker_workers_and_spool(http):
     # No worker runs in this test: each queue says so.
     assert html.count("no live worker consumes this queue") == 2
     assert "replay 3, outbox 0, dead letters 0" in html
-    assert 'href="http://127.0.0.1:5555"' in html
+    assert '<tr data-check="models">' in html
+    assert 'href="http://127.0.0.1:5555"' in html  # where Flower listens (FLOWER_ADDRESS, FLOWER_PORT)
+
+    monkeypatch.setenv("FLOWER_URL", "https://flower.example.org")
+    get_settings.cache_clear()
+    try:
+        html = http.get("/dashboard/health").get_data(as_text=True)
+        assert 'href="https://flower.example.org"' in html
+        assert 'href="https://flower.example.org"' in http.get("/").get_data(as_text=True)
+    finally:
+        monkeypatch.delenv("FLOWER_URL")
+        get_settings.cache_clear()
 
 
 def test_the_models_panel_lists_the_store(http, zoo):

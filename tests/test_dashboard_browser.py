@@ -21,8 +21,8 @@ from db.entries import RecordEntry
 from db.record import TradeRecord
 from db.repository import TradeRepository
 from tests.conftest import RESULT_URL
-from tests.support.processes import Worker
-from tests.support.web import WebServer, train_demo_tree_models
+from tests.support.demo_models import train_demo_tree_models
+from tests.support.processes import WebServer, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -163,7 +163,7 @@ def test_the_dashboard_shows_trades_performance_models_and_health(stack, page, j
         assert row.locator("td").nth(3).inner_text() == "5"
 
     health = page.locator("#health")
-    for check in ("database", "broker", "queue-predict", "queue-trades", "spool"):
+    for check in ("database", "broker", "queue-predict", "queue-trades", "models", "spool"):
         assert health.locator(f'tr[data-check="{check}"] .state').get_attribute("class") == "state ok"
     assert page.locator("#flower-link").get_attribute("href") == "http://127.0.0.1:5555"
 

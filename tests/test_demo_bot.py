@@ -1,5 +1,6 @@
-"""`python -m demo.bot` (what `make demo` runs) against a real stack: gunicorn, a predict
-worker with the demo models, a trades worker; its trades must land in the database."""
+"""`make demo` (`python -m devstack.demo`, which runs `python -m demo.bot`) against a real
+stack: gunicorn, a predict worker with the demo models, a trades worker; the bot's trades
+must land in the database."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import RESULT_URL
-from tests.support.processes import Worker, wait_for
-from tests.support.web import WebServer, train_demo_tree_models
+from tests.support.demo_models import train_demo_tree_models
+from tests.support.processes import WebServer, Worker, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,22 +34,26 @@ def demo_stack(tmp_path_factory, database_url) -> Iterator[dict]:
         predict.wait_ready().wait_models_loaded(RESULT_URL, models)
         web = WebServer(env, folder)
         started.append(web)
-        yield {"url": web.wait_ready().url, "env": env, "models": models}
+        web.wait_ready()
+        # What `make run` sets: the demo finds the web server where WEB_BIND says.
+        yield {"env": {**env, "WEB_BIND": f"127.0.0.1:{web.port}"}, "models": models}
     finally:
         for service in reversed(started):
             service.stop()
 
 
-def run_bot(stack: dict, *args: str, spool: Path) -> subprocess.CompletedProcess:
+def make_demo(stack: dict, *args: str, spool: Path, **env: str) -> subprocess.CompletedProcess:
+    """What `make demo DEMO_ARGS="..."` runs."""
     return subprocess.run(
-        [sys.executable, "-m", "demo.bot", "--url", stack["url"], *args],
-        env={**stack["env"], "SPOOL_DIR": str(spool)}, cwd=ROOT, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-m", "devstack.demo", *args],
+        env={**stack["env"], "SPOOL_DIR": str(spool), **env}, cwd=ROOT, capture_output=True, text=True,
+        timeout=240,
     )  # fmt: skip
 
 
 def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, start_worker, engine, env):
     start_worker()
-    result = run_bot(
+    result = make_demo(
         demo_stack, "--symbols", "BTC/USDT,ETH/USDT", "--trades", "4", "--rate", "20", "--hold", "2",
         "--seed", "11", spool=Path(env["SPOOL_DIR"]),
     )  # fmt: skip
@@ -86,12 +91,21 @@ def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, 
 
 
 def test_the_demo_bot_says_when_a_prediction_fails_and_goes_on(demo_stack, tmp_path):
-    result = run_bot(
+    result = make_demo(
         demo_stack, "--models", "no_such_model.json", "--duration", "1", "--rate", "20", spool=tmp_path
     )
     assert result.returncode == 0
     assert "no prediction (no_such_model.json: HTTP 404" in result.stdout
     assert "opened 0, closed 0" in result.stdout
+
+
+def test_make_demo_says_when_no_broker_answers(demo_stack, tmp_path):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = make_demo(demo_stack, "--trades", "1", spool=tmp_path, CELERY_BROKER_URL=dead)
+    assert result.returncode == 1
+    assert f"Redis does not answer at {dead}" in result.stderr
+    assert "Start the stack with `make run` first" in result.stderr
+    assert not (tmp_path / "outbox").exists()  # nothing was traded into the void
 
 
 def test_the_demo_bot_imports_only_the_trade_journal_from_the_project():

@@ -6,7 +6,7 @@ the journal's repository, the model store and what the predict workers reported.
 
 A browser cannot send a bearer header when it navigates, so when API_TOKEN is set the
 page asks for the token once and keeps the login in Flask's signed session cookie
-(HttpOnly, SameSite=Strict), signed with SECRET_KEY or a key derived from API_TOKEN.
+(HttpOnly, SameSite=Strict), signed with WEB_SECRET_KEY or a key derived from API_TOKEN.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from web.errors import ApiError
 from web.inputs import query
 from web.ml import _entry
 from web.schemas import StatsQuery, TradeQuery
-from web.stack_status import StackStatus
+from web.stack_status import flower_url, stack_status
 
 blueprint = Blueprint("dashboard", __name__)
 
@@ -39,14 +39,13 @@ def register(app: Flask) -> None:
     """Mount the dashboard at `/` with a session cookie it can trust."""
     app.secret_key = _secret_key()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
-    app.extensions["stack_status"] = StackStatus()
     app.register_blueprint(blueprint)
 
 
 def _secret_key() -> str:
     settings = get_settings()
-    if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
+    if settings.web_secret_key is not None:
+        return settings.web_secret_key.get_secret_value()
     if settings.api_token is not None:
         # Every web process derives the same key, and the token itself never signs anything.
         token = settings.api_token.get_secret_value().encode()
@@ -75,7 +74,7 @@ def page():
     return render_template(
         "dashboard/page.html",
         refresh_s=REFRESH_S,
-        flower_url=get_settings().flower_url,
+        flower_url=flower_url(get_settings()),
         token_required=_token_required(),
     )
 
@@ -119,8 +118,9 @@ def models_panel():
 
 @blueprint.get("/dashboard/health")
 def health_panel():
-    status = current_app.extensions["stack_status"].report()
-    return render_template("dashboard/health.html", status=status, flower_url=get_settings().flower_url)
+    return render_template(
+        "dashboard/health.html", status=stack_status(), flower_url=flower_url(get_settings())
+    )
 
 
 @blueprint.get("/dashboard/performance.json")
