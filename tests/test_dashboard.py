@@ -14,6 +14,7 @@ from config import get_settings
 from db.entries import RecordEntry
 from db.record import TradeRecord
 from db.repository import TradeRepository
+from tests.support.processes import free_port
 
 DAY_1 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY_2 = DAY_1 + timedelta(days=1)
@@ -200,3 +201,25 @@ def test_the_models_panel_lists_the_store(http, zoo):
     html = http.get("/dashboard/models").get_data(as_text=True)
     for name in zoo:
         assert f'data-model="{name}"' in html
+
+
+def test_a_panel_whose_source_is_down_says_so_with_a_503(database_url, monkeypatch):
+    from web import create_app
+
+    with monkeypatch.context() as patch:
+        patch.setenv("DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere")
+        patch.setenv("CELERY_RESULT_BACKEND", f"redis://127.0.0.1:{free_port()}/0")
+        get_settings.cache_clear()
+        client = create_app().test_client()
+        for path, code in [
+            ("/dashboard/trades", "database_unavailable"),
+            ("/dashboard/performance.json", "database_unavailable"),
+            ("/dashboard/models", "broker_unavailable"),
+        ]:
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert response.get_json()["error"]["code"] == code
+        health = client.get("/dashboard/health").get_data(as_text=True)
+        assert '<tr data-check="database"><th>database</th><td><span class="state bad">' in health
+        assert '<tr data-check="broker"><th>broker</th><td><span class="state ok">' in health
+    get_settings.cache_clear()

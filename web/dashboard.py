@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from datetime import UTC, datetime
 
+import redis
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy.exc import OperationalError
 
 from config import get_settings
 from db.extension import database
 from db.repository import TradeRepository, trade_as_dict
-from web.errors import ApiError
+from web.errors import ApiError, error_response
 from web.inputs import query
 from web.ml import _entry
 from web.schemas import StatsQuery, TradeQuery
 from web.stack_status import flower_url, stack_status
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("dashboard", __name__)
 
@@ -59,6 +64,19 @@ def _token_required() -> bool:
 
 def _logged_in() -> bool:
     return not _token_required() or session.get(SESSION_FLAG) is True
+
+
+# A panel whose source is down says so (503) and is asked again on the next refresh.
+@blueprint.errorhandler(OperationalError)
+def _database_down(error: OperationalError):
+    log.warning("dashboard: the database does not answer: %s", str(error).splitlines()[0])
+    return error_response(503, "database_unavailable", "the database does not answer; retrying")
+
+
+@blueprint.errorhandler(redis.RedisError)
+def _redis_down(error: redis.RedisError):
+    log.warning("dashboard: Redis does not answer: %s", error)
+    return error_response(503, "broker_unavailable", "Redis (broker and results) does not answer; retrying")
 
 
 @blueprint.before_request
