@@ -26,7 +26,7 @@ from db.extension import database
 from db.repository import TradeRepository, trade_as_dict
 from web.errors import ApiError, error_response
 from web.inputs import query
-from web.ml import _entry
+from web.ml import model_entry
 from web.schemas import StatsQuery, TradeQuery
 from web.stack_status import flower_url, stack_status
 
@@ -130,7 +130,7 @@ def trades_panel():
 @blueprint.get("/dashboard/models")
 def models_panel():
     reported = current_app.extensions["predictions"].loaded_models()
-    models = [_entry(file, reported) for file in current_app.extensions["model_store"].list()]
+    models = [model_entry(file, reported) for file in current_app.extensions["model_store"].list()]
     return render_template("dashboard/models.html", models=models)
 
 
