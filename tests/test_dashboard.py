@@ -73,7 +73,9 @@ def test_without_a_token_the_page_is_open(http):
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert (
-        'id="trades"' in html and 'id="equity-chart"' in html and "/static/vendor/uPlot.iife.min.js" in html
+        'id="trades"' in html
+        and 'id="equity-chart"' in html
+        and "/dashboard/static/vendor/uPlot.iife.min.js" in html
     )
     assert 'name="token"' not in html
     assert http.get("/dashboard/trades").status_code == 200
@@ -90,6 +92,8 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
     ):
         refused = http.get(panel)
         assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"
+
+    assert http.get("/dashboard/static/dashboard.css").status_code == 200  # the form's styles
 
     wrong = http.post("/login", data={"token": "guess"})
     assert wrong.status_code == 401 and "not the API token" in wrong.get_data(as_text=True)

@@ -32,12 +32,13 @@ from web.stack_status import flower_url, stack_status
 
 log = logging.getLogger(__name__)
 
-blueprint = Blueprint("dashboard", __name__)
+# The app serves no static files of its own; the dashboard's live under /dashboard/static.
+blueprint = Blueprint("dashboard", __name__, static_folder="static", static_url_path="/dashboard/static")
 
 REFRESH_S = 5
 TRADES_SHOWN = 50
 SESSION_FLAG = "dashboard_user"
-OPEN_ENDPOINTS = {"dashboard.page", "dashboard.login"}
+OPEN_ENDPOINTS = {"dashboard.page", "dashboard.login", "dashboard.static"}
 
 
 def register(app: Flask) -> None:
