@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-ingest bench-predict clean
+.PHONY: install run demo test lint bench-ingest bench-predict clean
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): requirements.txt pyproject.toml
 # honcho. exec: it takes make's place, so Ctrl-C and SIGTERM reach it directly.
 run: install
 	@exec $(PY) -m devstack
+
+# A demo bot trading on the demo models against a running `make run` stack (its broker,
+# private or not, and its web URL); DEMO_ARGS passes options, e.g.
+# make demo DEMO_ARGS="--rate 5 --trades 20".
+demo: install
+	@exec $(PY) -m devstack.demo $(DEMO_ARGS)
 
 test: install
 	$(VENV)/bin/ruff check .

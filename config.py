@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     timescaledb: Literal["auto", "require", "off"] = "auto"
     allow_pickle_models: bool = False
     flower_basic_auth: SecretStr | None = None
+    # The dashboard (`/`): its session cookie's signing key (derived from API_TOKEN when
+    # unset; the web server's alone) and where its Flower link points (from FLOWER_ADDRESS
+    # and FLOWER_PORT when unset).
+    web_secret_key: SecretStr | None = None
+    flower_url: str | None = None
 
     # Trade journal tuning; the defaults suit production.
     journal_batch_size: int = Field(default=200, ge=1, le=1000)
@@ -62,7 +67,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_dir: Path | None = None
 
-    @field_validator("api_token", "flower_basic_auth", "metrics_dir", mode="before")
+    @field_validator(
+        "api_token", "flower_basic_auth", "metrics_dir", "web_secret_key", "flower_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

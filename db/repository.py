@@ -199,6 +199,32 @@ class TradeRepository:
             result["buckets"] = [{"start": row.bucket, **_stats_of(row)} for row in rows]
         return result
 
+    def equity_curve(
+        self,
+        *,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = MAX_LIST_LIMIT,
+    ) -> list[dict[str, Any]]:
+        """Cumulative realized PnL after each closed trade, oldest first: the last `limit` points."""
+        closed_at = func.coalesce(TradeHistory.close_timestamp, TradeHistory.timestamp)
+        order = (closed_at, TradeHistory.trade_id)
+        points = _filtered(
+            select(
+                closed_at.label("at"),
+                TradeHistory.trade_id,
+                func.sum(TradeHistory.realized_pnl).over(order_by=order).label("equity"),
+            ).where(TradeHistory.realized_pnl.is_not(None)),
+            symbol,
+            since,
+            until,
+            True,
+        ).subquery()
+        query = select(points.c.at, points.c.equity).order_by(points.c.at.desc(), points.c.trade_id.desc())
+        rows = self.session.execute(query.limit(min(limit, MAX_LIST_LIMIT))).all()
+        return [{"at": row.at, "equity": float(row.equity)} for row in reversed(rows)]
+
     def _bucket_expression(self, bucket: str):
         if not BUCKET_PATTERN.match(bucket):
             raise ValueError("bucket must look like '1 day', '15 minutes', '4 hours' or '1 week'")

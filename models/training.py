@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,20 @@ _ROWS = 2000
 _SEQUENCES = 512
 
 
-def train_demo(directory: Path | str, progress: Callable[[str], None] = print) -> list[Path]:
-    """Train the XGBoost, LightGBM and LSTM demo models into `directory`; their paths."""
+def train_demo(
+    directory: Path | str,
+    progress: Callable[[str], None] = print,
+    types: Collection[str] = ("xgboost", "lightgbm", "lstm"),
+) -> list[Path]:
+    """Train the demo models of `types` (XGBoost, LightGBM, LSTM) into `directory`; their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return [
-        _xgboost(directory / "xgboost_model.json", progress),
-        _lightgbm(directory / "lightgbm_model.txt", progress),
-        _lstm(directory / "lstm_model.pt", progress),
-    ]
+    trainers = {
+        "xgboost": lambda: _xgboost(directory / "xgboost_model.json", progress),
+        "lightgbm": lambda: _lightgbm(directory / "lightgbm_model.txt", progress),
+        "lstm": lambda: _lstm(directory / "lstm_model.pt", progress),
+    }
+    return [train() for kind, train in trainers.items() if kind in types]
 
 
 def _rows() -> tuple[numpy.ndarray, numpy.ndarray]:

@@ -10,7 +10,7 @@ from db.extension import database, flask_config
 from models.store import ModelStore
 from tasks.client import TradeJournal
 from tasks.predictions import PredictionClient
-from web import cli, health, metrics, ml, openapi, preflight, trades
+from web import cli, dashboard, health, metrics, ml, openapi, preflight, trades
 from web.auth import require_token_for_api
 from web.errors import register_error_handlers
 from web.request_log import log_requests
@@ -41,6 +41,7 @@ def create_app() -> Flask:
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")
     openapi.register(app)
+    dashboard.register(app)
     app.cli.add_command(cli.trades_cli)
     app.cli.add_command(cli.create_database)
     app.cli.add_command(cli.models_cli)

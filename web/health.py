@@ -44,16 +44,17 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    checks = _readiness().report()
+    checks = readiness().report()
     ready = all(check["ok"] for check in checks.values())
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
 
 
-def _readiness() -> Readiness:
-    readiness = current_app.extensions.get("readiness")
-    if readiness is None:
-        readiness = current_app.extensions["readiness"] = Readiness(current_app.extensions["model_store"])
-    return readiness
+def readiness() -> Readiness:
+    """This process's readiness checks (the dashboard shows the same report)."""
+    found = current_app.extensions.get("readiness")
+    if found is None:
+        found = current_app.extensions["readiness"] = Readiness(current_app.extensions["model_store"])
+    return found
 
 
 class Readiness:

@@ -64,7 +64,8 @@ def _client() -> PredictionClient:
     return current_app.extensions["predictions"]
 
 
-def _entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def model_entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A model file's facts and what the workers reported about its version (the dashboard's too)."""
     entry = {"n_features": None, **file.to_dict()}
     description = reported.get(f"{file.name}@{file.version}")
     entry["loaded"] = description is not None
@@ -77,13 +78,13 @@ def _entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[str, An
 @blueprint.get("/models")
 def list_models():
     reported = _client().loaded_models()
-    return jsonify(models=[_entry(file, reported) for file in _store().list()])
+    return jsonify(models=[model_entry(file, reported) for file in _store().list()])
 
 
 @blueprint.get("/models/<name>")
 def get_model(name: str):
     file = _store().resolve(name)
-    return jsonify(_entry(file, _client().loaded_models()))
+    return jsonify(model_entry(file, _client().loaded_models()))
 
 
 @blueprint.post("/predict")

@@ -55,6 +55,18 @@ MODEL_NAME_PATH = {
 JOB_ID_PATH = {"job_id": {"type": "string", "format": "uuid"}}
 LOCATION = {"Location": "where to read the result"}
 BINARY = {"type": "string", "format": "binary"}
+HTML = {"text/html": {"type": "string"}}
+_POINTS = {"type": "array", "items": {"type": "object", "required": ["at"]}}
+PERFORMANCE = {
+    "type": "object",
+    "required": ["totals", "bucket", "per_bucket", "equity"],
+    "properties": {
+        "totals": {"type": "object"},
+        "bucket": {"type": "string"},
+        "per_bucket": _POINTS,
+        "equity": _POINTS,
+    },
+}
 
 ROUTES: tuple[Route, ...] = (
     # -- trade journal ------------------------------------------------------------
@@ -206,6 +218,92 @@ ROUTES: tuple[Route, ...] = (
         },
         errors=(404,),
         path={"path": {"type": "string", "examples": ["swagger-ui.css"]}},
+        secured=False,
+    ),
+    # -- dashboard (web/dashboard.py): HTML for browsers ------------------------------
+    # With API_TOKEN set these need the dashboard's session cookie (from POST /login),
+    # not the bearer token; without it they are open, like the API.
+    Route(
+        rule="/",
+        method="GET",
+        operation_id="dashboard",
+        summary="The dashboard (or, with API_TOKEN set and no session, its login form)",
+        tag="dashboard",
+        answers={200: Answer("the page", media=HTML)},
+        secured=False,
+    ),
+    Route(
+        rule="/login",
+        method="POST",
+        operation_id="dashboardLogin",
+        summary="Log in to the dashboard with the API token (form field `token`)",
+        tag="dashboard",
+        answers={
+            303: Answer("to the dashboard, with the session cookie", headers=LOCATION),
+            401: Answer("not the API token: the form again", media=HTML),
+        },
+        secured=False,
+    ),
+    Route(
+        rule="/logout",
+        method="POST",
+        operation_id="dashboardLogout",
+        summary="End the dashboard's session",
+        tag="dashboard",
+        answers={303: Answer("to the dashboard", headers=LOCATION)},
+        secured=False,
+    ),
+    Route(
+        rule="/dashboard/trades",
+        method="GET",
+        operation_id="dashboardTrades",
+        summary="The trades panel (HTML), newest first",
+        tag="dashboard",
+        answers={200: Answer("the panel", media=HTML)},
+        errors=(400, 401, 503),
+        query=TradeQuery,
+        secured=False,
+    ),
+    Route(
+        rule="/dashboard/models",
+        method="GET",
+        operation_id="dashboardModels",
+        summary="The models panel (HTML)",
+        tag="dashboard",
+        answers={200: Answer("the panel", media=HTML)},
+        errors=(401, 503),
+        secured=False,
+    ),
+    Route(
+        rule="/dashboard/health",
+        method="GET",
+        operation_id="dashboardHealth",
+        summary="The health panel (HTML): readiness checks and the spool backlog",
+        tag="dashboard",
+        answers={200: Answer("the panel", media=HTML)},
+        errors=(401,),
+        secured=False,
+    ),
+    Route(
+        rule="/dashboard/performance.json",
+        method="GET",
+        operation_id="dashboardPerformance",
+        summary="The charts' data: totals, PnL per bucket (default `1 day`) and the equity curve",
+        tag="dashboard",
+        answers={200: Answer("totals and two series (times in Unix seconds)", media={JSON: PERFORMANCE})},
+        errors=(400, 401, 503),
+        query=StatsQuery,
+        secured=False,
+    ),
+    Route(
+        rule="/dashboard/static/<path:filename>",
+        method="GET",
+        operation_id="staticFile",
+        summary="The dashboard's script, styles and vendored chart library",
+        tag="dashboard",
+        answers={200: Answer("the file", media={"application/octet-stream": BINARY})},
+        errors=(404,),
+        path={"filename": {"type": "string"}},
         secured=False,
     ),
     # -- operations (shared contract) -------------------------------------------------

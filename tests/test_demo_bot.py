@@ -1,0 +1,120 @@
+"""`make demo` (`python -m devstack.demo`, which runs `python -m demo.bot`) against a real
+stack: gunicorn, a predict worker with the demo models, a trades worker; the bot's trades
+must land in the database."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import RESULT_URL
+from tests.support.demo_models import train_demo_tree_models
+from tests.support.processes import WebServer, Worker, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo_stack(tmp_path_factory, database_url) -> Iterator[dict]:
+    folder = tmp_path_factory.mktemp("demo-stack")
+    models = train_demo_tree_models(folder / "models")
+    env = {**os.environ, "MODEL_DIR": str(folder / "models"), "SPOOL_DIR": str(folder / "spool")}
+    started = []
+    try:
+        predict = Worker(env, folder, queues="predict", pool="threads")
+        started.append(predict)
+        predict.wait_ready().wait_models_loaded(RESULT_URL, models)
+        web = WebServer(env, folder)
+        started.append(web)
+        web.wait_ready()
+        # What `make run` sets: the demo finds the web server where WEB_BIND says.
+        yield {"env": {**env, "WEB_BIND": f"127.0.0.1:{web.port}"}, "models": models}
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def make_demo(stack: dict, *args: str, spool: Path, **env: str) -> subprocess.CompletedProcess:
+    """What `make demo DEMO_ARGS="..."` runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.demo", *args],
+        env={**stack["env"], "SPOOL_DIR": str(spool), **env}, cwd=ROOT, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+
+
+def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, start_worker, engine, env):
+    start_worker()
+    result = make_demo(
+        demo_stack, "--symbols", "BTC/USDT,ETH/USDT", "--trades", "4", "--rate", "20", "--hold", "2",
+        "--seed", "11", spool=Path(env["SPOOL_DIR"]),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    opened = re.findall(r" open  (buy|sell) .* trade ([0-9a-f]{32})", result.stdout)
+    closed = re.findall(r" close .* pnl ([-+][0-9.]+) .* trade ([0-9a-f]{32})", result.stdout)
+    assert len(opened) >= 4 and len(closed) == len(opened), result.stdout
+    assert "no prediction" not in result.stdout
+    assert f"opened {len(opened)}, closed {len(closed)}" in result.stdout
+
+    ids = [trade_id for _, trade_id in opened]
+
+    def journaled() -> list:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT trade_id, side, closed, realized_pnl, exit_price, won, agent_votes, signals"
+                    " FROM trade_history WHERE trade_id = ANY(:ids) AND closed"
+                ),
+                {"ids": ids},
+            ).all()
+        return rows if len(rows) == len(ids) else []
+
+    rows = {row.trade_id: row for row in wait_for(journaled, 60, "every demo trade closed in the database")}
+    printed_pnl = {trade_id: float(pnl) for pnl, trade_id in closed}
+    for side, trade_id in opened:
+        row = rows[trade_id]
+        assert row.side == side and row.exit_price > 0
+        assert row.realized_pnl == pytest.approx(printed_pnl[trade_id], abs=0.01)
+        assert row.won is (row.realized_pnl > 0)
+        # Every model voted with a probability, and the features it saw are kept.
+        assert set(row.agent_votes) == demo_stack["models"]
+        assert all(0 <= vote <= 1 for vote in row.agent_votes.values())
+        assert set(row.signals) == {"return_1", "return_5", "volatility", "rsi", "volume_z"}
+
+
+def test_the_demo_bot_says_when_a_prediction_fails_and_goes_on(demo_stack, tmp_path):
+    result = make_demo(
+        demo_stack, "--models", "no_such_model.json", "--duration", "1", "--rate", "20", spool=tmp_path
+    )
+    assert result.returncode == 0
+    assert "no prediction (no_such_model.json: HTTP 404" in result.stdout
+    assert "opened 0, closed 0" in result.stdout
+
+
+def test_make_demo_says_when_no_broker_answers(demo_stack, tmp_path):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = make_demo(demo_stack, "--trades", "1", spool=tmp_path, CELERY_BROKER_URL=dead)
+    assert result.returncode == 1
+    assert f"Redis does not answer at {dead}" in result.stderr
+    assert "Start the stack with `make run` first" in result.stderr
+    assert not (tmp_path / "outbox").exists()  # nothing was traded into the void
+
+
+def test_the_demo_bot_imports_only_the_trade_journal_from_the_project():
+    tree = ast.parse((ROOT / "demo" / "bot.py").read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    project = {name for name in imported if name.split(".")[0] in {"web", "tasks", "db", "models", "config"}}
+    assert project == {"tasks.client"}

@@ -1,0 +1,164 @@
+"""The operators' dashboard at `/`: trades, performance, models and health on one page.
+
+The page and its panels are rendered here (Jinja templates); a small script re-fetches
+each panel's HTML and the charts' JSON every few seconds. It reads what the API reads:
+the journal's repository, the model store and what the predict workers reported.
+
+A browser cannot send a bearer header when it navigates, so when API_TOKEN is set the
+page asks for the token once and keeps the login in Flask's signed session cookie
+(HttpOnly, SameSite=Strict), signed with WEB_SECRET_KEY or a key derived from API_TOKEN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import UTC, datetime
+
+import redis
+from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy.exc import OperationalError
+
+from config import get_settings
+from db.extension import database
+from db.repository import TradeRepository, trade_as_dict
+from web.errors import ApiError, error_response
+from web.inputs import query
+from web.ml import model_entry
+from web.schemas import StatsQuery, TradeQuery
+from web.stack_status import flower_url, stack_status
+
+log = logging.getLogger(__name__)
+
+# The app serves no static files of its own; the dashboard's live under /dashboard/static.
+blueprint = Blueprint("dashboard", __name__, static_folder="static", static_url_path="/dashboard/static")
+
+REFRESH_S = 5
+TRADES_SHOWN = 50
+SESSION_FLAG = "dashboard_user"
+OPEN_ENDPOINTS = {"dashboard.page", "dashboard.login", "dashboard.static"}
+
+
+def register(app: Flask) -> None:
+    """Mount the dashboard at `/` with a session cookie it can trust."""
+    app.secret_key = _secret_key()
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    app.register_blueprint(blueprint)
+
+
+def _secret_key() -> str:
+    settings = get_settings()
+    if settings.web_secret_key is not None:
+        return settings.web_secret_key.get_secret_value()
+    if settings.api_token is not None:
+        # Every web process derives the same key, and the token itself never signs anything.
+        token = settings.api_token.get_secret_value().encode()
+        return hmac.new(token, b"tradebot dashboard session", hashlib.sha256).hexdigest()
+    return secrets.token_hex(32)  # no token: the dashboard is open and no login is kept
+
+
+def _token_required() -> bool:
+    return get_settings().api_token is not None
+
+
+def _logged_in() -> bool:
+    return not _token_required() or session.get(SESSION_FLAG) is True
+
+
+# A panel whose source is down says so (503) and is asked again on the next refresh.
+@blueprint.errorhandler(OperationalError)
+def _database_down(error: OperationalError):
+    log.warning("dashboard: the database does not answer: %s", str(error).splitlines()[0])
+    return error_response(503, "database_unavailable", "the database does not answer; retrying")
+
+
+@blueprint.errorhandler(redis.RedisError)
+def _redis_down(error: redis.RedisError):
+    log.warning("dashboard: Redis does not answer: %s", error)
+    return error_response(503, "broker_unavailable", "Redis (broker and results) does not answer; retrying")
+
+
+@blueprint.before_request
+def _check_login() -> None:
+    if request.endpoint not in OPEN_ENDPOINTS and not _logged_in():
+        raise ApiError(401, "unauthorized", "log in at / with the API token first")
+
+
+@blueprint.get("/")
+def page():
+    if not _logged_in():
+        return render_template("dashboard/login.html", failed=False)
+    return render_template(
+        "dashboard/page.html",
+        refresh_s=REFRESH_S,
+        flower_url=flower_url(get_settings()),
+        token_required=_token_required(),
+    )
+
+
+@blueprint.post("/login")
+def login():
+    token = get_settings().api_token
+    if token is None:
+        return redirect(url_for("dashboard.page"), 303)
+    given = request.form.get("token", "").strip().encode()
+    if not hmac.compare_digest(given, token.get_secret_value().encode()):
+        return render_template("dashboard/login.html", failed=True), 401
+    session.clear()
+    session[SESSION_FLAG] = True
+    return redirect(url_for("dashboard.page"), 303)
+
+
+@blueprint.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("dashboard.page"), 303)
+
+
+@blueprint.get("/dashboard/trades")
+def trades_panel():
+    filters = query(TradeQuery)
+    if "limit" not in request.args:
+        filters.limit = TRADES_SHOWN
+    trades = TradeRepository(database.session).list(**filters.model_dump())
+    return render_template(
+        "dashboard/trades.html", trades=[trade_as_dict(trade) for trade in trades], filters=filters
+    )
+
+
+@blueprint.get("/dashboard/models")
+def models_panel():
+    reported = current_app.extensions["predictions"].loaded_models()
+    models = [model_entry(file, reported) for file in current_app.extensions["model_store"].list()]
+    return render_template("dashboard/models.html", models=models)
+
+
+@blueprint.get("/dashboard/health")
+def health_panel():
+    return render_template(
+        "dashboard/health.html", status=stack_status(), flower_url=flower_url(get_settings())
+    )
+
+
+@blueprint.get("/dashboard/performance.json")
+def performance():
+    """The charts' data: the equity curve (cumulative realized PnL) and PnL per day."""
+    filters = query(StatsQuery)
+    if filters.bucket is None:
+        filters.bucket = "1 day"
+    repository = TradeRepository(database.session)
+    stats = repository.stats(**filters.model_dump())
+    per_bucket = stats.pop("buckets")
+    equity = repository.equity_curve(symbol=filters.symbol, since=filters.since, until=filters.until)
+    return jsonify(
+        totals=stats,
+        bucket=filters.bucket,
+        per_bucket=[{"at": _epoch(row["start"]), "pnl": row["total_pnl"]} for row in per_bucket],
+        equity=[{"at": _epoch(point["at"]), "equity": point["equity"]} for point in equity],
+    )
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.astimezone(UTC).timestamp()

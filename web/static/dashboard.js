@@ -1,0 +1,174 @@
+// Refreshes the dashboard's panels (HTML rendered by the server) and its two charts
+// (uPlot, vendored) every few seconds, without reloading the page.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("dashboard");
+  const refreshMs = Number(root.dataset.refreshS) * 1000;
+  const performanceUrl = JSON.parse(document.getElementById("chart-source").textContent);
+  const filter = document.getElementById("trade-filter");
+  const knownSymbols = new Set();
+  const charts = {};
+  const DAY_S = 86400;
+  let refreshing = false;
+
+  async function fetchOrLogin(url) {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (response.status === 401) {
+      window.location.reload(); // the session is gone: the page asks for the token again
+      return null;
+    }
+    return response;
+  }
+
+  function tradeQuery() {
+    const query = new URLSearchParams();
+    for (const [name, value] of new FormData(filter)) {
+      if (String(value).trim() !== "") query.set(name, String(value).trim());
+    }
+    return query;
+  }
+
+  async function loadPanel(id, query) {
+    const panel = document.getElementById(id);
+    const suffix = query && String(query) ? "?" + query : "";
+    const response = await fetchOrLogin(panel.dataset.src + suffix);
+    if (response === null) return;
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      panel.textContent = body && body.error ? body.error.message : "could not load (" + response.status + ")";
+      panel.classList.add("failed");
+      return;
+    }
+    panel.innerHTML = await response.text();
+    panel.classList.remove("failed");
+  }
+
+  function rememberSymbols() {
+    const list = document.getElementById("known-symbols");
+    for (const row of document.querySelectorAll("#trades tr[data-symbol]")) {
+      if (!knownSymbols.has(row.dataset.symbol)) {
+        knownSymbols.add(row.dataset.symbol);
+        const option = document.createElement("option");
+        option.value = row.dataset.symbol;
+        list.appendChild(option);
+      }
+    }
+  }
+
+  async function loadTrades() {
+    await loadPanel("trades", tradeQuery());
+    rememberSymbols();
+  }
+
+  function money(value) {
+    return value === null || value === undefined ? "—" : value.toFixed(2);
+  }
+
+  function showTotals(totals) {
+    const box = document.getElementById("totals");
+    const rate = totals.win_rate === null ? "—" : (100 * totals.win_rate).toFixed(1) + " %";
+    const sign = totals.total_pnl > 0 ? "pnl-positive" : totals.total_pnl < 0 ? "pnl-negative" : "pnl-zero";
+    box.innerHTML = "";
+    const facts = [
+      ["trades", String(totals.trades)],
+      ["closed", String(totals.closed)],
+      ["win rate", rate],
+      ["total PnL", money(totals.total_pnl), sign],
+      ["average PnL", money(totals.average_pnl)],
+      ["fees", money(totals.total_fees)],
+    ];
+    for (const [label, value, className] of facts) {
+      const item = document.createElement("span");
+      item.className = "fact";
+      const strong = document.createElement("strong");
+      strong.textContent = value;
+      if (className) strong.className = className;
+      item.append(label + " ", strong);
+      box.appendChild(item);
+    }
+  }
+
+  function chartWidth(element) {
+    return Math.max(240, element.clientWidth || 480);
+  }
+
+  // The x range from the data itself: uPlot widens a single point's range to years.
+  function xRange(xs, bars, pad) {
+    if (xs.length === 0) {
+      const now = Date.now() / 1000; // nothing closed yet: show today
+      return [now - DAY_S, now];
+    }
+    const min = xs[0];
+    const max = xs[xs.length - 1];
+    return bars || min === max ? [min - pad, max + pad] : [min, max];
+  }
+
+  function drawChart(name, elementId, label, color, data, bars) {
+    const element = document.getElementById(elementId);
+    if (charts[name]) {
+      charts[name].setData(data);
+      return;
+    }
+    const series = { label: label, stroke: color, width: 2 };
+    if (bars) {
+      series.fill = color;
+      series.paths = uPlot.paths.bars({ size: [0.6, 60] });
+      series.points = { show: false };
+    }
+    // Bars are one day wide: keep half a day either side. A line with one point gets a minute.
+    const pad = bars ? 0.75 * DAY_S : 60;
+    const options = {
+      width: chartWidth(element),
+      height: 220,
+      scales: {
+        x: { time: true, range: (u) => xRange(u.data[0], bars, pad) },
+      },
+      tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"), // UTC, as the tables
+      series: [{}, series],
+      axes: [{}, { size: 60 }],
+      legend: { show: true },
+    };
+    charts[name] = new uPlot(options, data, element);
+  }
+
+  async function loadCharts() {
+    const query = new URLSearchParams();
+    const symbol = tradeQuery().get("symbol");
+    if (symbol) query.set("symbol", symbol);
+    const response = await fetchOrLogin(performanceUrl + (String(query) ? "?" + query : ""));
+    if (response === null || !response.ok) return;
+    const body = await response.json();
+    showTotals(body.totals);
+    const equity = [body.equity.map((p) => p.at), body.equity.map((p) => p.equity)];
+    const perDay = [body.per_bucket.map((p) => p.at), body.per_bucket.map((p) => p.pnl)];
+    drawChart("equity", "equity-chart", "equity", "#2563eb", equity, false);
+    drawChart("daily", "daily-chart", "PnL", "#0d9488", perDay, true);
+  }
+
+  async function refresh() {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      await Promise.all([loadPanel("health"), loadTrades(), loadPanel("models"), loadCharts()]);
+      document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString() + ".";
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  filter.addEventListener("submit", (event) => event.preventDefault());
+  filter.addEventListener("change", () => {
+    loadTrades();
+    loadCharts();
+  });
+  window.addEventListener("resize", () => {
+    for (const [name, chart] of Object.entries(charts)) {
+      const element = document.getElementById(name === "equity" ? "equity-chart" : "daily-chart");
+      chart.setSize({ width: chartWidth(element), height: 220 });
+    }
+  });
+
+  refresh();
+  setInterval(refresh, refreshMs);
+})();
