@@ -6,9 +6,11 @@ as unacknowledged, and another to acknowledge it, each through a freshly built
 
 * a channel keeps one synchronous client per connection pool instead of building one
   per command (redis-py clients are thread-safe);
-* when a BRPOP wakes the worker, a Lua script takes up to the prefetch allowance more
-  messages from the consumed queues and records them as unacknowledged in the same
-  atomic step (kombu leaves a gap between popping a message and recording it);
+* the worker waits with `BLMOVE queue queue RIGHT RIGHT`, which wakes it when a message
+  arrives but leaves the message in the queue; a Lua script then takes up to the
+  prefetch allowance from the consumed queues and records them as unacknowledged in
+  the same atomic step. kombu's BRPOP pops a message before recording it, so a worker
+  killed between the two lost that message for good;
 * the acks of one event-loop turn go to Redis in one pipeline. A worker that dies
   before the pipeline runs gets those messages redelivered, which the journal absorbs
   (its writes are idempotent); outside a worker's event loop (a bot, a threads pool's
@@ -23,7 +25,8 @@ timeout still restores what a vanished worker held. Selected for redis:// broker
 from __future__ import annotations
 
 import threading
-from time import time
+from queue import Empty
+from time import monotonic, time
 from urllib.parse import urlparse
 
 from kombu.asynchronous import get_event_loop
@@ -34,32 +37,27 @@ from kombu.utils.json import loads
 TRANSPORT = "tasks.redis_transport:Transport"
 MAX_BULK_FETCH = 100
 
-# KEYS: unacked hash, unacked index, then the queues; ARGV: how many, now.
-# Takes round-robin from the queues and records each message exactly as kombu's
-# QoS.append does: index score = time, hash value = [message, exchange, routing_key].
+# KEYS: unacked hash, unacked index, then the lists to take from in order (kombu's BRPOP
+# order: priority first, then the queue cycle); ARGV: how many, now. Records each message
+# exactly as kombu's QoS.append does: index score = time, hash value =
+# [message, exchange, routing_key]. Returns [list position, raw message, ...].
 _TAKE_AND_RECORD = """
-local taken, queues, wanted = {}, #KEYS - 2, tonumber(ARGV[1])
-local empty = 0
-while #taken < wanted * 2 and empty < queues do
-  empty = 0
-  for q = 3, #KEYS do
-    if #taken >= wanted * 2 then break end
+local taken, wanted = {}, tonumber(ARGV[1])
+for q = 3, #KEYS do
+  while #taken < wanted * 2 do
     local raw = redis.call('RPOP', KEYS[q])
-    if raw then
-      local ok, message = pcall(cjson.decode, raw)
-      if ok and type(message) == 'table' and type(message.properties) == 'table'
-          and message.properties.delivery_tag then
-        local info = message.properties.delivery_info or {}
-        local tag = message.properties.delivery_tag
-        redis.call('ZADD', KEYS[2], ARGV[2], tag)
-        redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(info.exchange or '')
-          .. ',' .. cjson.encode(info.routing_key or '') .. ']')
-      end
-      taken[#taken + 1] = q - 3
-      taken[#taken + 1] = raw
-    else
-      empty = empty + 1
+    if not raw then break end
+    local ok, message = pcall(cjson.decode, raw)
+    if ok and type(message) == 'table' and type(message.properties) == 'table'
+        and message.properties.delivery_tag then
+      local info = message.properties.delivery_info or {}
+      local tag = message.properties.delivery_tag
+      redis.call('ZADD', KEYS[2], ARGV[2], tag)
+      redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(info.exchange or '')
+        .. ',' .. cjson.encode(info.routing_key or '') .. ']')
     end
+    taken[#taken + 1] = q - 3
+    taken[#taken + 1] = raw
   end
 end
 return taken
@@ -114,6 +112,8 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     _sync_client = None
     _take_and_record = None
+    _blmove_supported: bool | None = None
+    _waiting_without_popping = False
 
     def __init__(self, *args, **kwargs):
         self._no_ack_queues: set[str] = set()
@@ -131,29 +131,75 @@ class Channel(kombu_redis.Channel):
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
-    def _brpop_read(self, **options):
-        delivered = super()._brpop_read(**options)
-        if delivered:
-            self._deliver_more()
-        return delivered
+    def _waits_without_popping(self) -> bool:
+        # BLMOVE is Redis 6.2+; key prefixes and no-ack consumers keep kombu's BRPOP.
+        if self._blmove_supported is None:
+            version = self._create_client().info("server").get("redis_version", "0")
+            self._blmove_supported = tuple(int(part) for part in version.split(".")[:2]) >= (6, 2)
+        return (
+            self._blmove_supported
+            and not self.global_keyprefix
+            and not (self._no_ack_queues & set(self.active_queues))
+        )
 
-    def _deliver_more(self) -> None:
-        """Take what else waits (within the prefetch allowance) in one round trip."""
+    def _brpop_start(self, timeout=None):
+        if not self._waits_without_popping():
+            self._waiting_without_popping = False
+            return super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        # One list can be watched without popping: the next queue in the cycle. A
+        # message on another queue (or priority list) is taken with it, or within
+        # brpop_timeout when that queue alone is busy.
+        watched = queues[0]
+        self._waiting_without_popping = True
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        timeout = self.brpop_timeout if timeout is None else timeout
+        self.client.connection.send_command("BLMOVE", watched, watched, "RIGHT", "RIGHT", timeout or 0)
+
+    def _brpop_read(self, **options):
+        if not self._waiting_without_popping:
+            delivered = super()._brpop_read(**options)
+            if delivered:
+                self._take_and_deliver()
+            return delivered
+        try:
+            try:
+                self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next turn reconnects
+                raise
+            if not self._take_and_deliver():
+                raise Empty()
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _take_and_deliver(self) -> int:
+        """Take what waits (within the prefetch allowance) and record it, in one atomic step."""
         queues = [queue for queue in self.active_queues if queue not in self._no_ack_queues]
         allowance = self.qos.can_consume_max_estimate()
         wanted = min(MAX_BULK_FETCH, MAX_BULK_FETCH if allowance is None else allowance)
         if not queues or wanted <= 0 or self.global_keyprefix:
-            return
-        client = self._create_client()
+            return 0
+        lists = [self._q_for_pri(queue, priority) for priority in self.priority_steps for queue in queues]
         taken = self._take_and_record(
-            keys=[self.unacked_key, self.unacked_index_key, *queues], args=[wanted, time()], client=client
+            keys=[self.unacked_key, self.unacked_index_key, *lists],
+            args=[wanted, time()],
+            client=self._create_client(),
         )
         for position in range(0, len(taken), 2):
             payload = loads(taken[position + 1])
             tag = (payload.get("properties") or {}).get("delivery_tag") if isinstance(payload, dict) else None
             if tag is not None:
                 self.qos.recorded.add(tag)
-            self.connection._deliver(payload, queues[int(taken[position])])
+            queue = lists[int(taken[position])].rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(payload, queue)
+        return len(taken) // 2
 
 
 class Transport(kombu_redis.Transport):
