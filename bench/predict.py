@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
@@ -68,20 +71,45 @@ def request(port: int, body: str, connection: http.client.HTTPConnection | None 
     return response.status, data
 
 
-def latencies(port: int, count: int) -> list[float]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    samples = []
+def latencies(ports: dict[str, int], count: int) -> dict[str, list[float]]:
+    """Single-client latencies, one request to each side in turn: a slow moment of the
+    host hits both sides alike instead of one side's whole block."""
+    connections = {
+        side: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for side, port in ports.items()
+    }
+    samples: dict[str, list[float]] = {side: [] for side in ports}
     for _ in range(count):
-        started = time.perf_counter()
-        status, _ = request(port, BODY, connection)
-        samples.append((time.perf_counter() - started) * 1000)
-        if status != 200:
-            raise SystemExit(f"port {port} answered {status}")
-    connection.close()
+        for side, connection in connections.items():
+            started = time.perf_counter()
+            status, _ = request(ports[side], BODY, connection)
+            samples[side].append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                raise SystemExit(f"{side} answered {status}")
+    for connection in connections.values():
+        connection.close()
     return samples
 
 
-def throughput(port: int, seconds: int, workdir: Path) -> float:
+def cpu_seconds(processes: dict[str, list[subprocess.Popen]], redis_client) -> dict[str, float]:
+    """CPU time used so far by each side's processes (and their children), and by Redis."""
+    used = {}
+    for name, group in processes.items():
+        total = 0.0
+        for process in group:
+            try:
+                root = psutil.Process(process.pid)
+                for member in [root, *root.children(recursive=True)]:
+                    times = member.cpu_times()
+                    total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        used[name] = total
+    info = redis_client.info("cpu")
+    used["redis"] = info["used_cpu_user"] + info["used_cpu_sys"]
+    return used
+
+
+def throughput(port: int, seconds: int, workdir: Path) -> tuple[float, int]:
     script = workdir / "post.lua"
     lua = [f"wrk.method = {json.dumps('POST')}", f"wrk.body = {json.dumps(BODY)}"]
     lua.append('wrk.headers["Content-Type"] = "application/json"')
@@ -92,7 +120,9 @@ def throughput(port: int, seconds: int, workdir: Path) -> float:
     ).stdout  # fmt: skip
     if "Non-2xx" in out:
         raise SystemExit(f"errors under load on port {port}:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), int(
+        re.search(r"(\d+) requests in", out).group(1)
+    )
 
 
 def big_request(port: int, rows: int = 10_000) -> float:
@@ -121,7 +151,7 @@ def percentile(samples: list[float], share: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each throughput run")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement")
     parser.add_argument("--requests", type=int, default=300, help="single-client requests per round")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=16)
@@ -178,17 +208,25 @@ def main() -> None:
     try:
         wait_http(stack_port, processes[1])
         wait_http(baseline_port, processes[2])
-        for port in (stack_port, baseline_port):
-            latencies(port, 50)  # warm up: connections, first predictions
-
         sides = {"stack": stack_port, "baseline": baseline_port}
+        latencies(sides, 50)  # warm up: connections, first predictions
+
         single = {side: [] for side in sides}
         rates = {side: [] for side in sides}
         big = {side: [] for side in sides}
+        cpu = {side: {} for side in sides}
+        groups = {"web": [processes[1]], "worker": [processes[0]], "baseline": [processes[2]]}
+        redis_client = redis.Redis.from_url(f"{REDIS}/{BROKER_DB}")
         for round_ in range(1, options.rounds + 1):
+            for side, samples in latencies(sides, options.requests).items():
+                single[side] += samples
             for side, port in sides.items():
-                single[side] += latencies(port, options.requests)
-                rates[side].append(throughput(port, options.seconds, workdir))
+                before = cpu_seconds(groups, redis_client)
+                rate, served = throughput(port, options.seconds, workdir)
+                after = cpu_seconds(groups, redis_client)
+                rates[side].append(rate)
+                for name in after:
+                    cpu[side].setdefault(name, []).append((after[name] - before[name]) / served * 1e6)
                 big[side].append(big_request(port))
             print(
                 f"round {round_}: " + ", ".join(f"{side} {rates[side][-1]:,.0f} req/s" for side in sides),
@@ -201,6 +239,11 @@ def main() -> None:
                 f"{side:<10} {percentile(single[side], 0.5):>8.2f} {percentile(single[side], 0.99):>8.2f}"
                 f" {statistics.median(rates[side]):>17,.0f} {statistics.median(big[side]):>12.1f}"
             )
+        print("\nCPU per request at 32 clients, microseconds (wrk's own not counted):")
+        for side in sides:
+            busy = {name: statistics.median(values) for name, values in cpu[side].items()}
+            busy = {name: value for name, value in busy.items() if value >= 1}
+            print(f"  {side:<10} " + ", ".join(f"{name} {value:,.0f}" for name, value in busy.items()))
         p50 = percentile(single["stack"], 0.5) / percentile(single["baseline"], 0.5)
         rate = statistics.median(rates["stack"]) / statistics.median(rates["baseline"])
         print(f"\np50 latency ratio (stack / in-process): {p50:.2f}x   (goal <= 1.5x)")

@@ -2,11 +2,12 @@
 
 A waiting caller cannot afford Celery's per-message cost (decoding the envelope,
 Request objects, the batching timer, the pool hand-off: about 1.5 ms a message). Its
-predictions are instead pushed as one small JSON document per model onto the Redis list
+prediction is instead pushed as one small JSON document onto the Redis list
 `predict:direct` in the broker's database. Every process of a predict worker that holds
-the models runs threads that pop them (up to `max_messages` at once), stack them and
-answer through the same outcome path as `ml.predict` (Celery's result format, plus the
-job's reply key that its caller waits on). Queued jobs and bots keep using the `ml.predict` task.
+the models runs threads that pop them (up to `max_messages` at once; when several wait,
+a little longer for more), stack them and answer through the same outcome path as
+`ml.predict` (Celery's result format, plus the job's reply key that its caller waits
+on). Queued jobs and bots keep using the `ml.predict` task.
 
 A message is `{"id", "model_name", "model_type", "items": [[job_id, features], ...], "expires"}`,
 `expires` in seconds since the epoch; each job's outcome goes to its reply key.
@@ -68,10 +69,17 @@ def calls_of(raw: bytes) -> list[Call]:
 class LaneServer:
     """Threads that serve the lane in this process until `stop`."""
 
-    def __init__(self, client: redis.Redis, serve: Callable[[list[Call]], Any], max_messages: int):
+    def __init__(
+        self,
+        client: redis.Redis,
+        serve: Callable[[list[Call]], Any],
+        max_messages: int,
+        busy_wait_s: float = 0.0,
+    ):
         self._client = client
         self._serve = serve
         self._max_messages = max_messages
+        self._busy_wait_s = busy_wait_s
         self._stopping = threading.Event()
         self._has_blmpop = True
         self._threads: list[threading.Thread] = []
@@ -97,6 +105,8 @@ class LaneServer:
                 log.warning("direct lane: broker unreachable (%s); retrying", exc)
                 self._stopping.wait(0.5)
                 continue
+            if 1 < len(messages) < self._max_messages and self._busy_wait_s:
+                messages += self._more_after(self._busy_wait_s, self._max_messages - len(messages))
             calls = [call for raw in messages for call in calls_of(raw)]
             if not calls:
                 continue
@@ -104,6 +114,16 @@ class LaneServer:
                 self._serve(calls)
             except Exception:  # one bad batch must not end the lane
                 log.exception("direct lane: a batch of %d predictions failed", len(calls))
+
+    def _more_after(self, wait_s: float, count: int) -> list[bytes]:
+        # Adaptive batching: several messages at once mean callers are queueing, and
+        # a short wait lets one model call serve the next few too. A lone message (an
+        # idle lane) is served at once.
+        self._stopping.wait(wait_s)
+        try:
+            return self._client.rpop(LANE_KEY, count) or []
+        except redis.RedisError:
+            return []
 
     def _take(self) -> list[bytes]:
         if self._has_blmpop:

@@ -80,7 +80,10 @@ def _start_lane(threads: int) -> None:
     if not _serves_predictions or not direct_lane.serves(app.conf.broker_url):
         return
     client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, health_check_interval=30)
-    _lane = LaneServer(client, serve_waiting, get_settings().predict_max_batch).start(threads)
+    settings = get_settings()
+    _lane = LaneServer(
+        client, serve_waiting, settings.predict_max_batch, settings.predict_batch_wait_s
+    ).start(threads)
 
 
 @worker_shutdown.connect

@@ -17,7 +17,8 @@ from celery import Celery, states
 
 from models import base as model_errors
 from models.base import ModelError
-from tasks.metrics import count_prediction
+from tasks.metrics import count_predictions
+from tasks.redis_commands import send_all
 
 REPLY_PREFIX = "ml:reply:"
 REPLY_TTL_S = 60
@@ -115,17 +116,18 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
     """Store every outcome and push it to its caller's reply list, in one round trip."""
     backend = app.backend
     done = datetime.now(UTC).isoformat()
-    with backend.client.pipeline(transaction=False) as pipe:
-        for request, outcome in outcomes:
-            count_prediction(request.args[0] if request.args else None, outcome)
-            if isinstance(outcome, ModelError):
-                key, encoded = _meta(app, request.id, states.FAILURE, error_result(outcome), done)
-            else:
-                key, encoded = _meta(app, request.id, states.SUCCESS, outcome, done)
-            pipe.setex(key, backend.expires or 3600, encoded)
-            if waits_on_reply(request):
-                pipe.lpush(request.reply_to, encoded)
-                pipe.expire(request.reply_to, REPLY_TTL_S)
-            else:  # a bot's `send_task`: its AsyncResult.get() listens here
-                pipe.publish(key, encoded)
-        pipe.execute()
+    count_predictions((request.args[0] if request.args else None, outcome) for request, outcome in outcomes)
+    keep_s = int(backend.expires or 3600)
+    commands: list[tuple] = []
+    for request, outcome in outcomes:
+        if isinstance(outcome, ModelError):
+            key, encoded = _meta(app, request.id, states.FAILURE, error_result(outcome), done)
+        else:
+            key, encoded = _meta(app, request.id, states.SUCCESS, outcome, done)
+        commands.append(("SETEX", key, keep_s, encoded))
+        if waits_on_reply(request):
+            commands.append(("LPUSH", request.reply_to, encoded))
+            commands.append(("EXPIRE", request.reply_to, REPLY_TTL_S))
+        else:  # a bot's `send_task`: its AsyncResult.get() listens here
+            commands.append(("PUBLISH", key, encoded))
+    send_all(backend.client, commands)

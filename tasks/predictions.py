@@ -1,18 +1,16 @@
 """The caller's side of `ml.predict`: send a prediction, wait for it, or look a job up.
 
 Waiting costs no subscription: the waiting thread pops its job's reply key
-(`tasks.replies`), which the worker pushes the outcome to. Concurrent synchronous
-predictions of a process travel together, one message per model (`tasks.coalescer`),
-over the direct lane (`tasks.direct_lane`) when the broker is Redis, else as
-`ml.predict` tasks. Outcomes are also stored as Celery results, so a job can be polled
-after its caller stopped waiting.
+(`tasks.replies`), which the worker pushes the outcome to. A synchronous prediction
+goes over the direct lane (`tasks.direct_lane`) when the broker is Redis, in the same
+round trip as the wait, else as an `ml.predict` task; the worker stacks whatever
+predictions wait for the same model into one model call. Outcomes are also stored as
+Celery results, so a job can be polled after its caller stopped waiting.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -26,16 +24,9 @@ from celery import Celery, states
 
 from config import get_settings
 from models.base import ModelError
-from tasks.coalescer import Coalescer, Pending
 from tasks.direct_lane import LANE_KEY, encode_request
 from tasks.direct_lane import serves as lane_serves
-from tasks.ml_results import (
-    BrokerUnavailable,
-    PredictionFailed,
-    encoded_failure,
-    error_from_result,
-    reply_key,
-)
+from tasks.ml_results import BrokerUnavailable, error_from_result, reply_key
 from tasks.model_registry import loaded_descriptions
 from tasks.publish import BROKER_DOWN, LeanPublisher
 from tasks.redis_transport import transport_for
@@ -95,11 +86,8 @@ class PredictionClient:
         )
         self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.ml_results
         self._keep_s = int(self._celery.backend.expires or 86400)
-        self._max_batch = settings.predict_max_batch
         self._expires_s = settings.predict_expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
-        self._start_lock = threading.Lock()
-        self._coalescer: Coalescer | None = None
         self._loaded: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def loaded_models(self, max_age_s: float = 1.0) -> dict[str, dict[str, Any]]:
@@ -111,15 +99,19 @@ class PredictionClient:
 
     def predict(self, model_name: str, features: Any, model_type: str | None, timeout_s: float) -> dict:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id."""
-        coalescer = self._process_coalescer()
         job_id = str(uuid.uuid4())
         try:
-            coalescer.add(Pending(job_id, model_name, model_type, features))
-            meta = self._replies.wait(job_id, timeout_s)
+            if self._lane is not None:
+                items = [[job_id, features]]
+                message = encode_request(job_id, model_name, model_type, items, time.time() + self._expires_s)
+                meta = self._replies.send_and_wait(self._lane, LANE_KEY, message, job_id, timeout_s)
+            else:  # a broker other than Redis: an `ml.predict` task
+                args = [model_name, features, model_type]
+                argsrepr = f"({model_name!r}, ...)"
+                self._publish("ml.predict", args, job_id, reply_key(job_id), argsrepr, self._expiry())
+                meta = self._replies.wait(job_id, timeout_s)
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"Redis does not answer ({exc}); try again") from exc
-        finally:
-            coalescer.settled(job_id)
         if meta is None:
             # The job goes on: its id is what the caller polls.
             self._mark_issued(job_id)
@@ -156,34 +148,6 @@ class PredictionClient:
         return Job(job_id, status)
 
     # -- internals ----------------------------------------------------------------
-
-    def _process_coalescer(self) -> Coalescer:
-        # Threads do not survive a fork (gunicorn): each process starts its own.
-        with self._start_lock:
-            if self._coalescer is None or self._coalescer.pid != os.getpid():
-                self._coalescer = Coalescer(self._send_batch, self._fail_batch, self._max_batch)
-            return self._coalescer
-
-    def _send_batch(self, batch_id: str, batch: list[Pending]) -> None:
-        first = batch[0]
-        if self._lane is not None:
-            items = [[item.job_id, item.features] for item in batch]
-            expires = time.time() + self._expires_s
-            message = encode_request(batch_id, first.model_name, first.model_type, items, expires)
-            self._lane.lpush(LANE_KEY, message)
-            return
-        for item in batch:  # a broker other than Redis: one Celery task per prediction
-            args = [item.model_name, item.features, item.model_type]
-            argsrepr = f"({item.model_name!r}, ...)"
-            self._publish("ml.predict", args, item.job_id, reply_key(item.job_id), argsrepr, self._expiry())
-
-    def _fail_batch(self, batch: list[Pending], exc: Exception) -> None:
-        error = BrokerUnavailable(f"the broker does not answer ({exc}); try again")
-        if not isinstance(exc, BROKER_DOWN):
-            error = PredictionFailed("the prediction could not be sent; see the web log")
-        outcomes = {item.job_id: encoded_failure(self._celery, item.job_id, error) for item in batch}
-        with contextlib.suppress(BROKER_DOWN):  # if so, the waiters' own pops fail and answer 503
-            self._replies.answer(outcomes)
 
     def _publish(
         self, name: str, args: list, task_id: str, reply_to: str | None, argsrepr: str, expires: datetime

@@ -1,35 +1,75 @@
 """Waiting for a prediction: the waiting thread BRPOPs its job's own reply key.
 
-No subscription and no listener thread: the worker LPUSHes the outcome to
-`ml:reply:<job_id>` (`tasks.ml_results.reply_key`) and the request thread that waits
-for it is the one that pops it, so nothing is handed between threads and concurrent
-waiters pop in parallel, each on its own pooled connection.
+No subscription, no listener thread and no hand-off between threads: the worker LPUSHes
+the outcome to `ml:reply:<job_id>` (`tasks.ml_results.reply_key`) and the request thread
+that waits for it pops it, on a connection of its own. On the direct lane the
+request and the wait go out together, on two connections, before either reply is read:
+one round trip instead of two.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from tasks.ml_results import REPLY_TTL_S, reply_key
+from tasks.ml_results import reply_key
 
 
 class Replies:
     def __init__(self, client: redis.Redis, decode: Callable[[bytes], dict[str, Any]]):
-        self._client = client
+        self._client = client  # the result backend's Redis, no socket timeout: BRPOP blocks
         self._decode = decode
+        self._local = threading.local()
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The job's outcome (Celery result meta), or None when the wait ran out."""
-        item = self._client.brpop([reply_key(job_id)], timeout=max(timeout_s, 0.001))
+        item = self._client.brpop([reply_key(job_id)], timeout=_positive(timeout_s))
         return None if item is None else self._decode(item[1])
 
-    def answer(self, outcomes: dict[str, bytes]) -> None:
-        """Wake waiters with outcomes of their own (job id -> encoded meta): a failure to send, say."""
-        with self._client.pipeline(transaction=False) as pipe:
-            for job_id, encoded in outcomes.items():
-                pipe.lpush(reply_key(job_id), encoded)
-                pipe.expire(reply_key(job_id), REPLY_TTL_S)
-            pipe.execute()
+    def send_and_wait(
+        self, lane: redis.Redis, lane_key: str, message: str, job_id: str, timeout_s: float
+    ) -> dict[str, Any] | None:
+        """LPUSH `message` to the lane and wait for the job's outcome, in one round trip."""
+        try:
+            return self._send_and_wait(lane, lane_key, message, job_id, timeout_s)
+        except redis.ConnectionError:
+            # A pooled connection that Redis closed (a restart): once more on fresh ones.
+            # Should the first push have landed, the job runs twice; its outcome is the same.
+            return self._send_and_wait(lane, lane_key, message, job_id, timeout_s)
+
+    def _send_and_wait(
+        self, lane: redis.Redis, lane_key: str, message: str, job_id: str, timeout_s: float
+    ) -> dict[str, Any] | None:
+        sender = self._connection("sender", lane)
+        waiter = self._connection("waiter", self._client)
+        try:
+            sender.send_command("LPUSH", lane_key, message)
+            waiter.send_command("BRPOP", reply_key(job_id), _positive(timeout_s))
+            # The outcome first: by then the push's reply is in, so the thread sleeps once.
+            # Should the push have been refused (Redis out of memory), the wait runs out
+            # first and the refusal is raised then.
+            item = waiter.read_response()
+            sender.read_response()
+        except BaseException:
+            # Either connection may hold an unread reply: start both afresh.
+            sender.disconnect()
+            waiter.disconnect()
+            raise
+        return None if item is None else self._decode(item[1])
+
+    def _connection(self, role: str, client: redis.Redis) -> redis.Connection:
+        # One connection per request thread and role, kept: a pool's checkout and
+        # release cost more than the commands themselves.
+        connection = getattr(self._local, role, None)
+        if connection is None or connection.pid != os.getpid():
+            connection = client.connection_pool.make_connection()
+            setattr(self._local, role, connection)
+        return connection
+
+
+def _positive(timeout_s: float) -> float:
+    return max(timeout_s, 0.001)  # BRPOP's 0 means forever

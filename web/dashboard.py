@@ -19,11 +19,13 @@ from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import OperationalError
 
 from config import get_settings
 from db.extension import database
 from db.repository import TradeRepository, trade_as_dict
+from web.auth import API_PREFIX
 from web.errors import ApiError, error_response
 from web.inputs import query
 from web.ml import model_entry
@@ -45,7 +47,17 @@ def register(app: Flask) -> None:
     """Mount the dashboard at `/` with a session cookie it can trust."""
     app.secret_key = _secret_key()
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    app.session_interface = DashboardSessions()
     app.register_blueprint(blueprint)
+
+
+class DashboardSessions(SecureCookieSessionInterface):
+    """The login cookie is the dashboard's: API calls (a bearer token) skip verifying it."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(API_PREFIX + "/"):
+            return None  # Flask hands the request a null session
+        return super().open_session(app, request)
 
 
 def _secret_key() -> str:

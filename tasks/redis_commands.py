@@ -1,0 +1,47 @@
+"""Several Redis commands in one round trip, without redis-py's pipeline machinery.
+
+A worker answering a prediction sends a few commands per request; redis-py's Pipeline
+(command stack, retry wrapper, pool checkout) costs more than Redis takes to run them.
+Each thread keeps one connection per Redis client here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+import redis
+
+_local = threading.local()
+
+
+def send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
+    """Run `commands` (each a tuple: name, *args) in order; their replies, or the first error raised."""
+    if not commands:
+        return []
+    try:
+        return _send_all(client, commands)
+    except redis.ConnectionError:
+        # A kept connection that Redis closed (a restart): once more on a fresh one. The
+        # commands here (SETEX, LPUSH of an outcome) do no harm when repeated.
+        return _send_all(client, commands)
+
+
+def _send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
+    connection = _connection(client)
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+        return [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()  # replies may be left unread: start afresh next time
+        raise
+
+
+def _connection(client: redis.Redis) -> redis.Connection:
+    connections = _local.__dict__.setdefault("connections", {})
+    pool = client.connection_pool
+    connection = connections.get(id(pool))
+    if connection is None or connection.pid != os.getpid():
+        connection = connections[id(pool)] = pool.make_connection()
+    return connection

@@ -1,0 +1,64 @@
+"""The direct lane's adaptive batching, against the real Redis: queueing callers share a
+model call, a lone caller does not wait for company.
+
+The lane list lives in the results database here, where no predict worker listens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from tasks.direct_lane import LANE_KEY, LaneServer, encode_request
+from tests.conftest import RESULT_URL
+from tests.support.processes import wait_for
+
+
+def _message(job_id: str) -> str:
+    return encode_request(job_id, "xgb.json", None, [[job_id, [[1.0, 2.0]]]], time.time() + 60)
+
+
+@pytest.fixture
+def lane():
+    client = redis.Redis.from_url(RESULT_URL)
+    client.delete(LANE_KEY)
+    batches: list[list[str]] = []
+    served = threading.Condition()
+
+    def serve(calls):
+        with served:
+            batches.append([call.id for call in calls])
+            served.notify_all()
+
+    started: list[LaneServer] = []
+
+    def start(busy_wait_s: float) -> LaneServer:
+        server = LaneServer(client, serve, max_messages=64, busy_wait_s=busy_wait_s).start(threads=1)
+        started.append(server)
+        return server
+
+    yield client, batches, start
+    for server in started:
+        server.stop()
+    client.delete(LANE_KEY)
+
+
+def test_messages_that_queue_up_wait_for_company_and_share_one_batch(lane):
+    client, batches, start = lane
+    client.lpush(LANE_KEY, _message("a"), _message("b"))  # two callers queueing
+    start(busy_wait_s=2.0)
+    wait_for(lambda: client.llen(LANE_KEY) == 0, 10, "the lane to take the first two")
+    client.lpush(LANE_KEY, _message("c"))  # arrives while the lane waits for company
+    wait_for(lambda: batches, 10, "the batch to be served")
+    assert batches == [["a", "b", "c"]]
+
+
+def test_a_lone_message_is_served_at_once(lane):
+    client, batches, start = lane
+    start(busy_wait_s=30.0)  # a wait that a lone message must not pay
+    client.lpush(LANE_KEY, _message("alone"))
+    wait_for(lambda: batches, 10, "the lone message to be served")
+    assert batches == [["alone"]]
