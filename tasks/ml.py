@@ -10,6 +10,7 @@ MLServer and BentoML batch adaptively. Each request still gets its own outcome
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -107,6 +108,7 @@ def _preload_models() -> None:
     for name, error in failed.items():
         log.error("model %s not loaded: %s", name, error)
     _report_new_versions()
+    gc.freeze()  # the models and libraries stay: the collector's passes skip them
 
 
 def _let_fresh_files_settle() -> None:
