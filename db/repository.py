@@ -214,7 +214,8 @@ class TradeRepository:
             select(
                 closed_at.label("at"),
                 TradeHistory.trade_id,
-                func.sum(TradeHistory.realized_pnl).over(order_by=order).label("equity"),
+                # Summed as numeric, as in the stats: a running sum of doubles can overflow.
+                func.sum(cast(TradeHistory.realized_pnl, Numeric)).over(order_by=order).label("equity"),
             ).where(TradeHistory.realized_pnl.is_not(None)),
             symbol,
             since,
@@ -223,7 +224,7 @@ class TradeRepository:
         ).subquery()
         query = select(points.c.at, points.c.equity).order_by(points.c.at.desc(), points.c.trade_id.desc())
         rows = self.session.execute(query.limit(min(limit, MAX_LIST_LIMIT))).all()
-        return [{"at": row.at, "equity": float(row.equity)} for row in reversed(rows)]
+        return [{"at": row.at, "equity": _as_double(row.equity)} for row in reversed(rows)]
 
     def _bucket_expression(self, bucket: str):
         if not BUCKET_PATTERN.match(bucket):

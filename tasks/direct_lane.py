@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import redis
 
 from tasks.ml_results import Call, reply_key
@@ -39,8 +40,15 @@ def serves(broker_url: str) -> bool:
 
 
 def encode_request(
-    batch_id: str, model_name: str, model_type: str | None, items: list, expires: float
-) -> str:
+    batch_id: str,
+    model_name: str,
+    model_type: str | None,
+    items: list,
+    expires: float,
+    nan_free: bool = False,
+) -> bytes:
+    """The lane message. `nan_free`: the caller knows the features hold no NaN, so orjson
+    (which would write NaN as null) may encode them, several times faster."""
     message = {
         "id": batch_id,
         "model_name": model_name,
@@ -48,13 +56,22 @@ def encode_request(
         "items": items,
         "expires": expires,
     }
-    return json.dumps(message, separators=(",", ":"))
+    if nan_free:
+        return orjson.dumps(message)
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # a NaN (a missing value) is written as the literal NaN
 
 
 def calls_of(raw: bytes) -> list[Call]:
     """The predictions of one lane message; a malformed message is logged and dropped."""
     try:
-        message = json.loads(raw)
+        message = _decode(raw)
         args = (message["model_name"], message["model_type"])
         expires = float(message["expires"]) if message.get("expires") is not None else None
         return [

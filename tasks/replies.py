@@ -31,7 +31,7 @@ class Replies:
         return None if item is None else self._decode(item[1])
 
     def send_and_wait(
-        self, lane: redis.Redis, lane_key: str, message: str, job_id: str, timeout_s: float
+        self, lane: redis.Redis, lane_key: str, message: bytes, job_id: str, timeout_s: float
     ) -> dict[str, Any] | None:
         """LPUSH `message` to the lane and wait for the job's outcome, in one round trip."""
         try:
@@ -42,7 +42,7 @@ class Replies:
             return self._send_and_wait(lane, lane_key, message, job_id, timeout_s)
 
     def _send_and_wait(
-        self, lane: redis.Redis, lane_key: str, message: str, job_id: str, timeout_s: float
+        self, lane: redis.Redis, lane_key: str, message: bytes, job_id: str, timeout_s: float
     ) -> dict[str, Any] | None:
         sender = self._connection("sender", lane)
         waiter = self._connection("waiter", self._client)

@@ -178,6 +178,15 @@ def test_performance_gives_the_equity_curve_and_pnl_per_day(seeded):
     assert seeded.get("/dashboard/performance.json?bucket=fortnight").status_code == 400
 
 
+def test_an_equity_curve_beyond_a_double_answers_with_gaps_not_a_500(http, engine):
+    huge = [trade(f"huge-{n}", "BTC/USDT", DAY_1 + timedelta(hours=n), 1.5e308) for n in range(2)]
+    with Session(engine) as session:
+        TradeRepository(session).write([RecordEntry(record) for record in huge])
+    response = http.get("/dashboard/performance.json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert [point["equity"] for point in response.get_json()["equity"]] == [1.5e308, None]
+
+
 def test_the_health_panel_shows_database_broker_workers_and_spool(http, monkeypatch):
     get_settings().spool_dir.joinpath("replay").mkdir(parents=True, exist_ok=True)
     get_settings().spool_dir.joinpath("replay", "active.jsonl").write_text('{"kind": "record"}\n' * 3)

@@ -13,6 +13,7 @@ import uuid
 from typing import Annotated, Any
 
 import kombu.exceptions
+import numpy
 import orjson
 import redis.exceptions
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -93,7 +94,8 @@ def predict():
     file = _store().resolve(body.model_name)
     check_type(file.type, body.model_type)
     description = _client().loaded_models().get(f"{file.name}@{file.version}")
-    features_array(description or file.to_dict(), body.features)  # early 422; the worker checks again
+    # An early 422, without a round trip; the worker checks again.
+    checked = features_array(description or file.to_dict(), body.features)
 
     if "respond-async" in request.headers.get("Prefer", "").lower():
         job_id = _client().submit(file.name, body.features, body.model_type)
@@ -103,8 +105,9 @@ def predict():
         response.headers["Preference-Applied"] = "respond-async"
         return response
     try:
+        nan_free = not numpy.isnan(checked).any()
         payload = _client().predict(
-            file.name, body.features, body.model_type, get_settings().predict_timeout_s
+            file.name, body.features, body.model_type, get_settings().predict_timeout_s, nan_free
         )
     except PredictionTimeout as timeout:
         status_url = _status_url(timeout.job_id)
