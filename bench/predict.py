@@ -179,6 +179,10 @@ def main() -> None:
     gunicorn = [
         str(BIN / "gunicorn"),
         "--no-control-socket",  # gunicorn 27's default socket path is one per user
+        # A listening socket per worker: the kernel spreads wrk's 32 connections over
+        # both. With one shared socket the first idle worker accepts them, and a run
+        # where one worker holds nearly all measures the accept lottery (both sides).
+        "--reuse-port",
         "--workers",
         str(options.web_workers),
         "--threads",

@@ -100,6 +100,8 @@ class LaneServer:
         self._stopping = threading.Event()
         self._has_blmpop = True
         self._threads: list[threading.Thread] = []
+        self._serving = 0  # lane threads of this process busy with a batch
+        self._serving_lock = threading.Lock()
 
     def start(self, threads: int = 1) -> LaneServer:
         for number in range(threads):
@@ -122,20 +124,30 @@ class LaneServer:
                 log.warning("direct lane: broker unreachable (%s); retrying", exc)
                 self._stopping.wait(0.5)
                 continue
-            if 1 < len(messages) < self._max_messages and self._busy_wait_s:
+            if self._queueing(messages):
                 messages += self._more_after(self._busy_wait_s, self._max_messages - len(messages))
             calls = [call for raw in messages for call in calls_of(raw)]
             if not calls:
                 continue
+            with self._serving_lock:
+                self._serving += 1
             try:
                 self._serve(calls)
             except Exception:  # one bad batch must not end the lane
                 log.exception("direct lane: a batch of %d predictions failed", len(calls))
+            finally:
+                with self._serving_lock:
+                    self._serving -= 1
+
+    def _queueing(self, messages: list[bytes]) -> bool:
+        # Callers are queueing when several messages came at once, or when another lane
+        # thread of this process is still busy: then a short wait lets one model call
+        # serve the next few too. A lone message on an idle lane is served at once.
+        if not self._busy_wait_s or not messages or len(messages) >= self._max_messages:
+            return False
+        return len(messages) > 1 or self._serving > 0
 
     def _more_after(self, wait_s: float, count: int) -> list[bytes]:
-        # Adaptive batching: several messages at once mean callers are queueing, and
-        # a short wait lets one model call serve the next few too. A lone message (an
-        # idle lane) is served at once.
         self._stopping.wait(wait_s)
         try:
             return self._client.rpop(LANE_KEY, count) or []

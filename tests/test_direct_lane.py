@@ -28,26 +28,33 @@ def lane():
     batches: list[list[str]] = []
     served = threading.Condition()
 
+    hold = threading.Event()  # a batch with job "slow" is served once this is set
+    hold.set()
+
     def serve(calls):
+        ids = [call.id for call in calls]
+        if "slow" in ids:
+            hold.wait(30)
         with served:
-            batches.append([call.id for call in calls])
+            batches.append(ids)
             served.notify_all()
 
     started: list[LaneServer] = []
 
-    def start(busy_wait_s: float) -> LaneServer:
-        server = LaneServer(client, serve, max_messages=64, busy_wait_s=busy_wait_s).start(threads=1)
+    def start(busy_wait_s: float, threads: int = 1) -> LaneServer:
+        server = LaneServer(client, serve, max_messages=64, busy_wait_s=busy_wait_s).start(threads)
         started.append(server)
         return server
 
-    yield client, batches, start
+    yield client, batches, start, hold
+    hold.set()
     for server in started:
         server.stop()
     client.delete(LANE_KEY)
 
 
 def test_messages_that_queue_up_wait_for_company_and_share_one_batch(lane):
-    client, batches, start = lane
+    client, batches, start, _ = lane
     client.lpush(LANE_KEY, _message("a"), _message("b"))  # two callers queueing
     start(busy_wait_s=2.0)
     wait_for(lambda: client.llen(LANE_KEY) == 0, 10, "the lane to take the first two")
@@ -57,8 +64,24 @@ def test_messages_that_queue_up_wait_for_company_and_share_one_batch(lane):
 
 
 def test_a_lone_message_is_served_at_once(lane):
-    client, batches, start = lane
+    client, batches, start, _ = lane
     start(busy_wait_s=30.0)  # a wait that a lone message must not pay
     client.lpush(LANE_KEY, _message("alone"))
     wait_for(lambda: batches, 10, "the lone message to be served")
     assert batches == [["alone"]]
+
+
+def test_a_message_arriving_while_another_batch_is_served_waits_for_company(lane):
+    client, batches, start, hold = lane
+    hold.clear()
+    start(busy_wait_s=2.0, threads=2)
+    client.lpush(LANE_KEY, _message("slow"))  # one lane thread takes it and is held
+    wait_for(lambda: client.llen(LANE_KEY) == 0, 10, "a lane thread to take the slow one")
+    client.lpush(LANE_KEY, _message("next"))  # the other thread: a lone message, but the lane is busy
+    wait_for(lambda: client.llen(LANE_KEY) == 0, 10, "the other lane thread to take it")
+    client.lpush(LANE_KEY, _message("company"))
+    wait_for(lambda: batches, 10, "the second batch to be served")
+    assert batches == [["next", "company"]]
+    hold.set()
+    wait_for(lambda: len(batches) == 2, 10, "the slow batch to be served")
+    assert batches[1] == ["slow"]
