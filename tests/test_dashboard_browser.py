@@ -7,7 +7,6 @@ written to test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +19,7 @@ from sqlalchemy.orm import Session
 from db.entries import RecordEntry
 from db.record import TradeRecord
 from db.repository import TradeRepository
-from tests.conftest import RESULT_URL
-from tests.support.demo_models import train_demo_tree_models
+from tests.support.demo_models import demo_services
 from tests.support.processes import WebServer, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,23 +32,13 @@ WAIT_MS = 30_000
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, database_url) -> Iterator[dict]:
     folder = tmp_path_factory.mktemp("dashboard-stack")
-    models = train_demo_tree_models(folder / "models")
-    env = {**os.environ, "MODEL_DIR": str(folder / "models"), "SPOOL_DIR": str(folder / "spool")}
-    started = []
-    try:
-        predict = Worker(env, folder, queues="predict", pool="threads")
-        started.append(predict)
-        started.append(Worker(env, folder, queues="trades").wait_ready())
-        predict.wait_ready().wait_models_loaded(RESULT_URL, models)
-        web = WebServer(env, folder)
-        started.append(web)
-        open_web = web.wait_ready()
-        token_web = WebServer({**env, "API_TOKEN": "browser-s3cret"}, folder)
-        started.append(token_web)
-        yield {"url": open_web.url, "token_url": token_web.wait_ready().url, "models": models}
-    finally:
-        for service in reversed(started):
-            service.stop()
+    with demo_services(folder) as services:
+        trades = Worker(services.env, folder, queues="trades")
+        services.started.append(trades)
+        trades.wait_ready()
+        token_web = WebServer({**services.env, "API_TOKEN": "browser-s3cret"}, folder)
+        services.started.append(token_web)
+        yield {"url": services.web.url, "token_url": token_web.wait_ready().url, "models": services.models}
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ must land in the database."""
 from __future__ import annotations
 
 import ast
-import os
 import re
 import subprocess
 import sys
@@ -15,31 +14,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import RESULT_URL
-from tests.support.demo_models import train_demo_tree_models
-from tests.support.processes import WebServer, Worker, free_port, wait_for
+from tests.support.demo_models import demo_services
+from tests.support.processes import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def demo_stack(tmp_path_factory, database_url) -> Iterator[dict]:
-    folder = tmp_path_factory.mktemp("demo-stack")
-    models = train_demo_tree_models(folder / "models")
-    env = {**os.environ, "MODEL_DIR": str(folder / "models"), "SPOOL_DIR": str(folder / "spool")}
-    started = []
-    try:
-        predict = Worker(env, folder, queues="predict", pool="threads")
-        started.append(predict)
-        predict.wait_ready().wait_models_loaded(RESULT_URL, models)
-        web = WebServer(env, folder)
-        started.append(web)
-        web.wait_ready()
+    with demo_services(tmp_path_factory.mktemp("demo-stack")) as services:
         # What `make run` sets: the demo finds the web server where WEB_BIND says.
-        yield {"env": {**env, "WEB_BIND": f"127.0.0.1:{web.port}"}, "models": models}
-    finally:
-        for service in reversed(started):
-            service.stop()
+        env = {**services.env, "WEB_BIND": f"127.0.0.1:{services.web.port}"}
+        yield {"env": env, "models": services.models}
 
 
 def make_demo(stack: dict, *args: str, spool: Path, **env: str) -> subprocess.CompletedProcess:
