@@ -115,7 +115,7 @@ class PredictionClient:
                 self._publish("ml.predict", args, job_id, reply_key(job_id), argsrepr, self._expiry())
                 meta = self._replies.wait(job_id, timeout_s)
         except BROKER_DOWN as exc:
-            raise BrokerUnavailable(f"Redis does not answer ({exc}); try again") from exc
+            raise BrokerUnavailable(f"Redis cannot take the prediction ({exc}); try again") from exc
         if meta is None:
             # The job goes on: its id is what the caller polls.
             self._mark_issued(job_id)
@@ -125,13 +125,13 @@ class PredictionClient:
     def submit(self, model_name: str, features: Any, model_type: str | None) -> str:
         """Queue a prediction and return its job id at once."""
         job_id = str(uuid.uuid4())
-        self._mark_issued(job_id)
         rows = len(features) if isinstance(features, list) else "?"
         try:
+            self._mark_issued(job_id)
             args = [model_name, features, model_type]
             self._publish("ml.predict", args, job_id, None, f"<{rows} rows>", self._expiry())
         except BROKER_DOWN as exc:
-            raise BrokerUnavailable(f"the broker does not answer ({exc}); nothing was queued") from exc
+            raise BrokerUnavailable(f"the broker cannot take the job ({exc}); nothing was queued") from exc
         return job_id
 
     def job(self, job_id: str) -> Job | None:

@@ -22,11 +22,13 @@ from kombu.utils.json import dumps
 
 from tasks import request_id
 
-# What a publish raises when the broker cannot be reached; callers fall back on these.
+# What a publish raises when the broker cannot take a message now; callers fall back on
+# these. A Redis at `maxmemory` refuses every write (OOM) until memory is freed.
 BROKER_DOWN = (
     kombu.exceptions.OperationalError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
     OSError,
 )
 

@@ -2,7 +2,8 @@
 
 A worker answering a prediction sends a few commands per request; redis-py's Pipeline
 (command stack, retry wrapper, pool checkout) costs more than Redis takes to run them.
-Each thread keeps one connection per Redis client here.
+Each thread keeps one connection per Redis client here (`kept_connection`), which the
+web's waiting requests use too (`tasks.replies`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
 
 
 def _send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
-    connection = _connection(client)
+    connection = kept_connection(client)
     try:
         connection.send_packed_command(connection.pack_commands(commands))
         return [connection.read_response() for _ in commands]
@@ -38,7 +39,9 @@ def _send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
         raise
 
 
-def _connection(client: redis.Redis) -> redis.Connection:
+def kept_connection(client: redis.Redis) -> redis.Connection:
+    """This thread's own connection to `client`'s server, made on first use; a caller that
+    may leave a reply unread disconnects it (the next command reconnects)."""
     connections = _local.__dict__.setdefault("connections", {})
     pool = client.connection_pool
     connection = connections.get(id(pool))

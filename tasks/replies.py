@@ -9,21 +9,19 @@ one round trip instead of two.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from tasks.ml_results import reply_key
+from tasks.redis_commands import kept_connection
 
 
 class Replies:
     def __init__(self, client: redis.Redis, decode: Callable[[bytes], dict[str, Any]]):
         self._client = client  # the result backend's Redis, no socket timeout: BRPOP blocks
         self._decode = decode
-        self._local = threading.local()
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The job's outcome (Celery result meta), or None when the wait ran out."""
@@ -37,15 +35,14 @@ class Replies:
         try:
             return self._send_and_wait(lane, lane_key, message, job_id, timeout_s)
         except redis.ConnectionError:
-            # A pooled connection that Redis closed (a restart): once more on fresh ones.
+            # A kept connection that Redis closed (a restart): once more on fresh ones.
             # Should the first push have landed, the job runs twice; its outcome is the same.
             return self._send_and_wait(lane, lane_key, message, job_id, timeout_s)
 
     def _send_and_wait(
         self, lane: redis.Redis, lane_key: str, message: bytes, job_id: str, timeout_s: float
     ) -> dict[str, Any] | None:
-        sender = self._connection("sender", lane)
-        waiter = self._connection("waiter", self._client)
+        sender, waiter = kept_connection(lane), kept_connection(self._client)
         try:
             sender.send_command("LPUSH", lane_key, message)
             waiter.send_command("BRPOP", reply_key(job_id), _positive(timeout_s))
@@ -60,15 +57,6 @@ class Replies:
             waiter.disconnect()
             raise
         return None if item is None else self._decode(item[1])
-
-    def _connection(self, role: str, client: redis.Redis) -> redis.Connection:
-        # One connection per request thread and role, kept: a pool's checkout and
-        # release cost more than the commands themselves.
-        connection = getattr(self._local, role, None)
-        if connection is None or connection.pid != os.getpid():
-            connection = client.connection_pool.make_connection()
-            setattr(self._local, role, connection)
-        return connection
 
 
 def _positive(timeout_s: float) -> float:

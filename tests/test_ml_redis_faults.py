@@ -1,7 +1,8 @@
-"""A Redis restart under the web's kept connections: the first prediction after it still answers.
+"""Redis faults under the prediction path, with a redis-server of the test's own (so
+restarting or filling it disturbs no other test).
 
-The web keeps one Redis connection per request thread (`tasks.replies`); Redis going away
-closes them. This runs its own redis-server, so restarting it disturbs no other test.
+The web and the workers keep one Redis connection per thread (`tasks.redis_commands`);
+a restart closes them. A full Redis refuses the lane's push.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import shutil
 import subprocess
 
 import pytest
+import redis
 
 from config import get_settings
 from tests.support.model_zoo import ROWS
 from tests.support.processes import Service, Worker, free_port, wait_for
 
 
-def _redis(port: int, tmp_path) -> Service:
+def _redis(port: int, tmp_path, *options: str) -> Service:
     args = [
         shutil.which("redis-server"),
         "--port",
@@ -28,6 +30,7 @@ def _redis(port: int, tmp_path) -> Service:
         "",
         "--appendonly",
         "no",
+        *options,
     ]
     server = Service(args, dict(os.environ), tmp_path, tmp_path / f"redis-{port}.log")
     wait_for(
@@ -73,4 +76,36 @@ def test_the_first_prediction_after_a_redis_restart_answers(private_redis_env, t
     finally:
         if worker is not None:
             worker.stop()
+        server.stop()
+
+
+def test_a_full_redis_answers_predictions_503_and_keeps_trades_in_the_outbox(
+    private_redis_env, tmp_path, monkeypatch, zoo
+):
+    from web import create_app
+
+    port = private_redis_env
+    server = _redis(port, tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    try:
+        filler = redis.Redis(port=port, db=0)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            for number in range(1000):
+                filler.set(f"ballast:{number}", b"x" * 100_000)
+        monkeypatch.setenv("PREDICT_TIMEOUT_S", "0.5")
+        get_settings.cache_clear()
+        client = create_app().test_client()
+        body = {"model_name": "xgb.json", "features": ROWS.tolist()}
+        for headers in ({}, {"Prefer": "respond-async"}):  # the direct lane, the ml.predict task
+            response = client.post("/api/v1/ml/predict", json=body, headers=headers)
+            assert response.status_code == 503, response.get_json()
+            error = response.get_json()["error"]
+            assert error["code"] == "broker_unavailable" and "maxmemory" in error["message"]
+
+        trade = {"symbol": "BTC/USDT", "side": "buy", "amount": 0.5, "entry_price": 100.0}
+        kept = client.post("/api/v1/trades", json={**trade, "trade_id": "while-full"})
+        assert (kept.status_code, kept.get_json()["status"]) == (202, "spooled")
+        filler.flushdb()  # memory again: the outbox goes out first, then the next trade
+        client.post("/api/v1/trades", json={**trade, "trade_id": "after"})
+        wait_for(lambda: filler.llen("trades") == 2, 30, "both trades on the queue")
+    finally:
         server.stop()
