@@ -9,6 +9,7 @@ with an obscure error. numpy only: the web process validates too.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +62,13 @@ def _rows(features: Any, spec: dict[str, Any]) -> numpy.ndarray:
         )
     _limit(len(features), MAX_ROWS, "rows")
     _limit(len(features) * len(features[0]), MAX_VALUES, "numbers")
+    if _plain_numbers(features):
+        array = _convert(features, numpy.float64, "features")
+        if not numpy.isinf(array).any():
+            found = array.shape[1]
+            if width is None or found == width:
+                return array
+    # Something is off, or the width is wrong: the walk below says what and where.
     found = _matrix(features, "features", "row", allow_nan=True)
     if width is not None and found != width:
         _fail(
@@ -142,6 +150,14 @@ def _sequences(features: Any, spec: dict[str, Any]) -> numpy.ndarray:
     return array
 
 
+def _plain_numbers(rows: list[Any]) -> bool:
+    """Whether `rows` are equally long non-empty lists of ints and floats (bools and
+    strings are not): set and map loop in C, where `_matrix` walks every value in Python."""
+    if set(map(type, rows)) != {list} or len(set(map(len, rows))) != 1 or not rows[0]:
+        return False
+    return set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}
+
+
 def _matrix(rows: list[Any], where: str, item: str, allow_nan: bool) -> int:
     """Check a list of equally long lists of numbers; returns their length."""
     width = len(rows[0]) if isinstance(rows[0], list) else 0
@@ -194,6 +210,8 @@ def _matrix(rows: list[Any], where: str, item: str, allow_nan: bool) -> int:
 
 def _convert(values: list[Any], dtype: type, where: str) -> numpy.ndarray:
     try:
+        if dtype is numpy.float64:  # Python's floats are float64: nothing overflows
+            return numpy.array(values, dtype=dtype)
         with numpy.errstate(over="ignore"):  # float32 overflow becomes inf, refused by the caller
             return numpy.array(values, dtype=dtype)
     except OverflowError:  # an integer beyond float range, e.g. 10**400

@@ -27,6 +27,7 @@ import orjson
 import redis
 
 from tasks.ml_results import Call, reply_key
+from tasks.redis_commands import kept_connection
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +157,18 @@ class LaneServer:
 
     def _take(self) -> list[bytes]:
         if self._has_blmpop:
-            try:  # Redis 7: the first message and the others waiting, in one command
-                popped = self._client.blmpop(
-                    BLOCK_S, 1, LANE_KEY, direction="RIGHT", count=self._max_messages
-                )
+            # Redis 7: the first message and the others waiting, in one command, on this
+            # thread's kept connection (redis-py's pool and retry wrapper cost more).
+            connection = kept_connection(self._client)
+            try:
+                connection.send_command("BLMPOP", BLOCK_S, 1, LANE_KEY, "RIGHT", "COUNT", self._max_messages)
+                popped = connection.read_response()
                 return popped[1] if popped else []
             except redis.ResponseError:
                 self._has_blmpop = False  # Redis 6
+            except BaseException:
+                connection.disconnect()  # a reply may be left unread: start afresh
+                raise
         first = self._client.brpop([LANE_KEY], timeout=BLOCK_S)
         if first is None:
             return []

@@ -81,7 +81,7 @@ def count_predictions(answered: Iterable[tuple[Any, dict[str, Any] | ModelError]
         else:
             counts[(str(outcome.get("model_name")), str(outcome.get("model_version")), "ok")] += 1
     for (model, version, outcome), count in counts.items():
-        PREDICTIONS.labels(model=model, version=version, outcome=outcome).inc(count)
+        PREDICTIONS.labels(model, version, outcome).inc(count)
 
 
 def observe_batch_size(requests: int) -> None:

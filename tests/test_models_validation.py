@@ -66,6 +66,13 @@ def test_bad_values_are_located(features: list, where: str):
     assert refused(ROWS, features).details["at"] == where
 
 
+def test_a_bad_value_deep_in_a_large_request_is_located():
+    rows = [[0.5, 1, 2]] * (MAX_ROWS - 1)
+    assert refused(ROWS, [*rows, [0.5, 1, math.inf]]).details["at"] == f"features[{MAX_ROWS - 1}][2]"
+    assert refused(ROWS, [*rows, [0.5, True, 2]]).details["at"] == f"features[{MAX_ROWS - 1}][1]"
+    assert features_array(ROWS, [*rows, [math.nan, 1, 2]]).shape == (MAX_ROWS, 3)
+
+
 def test_strings_and_bools_are_not_numbers():
     assert refused(ROWS, [["1", 2, 3]]).details["received"] == "a string"
     assert refused(ROWS, [[False, 2, 3]]).details["received"] == "a boolean"

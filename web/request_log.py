@@ -33,18 +33,14 @@ def log_requests(app: Flask) -> None:
         if rid := request_id.current():
             response.headers[HEADER] = rid
         elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+        method, path, status = request.method, request.path, response.status_code
         log.info(
             "%s %s %d %.1fms",
-            request.method,
-            request.path,
-            response.status_code,
+            method,
+            path,
+            status,
             elapsed_ms,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(elapsed_ms, 3),
-            },
+            extra={"method": method, "path": path, "status": status, "duration_ms": round(elapsed_ms, 3)},
         )
         return response
 
