@@ -7,7 +7,10 @@ settings. The stack is HTTP -> Flask -> Redis -> `celery -A tasks worker -Q pred
 back; the baseline (bench/inprocess_app.py) predicts inside the web process, the plan's
 design. One interleaved run measures single-row latency at 1 client (p50, p99), throughput
 at 32 clients (wrk, from Debian's `wrk` package), and a 10,000-row request, then prints
-the ratios. Needs the README's PostgreSQL-free part only: Redis.
+the ratios. A third side, `relay` (bench/relay_app.py), sends the same predictions over the
+same lane and worker with none of the API's per-request work, so the output separates the
+cost of the dispatch from the cost of that work. Needs the README's PostgreSQL-free part
+only: Redis.
 """
 
 from __future__ import annotations
@@ -159,6 +162,12 @@ def main() -> None:
         "--worker-pool", default="threads", help="the predict worker's pool (threads, as make run starts it)"
     )
     parser.add_argument("--worker-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--no-relay",
+        dest="relay",
+        action="store_false",
+        help="leave out the third side: the dispatch path without the API's per-request work",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/predict.py needs wrk: apt-get install wrk")
@@ -175,7 +184,7 @@ def main() -> None:
     subprocess.run(
         [str(BIN / "flask"), "--app", "web", "models", "train-demo"], env=env, check=True, capture_output=True
     )
-    stack_port, baseline_port = free_port(), free_port()
+    stack_port, baseline_port, relay_port = free_port(), free_port(), free_port()
     gunicorn = [
         str(BIN / "gunicorn"),
         "--no-control-socket",  # gunicorn 27's default socket path is one per user
@@ -206,6 +215,9 @@ def main() -> None:
     stack = [*gunicorn, "--bind", f"127.0.0.1:{stack_port}", "web:create_app()"]
     baseline = [*gunicorn, "--bind", f"127.0.0.1:{baseline_port}", "--chdir", str(ROOT / "bench")]
     commands = [worker, stack, [*baseline, "inprocess_app:create_app()"]]
+    if options.relay:
+        relay = [*gunicorn, "--bind", f"127.0.0.1:{relay_port}", "--chdir", str(ROOT / "bench")]
+        commands.append([*relay, "relay_app:create_app()"])
     processes = [
         subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=log) for command in commands
     ]
@@ -213,13 +225,17 @@ def main() -> None:
         wait_http(stack_port, processes[1])
         wait_http(baseline_port, processes[2])
         sides = {"stack": stack_port, "baseline": baseline_port}
+        groups = {"web": [processes[1]], "worker": [processes[0]], "baseline": [processes[2]]}
+        if options.relay:
+            wait_http(relay_port, processes[3])
+            sides["relay"] = relay_port
+            groups["relay"] = [processes[3]]
         latencies(sides, 50)  # warm up: connections, first predictions
 
         single = {side: [] for side in sides}
         rates = {side: [] for side in sides}
         big = {side: [] for side in sides}
         cpu = {side: {} for side in sides}
-        groups = {"web": [processes[1]], "worker": [processes[0]], "baseline": [processes[2]]}
         redis_client = redis.Redis.from_url(f"{REDIS}/{BROKER_DB}")
         for round_ in range(1, options.rounds + 1):
             for side, samples in latencies(sides, options.requests).items():
@@ -248,16 +264,20 @@ def main() -> None:
             busy = {name: statistics.median(values) for name, values in cpu[side].items()}
             busy = {name: value for name, value in busy.items() if value >= 1}
             print(f"  {side:<10} " + ", ".join(f"{name} {value:,.0f}" for name, value in busy.items()))
-        p50 = percentile(single["stack"], 0.5) / percentile(single["baseline"], 0.5)
-        # Each round's two throughput runs follow each other: the ratio within a round is
-        # the least disturbed by the host's slow spells.
-        pairs = zip(rates["stack"], rates["baseline"], strict=True)
-        rate = statistics.median(stack / base for stack, base in pairs)
-        print(f"\np50 latency ratio (stack / in-process): {p50:.2f}x   (goal <= 1.5x)")
-        print(
-            f"throughput ratio at 32 clients (stack / in-process, median of the rounds' ratios): {rate:.2f}x"
-            "   (goal >= 1.0x)"
-        )
+        print()
+        for side in [side for side in sides if side != "baseline"]:
+            p50 = percentile(single[side], 0.5) / percentile(single["baseline"], 0.5)
+            # Each round's throughput runs follow each other: the ratio within a round is
+            # the least disturbed by the host's slow spells.
+            pairs = zip(rates[side], rates["baseline"], strict=True)
+            rate = statistics.median(own / base for own, base in pairs)
+            goal = "   (goal <= 1.5x)" if side == "stack" else ""
+            print(f"p50 latency ratio ({side} / in-process): {p50:.2f}x{goal}")
+            goal = "   (goal >= 1.0x)" if side == "stack" else ""
+            print(
+                f"throughput ratio at 32 clients ({side} / in-process, median of the rounds' ratios): "
+                f"{rate:.2f}x{goal}"
+            )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

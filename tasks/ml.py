@@ -179,10 +179,12 @@ def calls_of(requests: Iterable[Any]) -> list[Call]:
 
 
 def serve(calls: list[Call]) -> str:
-    metrics.observe_batch_size(len(calls))
     # Only queued jobs (no caller waiting on a reply key) are polled for "running".
     mark_started(app, [call for call in calls if not waits_on_reply(call)])
-    publish_outcomes(app, run_batch(calls))
+    try:
+        publish_outcomes(app, run_batch(calls))
+    finally:
+        metrics.observe_batch_size(len(calls))  # once the callers have their answers
     _report_new_versions()
     return BATCH_DONE
 

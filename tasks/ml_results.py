@@ -116,7 +116,6 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
     """Store every outcome and push it to its caller's reply list, in one round trip."""
     backend = app.backend
     done = datetime.now(UTC).isoformat()
-    count_predictions((request.args[0] if request.args else None, outcome) for request, outcome in outcomes)
     keep_s = int(backend.expires or 3600)
     commands: list[tuple] = []
     for request, outcome in outcomes:
@@ -130,4 +129,7 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
             commands.append(("EXPIRE", request.reply_to, REPLY_TTL_S))
         else:  # a bot's `send_task`: its AsyncResult.get() listens here
             commands.append(("PUBLISH", key, encoded))
-    send_all(backend.client, commands)
+    try:
+        send_all(backend.client, commands)
+    finally:  # counted once the callers have their answers, and counted if Redis failed
+        count_predictions((call.args[0] if call.args else None, outcome) for call, outcome in outcomes)
