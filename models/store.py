@@ -298,9 +298,11 @@ class ModelStore:
             lock.release()
 
     def preload(self) -> dict[str, str | None]:
-        """Load every listed model: name -> None if loaded, else why not. Never raises."""
+        """Load every listed model (and drop those that left the directory): name -> None
+        if loaded, else why not. Never raises."""
         results: dict[str, str | None] = {}
         try:
+            self._forget_missing()
             files = self.list()
         except Exception:
             log.exception("cannot list the model directory")

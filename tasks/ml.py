@@ -43,6 +43,7 @@ from tasks.ml_results import (
     waits_on_reply,
 )
 from tasks.model_registry import report_loaded
+from tasks.model_watch import ModelWatch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ QUEUE = "predict"
 _serves_predictions = False
 _store: ModelStore | None = None
 _lane: LaneServer | None = None
+_watch: ModelWatch | None = None
 
 
 def store() -> ModelStore:
@@ -90,6 +92,8 @@ def _start_lane(threads: int) -> None:
 @worker_shutdown.connect
 @worker_process_shutdown.connect
 def _stop_lane(**_: Any) -> None:
+    if _watch is not None:
+        _watch.stop()
     if _lane is not None:
         _lane.stop()
 
@@ -108,6 +112,8 @@ def _preload_models() -> None:
     for name, error in failed.items():
         log.error("model %s not loaded: %s", name, error)
     _report_new_versions()
+    global _watch
+    _watch = ModelWatch(store(), _report_new_versions).start()
     gc.freeze()  # the models and libraries stay: the collector's passes skip them
 
 
@@ -209,11 +215,16 @@ _reported: dict[str, str] = {}
 
 
 def _report_new_versions() -> None:
-    """Tell the web about a model version this process loaded since it last reported."""
+    """Tell the web about a model version this process loaded since it last reported.
+    Never raises: it runs after the callers were answered, and a later call retries."""
     global _reported
     loaded = store().loaded()
     if loaded != _reported:
-        report_loaded(app.backend.client, store())
+        try:
+            report_loaded(app.backend.client, store())
+        except (redis.RedisError, ModelError) as exc:
+            log.warning("could not report the loaded models: %s", exc)
+            return
         _reported = loaded
 
 

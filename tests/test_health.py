@@ -32,8 +32,8 @@ def web(env, tmp_path, database_url, clean):
 def workers(env, tmp_path, database_url):
     started: list[Worker] = []
 
-    def start(queues: str, pool: str = "prefork") -> Worker:
-        worker = Worker(env, tmp_path, queues=queues, concurrency=1, pool=pool)
+    def start(queues: str, pool: str = "prefork", **overrides: str) -> Worker:
+        worker = Worker({**env, **overrides}, tmp_path, queues=queues, concurrency=1, pool=pool)
         started.append(worker)
         return worker.wait_ready()
 
@@ -92,6 +92,34 @@ def test_not_ready_names_the_queue_no_live_worker_consumes(web, workers, zoo):
     assert workers_check["queues"]["predict"]
     assert "trades" in workers_check["error"]
     assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_a_model_dropped_in_is_loaded_and_ready_without_a_prediction(web, workers, zoo, tmp_path, pool):
+    # Readiness must not wait for a first prediction: a balancer that acts on /readyz
+    # would send none while the new model counts as missing.
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(get_models_dir() / "gbm.txt", models / "first.txt")
+    server = web(MODEL_DIR=str(models))
+    workers("predict", pool=pool, MODEL_DIR=str(models))
+    workers("trades")
+    wait_for(lambda: ready(server), 60, "/readyz to answer 200 with the first model")
+
+    staged = models / ".dropped.txt.part"  # hidden: the store never lists it
+    shutil.copy(get_models_dir() / "gbm.txt", staged)
+    os.replace(staged, models / "dropped.txt")
+
+    def both_loaded() -> list[dict] | None:
+        body = ready(server)
+        loaded = body["checks"]["models"]["loaded"] if body else []
+        return sorted(loaded, key=lambda model: model["name"]) if len(loaded) == 2 else None
+
+    loaded = wait_for(both_loaded, 30, "/readyz to count the dropped-in model as loaded")
+    version = version_of(models / "dropped.txt")
+    assert loaded == [{"name": "dropped.txt", "version": version}, {"name": "first.txt", "version": version}]
+    status, entry = server.get_json("/api/v1/ml/models/dropped.txt")
+    assert status == 200 and entry["loaded"] is True and entry["n_features"] == 5
 
 
 def test_not_ready_says_what_is_down_and_liveness_does_not_care(web, tmp_path, zoo):

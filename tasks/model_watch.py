@@ -1,0 +1,54 @@
+"""Each predict worker process looks at MODEL_DIR every few seconds on its own.
+
+A model dropped in under a new name is loaded, and a replaced file's new version too,
+without waiting for a prediction to ask for it: /readyz then counts the new model as
+loaded within seconds, and no caller pays a model's load time. A file that failed to
+load is not tried again until it changes (the store remembers the failure per version).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+WATCH_EVERY_S = 2.0
+
+
+class ModelWatch:
+    def __init__(self, store: ModelStore, loaded: Callable[[], None], every_s: float = WATCH_EVERY_S):
+        self._store = store
+        self._loaded = loaded  # called after each look: reports what this process holds
+        self._every_s = every_s
+        self._stopping = threading.Event()
+        self._told: dict[str, str] = {}  # name -> the failure last logged
+        self._thread = threading.Thread(target=self._run, name="model-watch", daemon=True)
+
+    def start(self) -> ModelWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def look(self) -> None:
+        """Load what is new or changed in the directory, drop what left it, and report."""
+        outcome = self._store.preload()
+        for name, error in outcome.items():
+            if error and self._told.get(name) != error:
+                log.warning("model %s not loaded: %s", name, error)
+            elif not error and name in self._told:
+                log.info("model %s loaded", name)
+        self._told = {name: error for name, error in outcome.items() if error}
+        self._loaded()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._every_s):
+            try:
+                self.look()
+            except Exception:  # the next look tries again; serving goes on meanwhile
+                log.exception("looking at the model directory failed")
