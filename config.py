@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # data is stale.
     predict_expires_s: float = Field(default=60.0, gt=0)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
+    # The longest a database statement may run (or wait for a lock); the client gives up
+    # a few seconds later on a server that stopped answering (db/timeouts.py).
+    database_statement_timeout_s: float = Field(default=30.0, gt=0)
 
     # Serving processes: gunicorn (gunicorn.conf.py) and Flower (flowerconfig.py).
     web_bind: str = "127.0.0.1:5173"

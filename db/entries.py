@@ -40,6 +40,10 @@ class UpdateEntry:
 Entry = RecordEntry | UpdateEntry
 
 
+class UnstorableEntry(ValueError):
+    """An entry that can never be stored as it is (beyond what field validation says)."""
+
+
 def _with_job(body: dict[str, Any], job_id: str | None) -> dict[str, Any]:
     if job_id is not None:
         body["job_id"] = job_id
@@ -47,13 +51,13 @@ def _with_job(body: dict[str, Any], job_id: str | None) -> dict[str, Any]:
 
 
 def entry_from_json(data: Any) -> Entry:
-    """Parse a spooled entry; raises ValueError (or pydantic's ValidationError) if invalid."""
+    """Parse a spooled entry; raises UnstorableEntry (or pydantic's ValidationError) if invalid."""
     if not isinstance(data, dict):
-        raise ValueError("an entry must be a JSON object")
+        raise UnstorableEntry("an entry must be a JSON object")
     job_id = data.get("job_id")
     if data.get("kind") == "record":
         return RecordEntry(TradeRecord.from_dict(data.get("trade")), job_id)
     if data.get("kind") == "update":
         trade_id = TRADE_ID.validate_python(data.get("trade_id"))
         return UpdateEntry(trade_id, TradeUpdate.from_dict(data.get("updates")), job_id)
-    raise ValueError(f"unknown entry kind {data.get('kind')!r}")
+    raise UnstorableEntry(f"unknown entry kind {data.get('kind')!r}")

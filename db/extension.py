@@ -8,21 +8,21 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, event
 
 from db.models import Base
+from db.timeouts import connect_args
 
-database = SQLAlchemy(
-    metadata=Base.metadata,
-    engine_options={
-        # A connection broken by a database restart is noticed before it is used.
-        "pool_pre_ping": True,
-        "connect_args": {"connect_timeout": 5},
-    },
-)
+database = SQLAlchemy(metadata=Base.metadata)
 
 
-def flask_config(database_url: str) -> dict:
+def flask_config(database_url: str, statement_timeout_s: float = 30.0) -> dict:
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            # A connection broken by a database restart is noticed before it is used.
+            "pool_pre_ping": True,
+            # No call waits forever: statement timeout, keepalives, a client deadline.
+            "connect_args": connect_args(statement_timeout_s),
+        },
     }
 
 

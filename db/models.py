@@ -51,6 +51,9 @@ class TradeHistory(Base):
     close_timestamp: Mapped[datetime | None]
     agent_votes: Mapped[dict[str, Any] | None]
     signals: Mapped[dict[str, Any] | None]
+    # Per update field, the order of the change it holds (`TradeUpdate.updated_at` in µs):
+    # an older change arriving late (replayed, redelivered) leaves the field alone.
+    update_stamps: Mapped[dict[str, Any] | None]
 
 
 class PendingTradeUpdate(Base):

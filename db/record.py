@@ -9,8 +9,10 @@ import this module without the rest of the project.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -70,16 +72,45 @@ def _iso_text_or_datetime(value: Any) -> Any:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
     try:
-        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise ValueError("must lie between 0001-01-01 and 9999-12-31 in UTC") from None
+
+
+def _storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters: PostgreSQL cannot store them")
+    return value
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """What PostgreSQL's jsonb can hold: finite numbers, no NUL, valid Unicode, bounded size."""
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except ValueError as exc:
         raise ValueError("must not contain NaN or infinite numbers") from exc
-    if len(encoded.encode()) > MAX_JSON_FIELD_BYTES:
+    try:
+        size = len(encoded.encode())
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no unpaired surrogates)") from None
+    if size > MAX_JSON_FIELD_BYTES:
         raise ValueError(f"must be at most {MAX_JSON_FIELD_BYTES} bytes of JSON")
+    if any("\x00" in text for text in _strings_in(value)):
+        raise ValueError("must not contain NUL (\\u0000) characters: PostgreSQL cannot store them")
     return value
 
 
@@ -99,13 +130,15 @@ Symbol = Annotated[
     Strict(),
     StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9/._:-]*$"),
 ]
-ShortText = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32)]
+ShortText = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=32), AfterValidator(_storable_text)
+]
 Positive = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Confidence = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
 Flag = Annotated[bool, Strict()]
-JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_storable_json)]
 
 _CONFIG = ConfigDict(extra="forbid")
 
@@ -176,6 +209,10 @@ class TradeUpdate:
     won: Flag | None = None
     closed: Flag | None = None
     close_timestamp: UtcDatetime | None = None
+    # When the bot made the change. The journal keeps, per field, the value of the newest
+    # change, so an update replayed from a spool or redelivered late never overwrites a
+    # newer one. The bot client stamps it when the bot does not.
+    updated_at: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> TradeUpdate:
@@ -185,8 +222,19 @@ class TradeUpdate:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields this update sets, JSON-ready."""
+        """The fields this update sets (and its `updated_at`), JSON-ready."""
         return _UPDATE.dump_python(self, mode="json", exclude_none=True)
+
+    def stamped(self, at: datetime | None = None) -> TradeUpdate:
+        """This update with its `updated_at` set (to `at`, or now) if it had none."""
+        if self.updated_at is not None:
+            return self
+        return dataclasses.replace(self, updated_at=at or utc_now())
+
+    @property
+    def order(self) -> int:
+        """Where this change stands among the trade's changes: `updated_at` in microseconds."""
+        return stamp_of(self.updated_at) if self.updated_at is not None else 0
 
     @classmethod
     def from_dict(cls, data: Any) -> TradeUpdate:
@@ -198,6 +246,15 @@ class TradeUpdate:
 _RECORD = TypeAdapter(TradeRecord)
 _UPDATE = TypeAdapter(TradeUpdate)
 TRADE_ID = TypeAdapter(TradeId)
+
+
+def stamp_of(moment: datetime) -> int:
+    """A UTC moment as whole microseconds since the epoch: an order that compares exactly."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def describe_errors(error: ValidationError, root: str = "body") -> list[dict[str, str]]:

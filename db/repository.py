@@ -44,8 +44,12 @@ _LOCK_TRADE_IDS = text(
 
 @dataclass
 class Conflict:
-    record: TradeRecord
+    entry: RecordEntry
     stored: dict[str, Any]
+
+    @property
+    def record(self) -> TradeRecord:
+        return self.entry.record
 
     def differing_fields(self) -> list[str]:
         mine = self.record.opening_fields()
@@ -58,6 +62,7 @@ class WriteOutcome:
     duplicates: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     updated: int = 0
+    stale: int = 0  # updates older than what each of their fields already holds
     pending: int = 0
 
 
@@ -83,55 +88,60 @@ class TradeRepository:
             return outcome
         trade_ids = sorted({entry.trade_id for entry in entries})
         self.session.execute(_LOCK_TRADE_IDS, {"namespace": _LOCK_NAMESPACE, "trade_ids": trade_ids})
-        stored = self._opening_fields_of(trade_ids)
+        stored, stamps = self._stored_of(trade_ids)
 
         new_rows: dict[str, dict[str, Any]] = {}
         for entry in entries:
             if isinstance(entry, RecordEntry):
-                self._admit_record(entry.record, stored, new_rows, outcome)
+                self._admit_record(entry, stored, new_rows, outcome)
+        for trade_id in new_rows:
+            stamps[trade_id] = {}
 
-        for pending in self._take_pending(list(new_rows)):
-            _merge_update(new_rows[pending.trade_id], pending.update)
-
-        changes: dict[str, dict[str, Any]] = {}
+        updates = [entry for entry in entries if isinstance(entry, UpdateEntry)]
+        changed: dict[str, dict[str, Any]] = {}
         parked = []
-        for entry in entries:
-            if not isinstance(entry, UpdateEntry):
-                continue
+        for entry in [*self._take_pending(list(new_rows)), *updates]:
             if entry.trade_id in new_rows:
-                _merge_update(new_rows[entry.trade_id], entry.update)
+                target = new_rows[entry.trade_id]
             elif entry.trade_id in stored:
-                _merge_update(changes.setdefault(entry.trade_id, {}), entry.update)
+                target = changed.setdefault(entry.trade_id, {})
             else:
                 parked.append({"trade_id": entry.trade_id, "updates": entry.update.to_dict()})
+                continue
+            if not _merge_newest(target, stamps[entry.trade_id], entry.update):
+                outcome.stale += 1
 
         if new_rows:
+            for trade_id, row in new_rows.items():
+                row["update_stamps"] = stamps[trade_id] or None
             # A plain INSERT goes out as SQLAlchemy's batched "insertmanyvalues"; with
             # ON CONFLICT it would be one round trip per row. The locks above already
             # keep out a second row for the same trade.
             self.session.execute(insert(TradeHistory.__table__), list(new_rows.values()))
-        for trade_id, values in changes.items():
+        changed = {trade_id: values for trade_id, values in changed.items() if values}
+        for trade_id, values in changed.items():
             self.session.execute(
                 update(TradeHistory)
                 .where(TradeHistory.trade_id == trade_id)
                 .where(TradeHistory.timestamp == stored[trade_id]["timestamp"])
-                .values(**values)
+                .values(**values, update_stamps=stamps[trade_id])
             )
         if parked:
             self.session.execute(insert(PendingTradeUpdate), parked)
 
         outcome.inserted = list(new_rows)
-        outcome.updated = len(changes)
+        outcome.updated = len(changed)
         outcome.pending = len(parked)
         return outcome
 
     def _admit_record(
         self,
-        record: TradeRecord,
+        entry: RecordEntry,
         stored: dict[str, dict[str, Any]],
         new_rows: dict[str, dict[str, Any]],
         outcome: WriteOutcome,
     ) -> None:
+        record = entry.record
         known = stored.get(record.trade_id)
         if known is None and record.trade_id in new_rows:
             known = {name: new_rows[record.trade_id][name] for name in OPENING_FIELDS}
@@ -140,14 +150,21 @@ class TradeRepository:
         elif record.opening_fields() == known:
             outcome.duplicates.append(record.trade_id)
         else:
-            outcome.conflicts.append(Conflict(record, known))
+            outcome.conflicts.append(Conflict(entry, known))
 
-    def _opening_fields_of(self, trade_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _stored_of(self, trade_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+        """The stored trades' opening fields, and the order of each field's last change."""
         columns = [getattr(TradeHistory, name) for name in OPENING_FIELDS]
         rows = self.session.execute(
-            select(TradeHistory.trade_id, *columns).where(TradeHistory.trade_id.in_(trade_ids))
+            select(TradeHistory.trade_id, TradeHistory.update_stamps, *columns).where(
+                TradeHistory.trade_id.in_(trade_ids)
+            )
         )
-        return {row.trade_id: {name: getattr(row, name) for name in OPENING_FIELDS} for row in rows}
+        opening, stamps = {}, {}
+        for row in rows:
+            opening[row.trade_id] = {name: getattr(row, name) for name in OPENING_FIELDS}
+            stamps[row.trade_id] = dict(row.update_stamps or {})
+        return opening, stamps
 
     def _take_pending(self, trade_ids: list[str]) -> list[UpdateEntry]:
         if not trade_ids:
@@ -284,8 +301,21 @@ def _row_of(record: TradeRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in (*OPENING_FIELDS, "trade_id", *UPDATE_FIELDS)}
 
 
-def _merge_update(target: dict[str, Any], update_: TradeUpdate) -> None:
-    target.update(update_values(update_))
+def _merge_newest(target: dict[str, Any], stamps: dict[str, int], update_: TradeUpdate) -> bool:
+    """Apply the fields of `update_` that are at least as new as what each one holds;
+    False when every field already holds a newer change.
+
+    A field a record set has no stamp and yields to any update; two unstamped updates
+    apply in arrival order.
+    """
+    order = update_.order
+    applied = False
+    for name, value in update_values(update_).items():
+        if order >= stamps.get(name, -1):
+            target[name] = value
+            stamps[name] = order
+            applied = True
+    return applied
 
 
 def update_values(update_: TradeUpdate) -> dict[str, Any]:

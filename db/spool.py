@@ -12,6 +12,11 @@ chunks. After each chunk the callback returned for, the byte offset reached is s
 in `<segment>.done`; a segment is deleted only when all of it is done. A crash at any
 point therefore repeats at most one chunk (the writer's idempotency absorbs that) and
 never loses one. The spool's directory must be on a local disk (flock).
+
+A full disk never strands what is spooled: an append that fails takes its partial
+bytes back out (and raises, so its caller keeps the entries), and a drain needs no new
+space to make progress (its bookkeeping, the done offset and the quarantine of torn
+lines, is skipped with a warning when the disk refuses it).
 """
 
 from __future__ import annotations
@@ -59,10 +64,15 @@ class Spool:
             created = not path.exists()
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+                size = os.fstat(fd).st_size
                 if not created and _ends_torn(fd):
                     payload = b"\n" + payload
-                _write_all(fd, payload)
-                os.fsync(fd)
+                try:
+                    _write_all(fd, payload)
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)  # no half-written entries: the caller keeps them all
+                    raise
             finally:
                 os.close(fd)
             if created:
@@ -132,7 +142,7 @@ class Spool:
             if len(chunk) >= chunk_size:
                 apply(chunk)
                 report.applied += len(chunk)
-                _save_done_offset(segment, end)
+                _save_done_offset(segment, end)  # best effort: without it a crash repeats more
                 chunk = []
         if chunk:
             apply(chunk)
@@ -166,12 +176,17 @@ class Spool:
                 yield entry, position
 
     def _quarantine(self, segment: Path, raw: bytes) -> None:
+        # A torn line is what a writer that died mid-append left: its caller was never told
+        # it was spooled. It is kept for a person to look at, if the disk has room.
         folder = self.directory / "quarantine"
-        folder.mkdir(exist_ok=True)
-        with (folder / f"{segment.stem}.bad").open("ab") as handle:
-            handle.write(raw if raw.endswith(b"\n") else raw + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            folder.mkdir(exist_ok=True)
+            with (folder / f"{segment.stem}.bad").open("ab") as handle:
+                handle.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            log.warning("spool %s: the torn line was not kept in quarantine: %s", segment.name, exc)
 
     @contextmanager
     def _lock(self, name: str, blocking: bool = True) -> Iterator[bool]:
@@ -226,11 +241,15 @@ def _done_offset(segment: Path) -> int:
 def _save_done_offset(segment: Path, offset: int) -> None:
     done = _done_path(segment)
     partial = done.with_name(done.name + ".tmp")
-    with partial.open("w") as handle:
-        handle.write(str(offset))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, done)
+    try:
+        with partial.open("w") as handle:
+            handle.write(str(offset))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, done)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        log.warning("spool %s: progress not saved (%s); a crash now repeats more of it", segment.name, exc)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -6,6 +6,7 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from db import timeouts
 from db.timescale import include_name, include_object
 
 config = context.config
@@ -38,7 +39,11 @@ def run_migrations_online():
 
     conf_args = dict(current_app.extensions["migrate"].configure_args)
     conf_args.setdefault("process_revision_directives", process_revision_directives)
+    # A migration may rewrite a large table: no statement timeout, no client deadline.
+    timeouts.configure(None)
     with target_db.engine.connect() as connection:
+        connection.exec_driver_sql("SET statement_timeout = 0")
+        connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_db.metadata,

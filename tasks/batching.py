@@ -2,20 +2,25 @@
 
 celery-batches buffers a task's messages in the worker's consumer and runs them as one
 call, so a batch of trades costs one transaction instead of one per trade. For a
-journal three things are added here:
+journal, what happens to each message follows the failure model (`tasks.failures`):
 
-* a batch whose pool process dies (SIGKILL, OOM, time limit) or that raises has its
-  messages rejected back to the queue, like `task_reject_on_worker_lost` does for
-  ordinary tasks (celery-batches would leave them unacknowledged, or acknowledge them);
-* a redelivered message runs in a batch of its own, so a poison message cannot keep
-  taking its neighbours down with it;
-* its deliveries are counted in the broker's Redis, and past
-  `JOURNAL_MAX_REDELIVERIES` it is dead-lettered instead of run again.
+* **stored, spooled or dead-lettered:** acknowledged;
+* **stored nowhere** (the database and the spool both unavailable), or the batch raised
+  an error nobody knows: the message is *held*, unacknowledged, and tried again with a
+  growing backoff. It stays in the broker (the transport keeps its visibility fresh, so
+  no other worker takes it meanwhile), it is counted in `journal_held_entries` and in
+  `/readyz`, and it never counts as a redelivery;
+* **the pool process died** (SIGKILL, OOM, time limit): its messages are rejected back
+  to the queue, like `task_reject_on_worker_lost` does for ordinary tasks. A redelivered
+  message runs in a batch of its own, so a poison message cannot take its neighbours
+  down with it, and its runs are counted: once it has been delivered
+  `JOURNAL_MAX_REDELIVERIES` times without an outcome it is dead-lettered instead.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -26,14 +31,62 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
 from config import get_settings
+from tasks import metrics
 from tasks.factory import FlaskTask
+from tasks.failures import brief, classify
+from tasks.journal import count_outage
 
 log = logging.getLogger(__name__)
 
-DELIVERY_COUNT_TTL_S = 7 * 24 * 3600
-# What a batch returns when it has dealt with every message. Anything else (celery-batches
-# turns an exception into None) sends the batch's messages back to the queue.
+# What a batch returns when it has dealt with every message; `{"held": [ids]}` names the
+# messages stored nowhere. Anything else (celery-batches turns an exception into None)
+# holds the whole batch.
 BATCH_DONE = "done"
+HELD_KEY_PREFIX = "journal:held:"
+HELD_REPORT_TTL_S = 90
+MAX_HOLD_BACKOFF_S = 30.0
+
+
+class JournalLedger:
+    """What the consumer keeps in the results' Redis: how often each redelivered message
+    ran without an outcome, and how many messages each worker holds (for /readyz)."""
+
+    KEY_PREFIX = "journal:redeliveries:"
+    TTL_S = 7 * 24 * 3600
+
+    def __init__(self, url: str):
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+    def report_held(self, key: str, count: int) -> None:
+        """Best effort: a worker that vanished stops renewing its report, which then expires."""
+        try:
+            if count:
+                self._redis.set(key, count, ex=HELD_REPORT_TTL_S)
+            else:
+                self._redis.delete(key)
+        except redis.RedisError as exc:
+            log.debug("could not report the held messages: %s", brief(exc))
+
+    def begin(self, task_id: str) -> int:
+        """Count a run; returns the deliveries so far, the first (uncounted) one included."""
+        with self._redis.pipeline() as pipe:
+            pipe.incr(self.KEY_PREFIX + task_id)
+            pipe.expire(self.KEY_PREFIX + task_id, self.TTL_S)
+            count, _ = pipe.execute()
+        return int(count) + 1
+
+    def undo(self, task_id: str) -> None:
+        """The run ended without its process dying (it was held): it does not count."""
+        self._best_effort(self._redis.decr, task_id)
+
+    def forget(self, task_id: str) -> None:
+        self._best_effort(self._redis.delete, task_id)
+
+    def _best_effort(self, command: Callable[[str], Any], task_id: str) -> None:
+        try:
+            command(self.KEY_PREFIX + task_id)
+        except redis.RedisError as exc:
+            log.warning("could not update the delivery count of %s: %s", task_id, brief(exc))
 
 
 class JournalBatches(FlaskTask, Batches):
@@ -47,7 +100,21 @@ class JournalBatches(FlaskTask, Batches):
     #: Called in the consumer with a request that exceeded its redeliveries.
     on_poison: Callable[[SimpleRequest, int], None] | None = None
 
-    _counter: redis.Redis | None = None
+    _shared_ledger: JournalLedger | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[Request] = []
+        self._retry_timer: Any = None
+        self._hold_backoff_s = 0.0
+        self._timer: Any = None
+        self._held_key = f"{HELD_KEY_PREFIX}{socket.gethostname()}:{self.name}"
+
+    def Strategy(self, task: Batches, app: Any, consumer: Any) -> Callable:
+        handler = super().Strategy(task, app, consumer)
+        self._timer = consumer.timer  # the consumer's event loop: held messages are retried on it
+        self._held_key = f"{HELD_KEY_PREFIX}{consumer.hostname}:{self.name}"
+        return handler
 
     def flush(self, requests: Collection[Request]) -> None:
         fresh = [request for request in requests if not request.delivery_info.get("redelivered")]
@@ -57,14 +124,21 @@ class JournalBatches(FlaskTask, Batches):
             if request.delivery_info.get("redelivered"):
                 self._run_suspect(request)
 
+    # -- redelivered messages ----------------------------------------------------------
+
     def _run_suspect(self, request: Request) -> None:
-        deliveries = self._count_delivery(request.id)
+        try:
+            deliveries = self._ledger().begin(request.id)
+        except redis.RedisError as exc:  # the count cannot be kept now: wait, uncounted
+            count_outage(classify(exc), exc)
+            self._hold([request])
+            return
         limit = get_settings().journal_max_redeliveries
         if deliveries <= limit:
-            self._run_batch([request])
+            self._run_batch([request], suspect=True)
             return
         log.error(
-            "%s %s was redelivered %d times (limit %d): dead-lettered, not run again",
+            "%s %s was delivered %d times without an outcome (limit %d): dead-lettered, not run again",
             request.name,
             request.id,
             deliveries,
@@ -73,28 +147,54 @@ class JournalBatches(FlaskTask, Batches):
         try:
             if self.on_poison is not None:
                 self.on_poison(SimpleRequest.from_request(request), deliveries)
-        except Exception:
-            log.exception("could not dead-letter %s: requeued instead", request.id)
-            request.reject(requeue=True)
+        except Exception as exc:  # the dead-letter folder refused: hold it, uncounted
+            count_outage(classify(exc), exc)
+            self._ledger().undo(request.id)
+            self._hold([request])
             return
         request.acknowledge()
+        self._ledger().forget(request.id)
 
-    def _run_batch(self, requests: list[Request]) -> None:
-        def requeue(reason: object) -> None:
-            # Every message goes back to the queue, to be retried alone.
-            log.warning("batch of %d %s messages failed (%r): requeued", len(requests), self.name, reason)
-            for request in requests:
-                request.reject(requeue=True)
+    def _ledger(self) -> JournalLedger:
+        if JournalBatches._shared_ledger is None:
+            JournalBatches._shared_ledger = JournalLedger(get_settings().celery_result_backend)
+        return JournalBatches._shared_ledger
 
+    # -- running a batch ---------------------------------------------------------------
+
+    def _run_batch(self, requests: list[Request], suspect: bool = False) -> None:
         def on_return(result: Any) -> None:
-            if result != BATCH_DONE:
-                requeue("the batch raised; see the error logged before")
-                return
+            if result == BATCH_DONE:
+                held: set[str] = set()
+            elif isinstance(result, dict):
+                held = set(result.get("held") or ())
+            else:
+                log.error("batch of %d %s messages raised (logged above): held", len(requests), self.name)
+                held = {request.id for request in requests}
+            kept = [request for request in requests if request.id in held]
             for request in requests:
-                request.acknowledge()
+                if request.id not in held:
+                    request.acknowledge()
+                    if suspect:
+                        self._ledger().forget(request.id)
+            if kept:
+                for request in kept if suspect else ():
+                    self._ledger().undo(request.id)
+                self._hold(kept)
+            else:
+                self._hold_backoff_s = 0.0
 
         def on_error(exc_info: ExceptionInfo) -> None:
-            requeue(exc_info.exception)  # the pool process died or hit its time limit
+            # The pool process died or hit its time limit: every message goes back to
+            # the queue, to be run alone and counted.
+            log.warning(
+                "batch of %d %s messages lost its process (%r): requeued",
+                len(requests),
+                self.name,
+                exc_info.exception,
+            )
+            for request in requests:
+                request.reject(requeue=True)
 
         simple = [SimpleRequest.from_request(request) for request in requests]
         self._pool.apply_async(
@@ -104,12 +204,30 @@ class JournalBatches(FlaskTask, Batches):
             error_callback=on_error,
         )
 
-    def _count_delivery(self, task_id: str) -> int:
-        if JournalBatches._counter is None:
-            JournalBatches._counter = redis.Redis.from_url(get_settings().celery_broker_url)
-        key = f"journal:redeliveries:{task_id}"
-        with JournalBatches._counter.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, DELIVERY_COUNT_TTL_S)
-            count, _ = pipe.execute()
-        return int(count) + 1  # the first delivery was not counted
+    # -- held messages -----------------------------------------------------------------
+
+    def _hold(self, requests: list[Request]) -> None:
+        self._held.extend(requests)
+        metrics.HELD.inc(len(requests))
+        self._report_held()
+        if self._retry_timer is None and self._timer is not None:
+            base = max(0.1, get_settings().journal_db_backoff_s)
+            self._hold_backoff_s = min(MAX_HOLD_BACKOFF_S, max(base, self._hold_backoff_s * 2))
+            log.warning(
+                "%d %s messages held unacknowledged; trying them again in %.1fs",
+                len(self._held),
+                self.name,
+                self._hold_backoff_s,
+            )
+            self._retry_timer = self._timer.call_after(self._hold_backoff_s, self._retry_held)
+
+    def _retry_held(self) -> None:
+        self._retry_timer = None
+        held, self._held = self._held, []
+        metrics.HELD.dec(len(held))
+        self._report_held()
+        if held:
+            self.flush(held)
+
+    def _report_held(self) -> None:
+        self._ledger().report_held(self._held_key, len(self._held))

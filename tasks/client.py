@@ -7,9 +7,15 @@
 
 Records are validated here (a bad one raises `pydantic.ValidationError` in the bot, where
 it can be fixed) and sent as the `trades.record` / `trades.update` tasks. When the broker
-cannot be reached they are appended to the local outbox (`SPOOL_DIR/outbox`) and the call
-returns; the outbox is sent, in order, before the next message once the broker answers,
-and a background thread keeps trying every `retry_interval_s` in the meantime.
+cannot take them (down, or refusing writes) they are appended to the local outbox
+(`SPOOL_DIR/outbox`) and the call returns; the outbox is sent, in order, before the next
+message once the broker answers, and a background thread keeps trying every
+`retry_interval_s` in the meantime. Only when the outbox's disk refuses too does a call
+raise (`JournalUnavailable`): the trade was journaled nowhere.
+
+Every update is stamped with `updated_at` (the bot's clock, strictly increasing in this
+process) unless the bot gives one, so the journal applies the newest change of each
+field whatever order the messages arrive in.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +34,20 @@ from celery import Celery
 
 from config import get_settings
 from db.entries import Entry, RecordEntry, UpdateEntry
-from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from db.record import TRADE_ID, TradeRecord, TradeUpdate, utc_now
 from db.spool import Spool
 from tasks import metrics
+from tasks.failures import brief
 from tasks.publish import BROKER_DOWN, LeanPublisher
 from tasks.redis_transport import transport_for
 
 log = logging.getLogger(__name__)
 
 QUEUE = "trades"
+
+
+class JournalUnavailable(Exception):
+    """Neither the broker nor the local outbox took the entry: it was journaled nowhere."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class TradeJournal:
         self._stopping = threading.Event()
         self._flusher: threading.Thread | None = None
         self._backlog = self._outbox.waiting() > 0
+        self._last_stamp: datetime | None = None
         if self._backlog:
             self._start_flusher()
 
@@ -87,9 +100,15 @@ class TradeJournal:
         return self._send(RecordEntry(TradeRecord.from_dict(record), _new_job_id()))
 
     def update_trade(self, trade_id: str, **updates: Any) -> Enqueued:
-        """Journal a change to a trade (close, exit_price, realized_pnl, fees, won, ...)."""
-        entry = UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates), _new_job_id())
-        return self._send(entry)
+        """Journal a change to a trade (close, exit_price, realized_pnl, fees, won, ...).
+
+        `updated_at` (when the change happened) defaults to now; where two changes of a
+        field meet, the newer one wins, whatever order they reach the journal in.
+        """
+        update = TradeUpdate.from_dict(updates)
+        with self._order_lock:
+            update = update.stamped(self._next_stamp())
+        return self._send(UpdateEntry(TRADE_ID.validate_python(trade_id), update, _new_job_id()))
 
     def flush(self) -> bool:
         """Send what the outbox holds; True when it is empty afterwards."""
@@ -98,7 +117,7 @@ class TradeJournal:
                 report = self._outbox.drain(self._publish_spooled, chunk_size=100)
             except BROKER_DOWN as exc:
                 self._failed_at = time.monotonic()
-                log.info("broker still unreachable (%s); the outbox keeps its entries", exc)
+                log.info("broker still unavailable (%s); the outbox keeps its entries", brief(exc))
                 return False
             if report is None:
                 return False  # another process is sending it right now
@@ -127,6 +146,14 @@ class TradeJournal:
 
     # -- internals ----------------------------------------------------------------
 
+    def _next_stamp(self) -> datetime:
+        # Two updates of one bot process never share a stamp, even within a microsecond.
+        now = utc_now()
+        if self._last_stamp is not None and now <= self._last_stamp:
+            now = self._last_stamp + timedelta(microseconds=1)
+        self._last_stamp = now
+        return now
+
     def _send(self, entry: Entry) -> Enqueued:
         with self._order_lock:
             if self._may_publish():
@@ -136,8 +163,14 @@ class TradeJournal:
                     return Enqueued(entry.trade_id, entry.job_id, spooled=False)
                 except BROKER_DOWN as exc:
                     self._failed_at = time.monotonic()
-                    log.warning("broker unreachable (%s): %s kept in the outbox", exc, entry.job_id)
-            self._outbox.append([entry.to_json()])
+                    log.warning("broker unavailable (%s): %s kept in the outbox", brief(exc), entry.job_id)
+            try:
+                self._outbox.append([entry.to_json()])
+            except OSError as exc:
+                raise JournalUnavailable(
+                    f"the broker is unavailable and the outbox ({self._outbox.directory}) refused "
+                    f"the entry: {exc}; trade {entry.trade_id} was not journaled"
+                ) from exc
             metrics.OUTBOX_SPOOLED.inc()
             self._backlog = True
         self._start_flusher()

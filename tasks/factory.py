@@ -24,7 +24,8 @@ class FlaskTask(Task):
 
 def create_worker_flask_app() -> Flask:
     app = Flask("tasks")
-    app.config.from_mapping(flask_config(get_settings().database_url))
+    settings = get_settings()
+    app.config.from_mapping(flask_config(settings.database_url, settings.database_statement_timeout_s))
     database.init_app(app)
     return app
 

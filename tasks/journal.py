@@ -1,9 +1,10 @@
-"""The worker's write path: validate, write with retries, spool while the database is down.
+"""The worker's write path: write with retries, spool while the database is down,
+dead-letter what can never be stored. Every error is sorted by `tasks.failures`.
 
 Three directories under SPOOL_DIR:
 `replay/` holds entries waiting for the database (drained by `trades.replay_spool`),
-`dead-letter/` keeps what was refused (invalid, conflicting, poison) for a person to
-look at, and `outbox/` is the bot client's (see `tasks.client`).
+`dead-letter/` keeps what was refused (invalid, conflicting, unstorable, poison) for a
+person to look at, and `outbox/` is the bot client's (see `tasks.client`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential
 
 from config import get_settings
 from db.entries import Entry, entry_from_json
@@ -31,8 +23,19 @@ from db.record import describe_errors
 from db.repository import TradeRepository, WriteOutcome
 from db.spool import DrainReport, Spool
 from tasks import metrics
+from tasks.dead_letters import json_safe
+from tasks.failures import Failure, Verdict, brief, classify
 
 log = logging.getLogger(__name__)
+
+
+class StoredNowhere(Exception):
+    """Neither the database nor the spool took these entries (replay stops on it)."""
+
+    def __init__(self, entries: Sequence[Entry], cause: BaseException):
+        super().__init__(f"{len(entries)} entries stored nowhere: {brief(cause)}")
+        self.entries = list(entries)
+        self.cause = cause
 
 
 def replay_spool() -> Spool:
@@ -43,16 +46,18 @@ def dead_letters() -> Spool:
     return Spool(get_settings().spool_dir / "dead-letter")
 
 
-def is_database_down(exc: BaseException) -> bool:
-    """Errors that mean 'cannot reach the database', as opposed to 'bad data'."""
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
 def dead_letter(reason: str, payload: Any) -> None:
-    dead_letters().append([{"reason": reason, "at": datetime.now(UTC).isoformat(), "payload": payload}])
+    """Keep a refused entry for a person. Its content cannot make this fail (NaN, bytes,
+    depth are written as text); only the spool's disk can, and then it raises OSError."""
+    letter = {"reason": reason, "at": datetime.now(UTC).isoformat(), "payload": json_safe(payload)}
+    dead_letters().append([letter])
     metrics.DEAD_LETTERS.labels(reason=reason.split(":", 1)[0]).inc()
+
+
+def count_outage(verdict: Verdict, error: BaseException) -> None:
+    metrics.OUTAGES.labels(dependency=verdict.dependency).inc()
+    if not verdict.known:  # no rule for it: treated as an outage, shown with its traceback
+        log.error("unexpected error, handled as an outage: %s", brief(error), exc_info=error)
 
 
 def parse_spooled(items: Iterable[dict[str, Any]]) -> list[Entry]:
@@ -61,42 +66,43 @@ def parse_spooled(items: Iterable[dict[str, Any]]) -> list[Entry]:
     for item in items:
         try:
             entries.append(entry_from_json(item))
-        except ValidationError as exc:
-            log.error("invalid spooled entry dead-lettered: %s", describe_errors(exc))
-            dead_letter(f"invalid: {describe_errors(exc)}", item)
-        except ValueError as exc:
-            log.error("invalid spooled entry dead-lettered: %s", exc)
-            dead_letter(f"invalid: {exc}", item)
+        except Exception as exc:
+            if classify(exc).failure is not Failure.UNSTORABLE:
+                raise
+            problems = describe_errors(exc) if hasattr(exc, "errors") else str(exc)
+            log.error("invalid spooled entry dead-lettered: %s", problems)
+            dead_letter(f"invalid: {problems}", item)
     return entries
 
 
-def persist(entries: Sequence[Entry], *, retries: int | None = None, spool: bool = True) -> None:
-    """Write entries to the database; when it stays unreachable, spool them.
+def persist(entries: Sequence[Entry], *, retries: int | None = None, spool: bool = True) -> list[Entry]:
+    """Write entries to the database; while it stays unavailable, spool them.
 
-    With `spool=False` a database outage is raised to the caller instead.
+    Returns the entries stored nowhere: the database was unavailable and the spool (or,
+    for an unstorable entry, the dead-letter folder) refused them too. The caller keeps
+    them (the worker holds their messages). With `spool=False` (the replay), a database
+    outage raises instead of spooling.
     """
     if not entries:
-        return
+        return []
     try:
         outcome = _write_with_retries(entries, retries)
     except Exception as exc:
-        if is_database_down(exc):
-            if not spool:
-                raise
-            replay_spool().append(entry.to_json() for entry in entries)
-            metrics.SPOOLED.inc(len(entries))
-            log.warning("database unreachable (%s): %d entries spooled", _brief(exc), len(entries))
-            return
-        if not isinstance(exc, DBAPIError):
+        verdict = classify(exc, talking_to="database")
+        if verdict.failure is Failure.UNSTORABLE:
+            return _isolate_unstorable(entries, exc, retries, spool)
+        count_outage(verdict, exc)
+        if not spool:
             raise
-        _isolate_bad_entry(entries, exc, retries, spool)
-        return
-    _report(outcome)
+        return _spool(entries, exc)
+    return _report(outcome)
 
 
 def replay(chunk: list[dict[str, Any]]) -> None:
-    """Apply a chunk of the replay spool; a database outage stops the drain."""
-    persist(parse_spooled(chunk), retries=0, spool=False)
+    """Apply a chunk of the replay spool; an outage stops the drain (the chunk stays)."""
+    nowhere = persist(parse_spooled(chunk), retries=0, spool=False)
+    if nowhere:
+        raise StoredNowhere(nowhere, OSError("the dead-letter folder refused an entry"))
     metrics.REPLAYED.inc(len(chunk))
 
 
@@ -108,7 +114,7 @@ def _write_with_retries(entries: Sequence[Entry], retries: int | None) -> WriteO
     settings = get_settings()
     attempts = (settings.journal_db_retries if retries is None else retries) + 1
     retrying = Retrying(
-        retry=retry_if_exception(is_database_down),
+        retry=retry_if_exception(lambda exc: classify(exc, talking_to="database").unavailable),
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=settings.journal_db_backoff_s, max=30),
         before_sleep=before_sleep_log(log, logging.WARNING),
@@ -123,22 +129,50 @@ def _write_with_retries(entries: Sequence[Entry], retries: int | None) -> WriteO
     raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
-def _isolate_bad_entry(entries: Sequence[Entry], exc: DBAPIError, retries: int | None, spool: bool) -> None:
-    # The database refused the data itself (not the connection): write the entries
-    # one by one so that only the offending one is dead-lettered.
+def _spool(entries: Sequence[Entry], cause: BaseException) -> list[Entry]:
+    try:
+        replay_spool().append(entry.to_json() for entry in entries)
+    except Exception as exc:
+        count_outage(classify(exc), exc)
+        log.error(
+            "database unavailable (%s) and the spool refused (%s): %d entries stay in the broker",
+            brief(cause),
+            brief(exc),
+            len(entries),
+        )
+        return list(entries)
+    metrics.SPOOLED.inc(len(entries))
+    log.warning("database unavailable (%s): %d entries spooled", brief(cause), len(entries))
+    return []
+
+
+def _isolate_unstorable(
+    entries: Sequence[Entry], exc: BaseException, retries: int | None, spool: bool
+) -> list[Entry]:
+    # The database (or its driver) refused the data itself: halve the batch until the
+    # entry at fault is alone, so that only it is dead-lettered, at its first try.
     if len(entries) == 1:
-        log.error("entry refused by the database, dead-lettered: %s", _brief(exc))
-        dead_letter(f"refused: {_brief(exc)}", entries[0].to_json())
-        return
-    for entry in entries:
-        persist([entry], retries=retries, spool=spool)
+        log.error("entry %s can never be stored, dead-lettered: %s", entries[0].trade_id, brief(exc))
+        try:
+            dead_letter(f"unstorable: {brief(exc)}", entries[0].to_json())
+        except Exception as spool_error:  # only the disk can refuse (json_safe never raises)
+            count_outage(classify(spool_error), spool_error)
+            return list(entries)
+        return []
+    middle = len(entries) // 2
+    return [
+        *persist(entries[:middle], retries=retries, spool=spool),
+        *persist(entries[middle:], retries=retries, spool=spool),
+    ]
 
 
-def _report(outcome: WriteOutcome) -> None:
+def _report(outcome: WriteOutcome) -> list[Entry]:
     metrics.WRITTEN.labels(outcome="inserted").inc(len(outcome.inserted))
     metrics.WRITTEN.labels(outcome="duplicate").inc(len(outcome.duplicates))
     metrics.WRITTEN.labels(outcome="updated").inc(outcome.updated)
+    metrics.WRITTEN.labels(outcome="stale").inc(outcome.stale)
     metrics.WRITTEN.labels(outcome="pending").inc(outcome.pending)
+    kept = []
     for conflict in outcome.conflicts:
         fields = conflict.differing_fields()
         log.error(
@@ -147,12 +181,12 @@ def _report(outcome: WriteOutcome) -> None:
             ", ".join(fields),
         )
         metrics.CONFLICTS.inc()
-        dead_letter(
-            f"conflict: differs in {', '.join(fields)}",
-            {"kind": "record", "trade": conflict.record.to_dict()},
-        )
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+        try:
+            dead_letter(
+                f"conflict: differs in {', '.join(fields)}",
+                {"kind": "record", "trade": conflict.record.to_dict()},
+            )
+        except Exception as exc:
+            count_outage(classify(exc), exc)
+            kept.append(conflict.entry)
+    return kept

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from models.base import ModelError
 
@@ -46,6 +46,16 @@ CONFLICTS = Counter("journal_conflicts", "Records refused because their trade_id
 SPOOLED = Counter("journal_spooled_entries", "Entries spooled because the database was down")
 REPLAYED = Counter("journal_replayed_entries", "Spooled entries replayed into the database")
 DEAD_LETTERS = Counter("journal_dead_letters", "Entries dead-lettered, by reason", ["reason"])
+OUTAGES = Counter(
+    "journal_outages",
+    "Operations of the journal that found a dependency unavailable (after their retries)",
+    ["dependency"],
+)
+HELD = Gauge(
+    "journal_held_entries",
+    "Trade messages a worker holds unacknowledged: neither the database nor the spool takes them",
+    multiprocess_mode="livesum",
+)
 
 # -- trade journal (publishing side: the web's TradeJournal, or a bot's) ---------------
 OUTBOX_SPOOLED = Counter(

@@ -35,6 +35,7 @@ from tasks.replies import Replies
 log = logging.getLogger(__name__)
 
 QUEUE = "predict"
+WAIT_MARGIN_S = 2.0
 ISSUED_PREFIX = "ml:job:"
 STATUS_OF = {
     states.PENDING: "pending",
@@ -78,11 +79,16 @@ class PredictionClient:
         )
         self._connection = self._celery.connection_for_write(broker_url)
         self._publisher = LeanPublisher(self._celery, self._connection)
-        self._results = redis.Redis.from_url(result_url, socket_connect_timeout=2, socket_timeout=30)
-        # Waits block in Redis (BRPOP with the caller's timeout), so no socket timeout here;
-        # keepalive notices a connection that died meanwhile.
+        self._results = redis.Redis.from_url(result_url, socket_connect_timeout=2, socket_timeout=5)
+        # Waits block in Redis (BRPOP with the caller's timeout): the socket waits a little
+        # longer than the longest wait, so a Redis gone silent fails the request instead
+        # of holding its thread for ever.
+        self._longest_wait_s = settings.predict_timeout_s
         waits = redis.Redis.from_url(
-            result_url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True
+            result_url,
+            socket_connect_timeout=2,
+            socket_timeout=self._longest_wait_s + WAIT_MARGIN_S,
+            socket_keepalive=True,
         )
         self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.ml_results
         self._keep_s = int(self._celery.backend.expires or 86400)
@@ -103,6 +109,7 @@ class PredictionClient:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id.
         `nan_free`: the caller checked that the features hold no NaN (a faster encoding)."""
         job_id = str(uuid.uuid4())
+        timeout_s = min(timeout_s, self._longest_wait_s)
         try:
             if self._lane is not None:
                 items = [[job_id, features]]

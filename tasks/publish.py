@@ -14,23 +14,16 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-import kombu.exceptions
-import redis.exceptions
 from celery import Celery
 from kombu import Connection
 from kombu.utils.json import dumps
 
 from tasks import request_id
+from tasks.failures import BROKER_UNAVAILABLE
 
-# What a publish raises when the broker cannot take a message now; callers fall back on
-# these. A Redis at `maxmemory` refuses every write (OOM) until memory is freed.
-BROKER_DOWN = (
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.OutOfMemoryError,
-    OSError,
-)
+# What a publish raises when the broker cannot take a message now (down, or refusing
+# writes: maxmemory, NOREPLICAS, READONLY, MISCONF); callers fall back on these.
+BROKER_DOWN = BROKER_UNAVAILABLE
 
 
 class LeanPublisher:
@@ -49,7 +42,7 @@ class LeanPublisher:
         reply_to: str | None = None,
         expires: datetime | None = None,
     ) -> None:
-        """Send task `name` to `queue`; raises the broker's connection errors."""
+        """Send task `name` to `queue`; raises one of BROKER_DOWN when the broker cannot take it."""
         headers, properties, body, _ = self._app.amqp.as_task_v2(
             task_id, name, args=args, argsrepr=argsrepr, kwargsrepr="{}", reply_to=reply_to, expires=expires
         )

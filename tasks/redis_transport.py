@@ -16,6 +16,16 @@ as unacknowledged, and another to acknowledge it, each through a freshly built
   (its writes are idempotent); outside a worker's event loop (a bot, a threads pool's
   threads) acks are immediate.
 
+Two things make a worker outlast a broker that is there but refuses (`tasks.failures`):
+
+* a reply refusing writes (NOREPLICAS, READONLY after a failover, MISCONF, OOM) pauses
+  consuming with a growing backoff instead of ending the worker, and acknowledgements
+  and rejections the broker refused are kept and sent again;
+* the worker renews the visibility of every message it holds (their `unacked_index`
+  score) every quarter of the visibility timeout, so kombu's sweep only ever returns
+  the messages of a worker that is gone, never those a live worker still holds (in a
+  batch, in a long database retry, or held through an outage).
+
 The data in Redis is kombu's own (queues, `unacked`, `unacked_index`), so workers on
 this transport and on kombu's stock one can share a broker, and kombu's visibility
 timeout still restores what a vanished worker held. Selected for redis:// brokers by
@@ -24,6 +34,7 @@ timeout still restores what a vanished worker held. Selected for redis:// broker
 
 from __future__ import annotations
 
+import logging
 import threading
 from queue import Empty
 from time import monotonic, time
@@ -34,8 +45,14 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 
+from tasks.failures import BROKER_UNAVAILABLE, brief
+
+log = logging.getLogger(__name__)
+
 TRANSPORT = "tasks.redis_transport:Transport"
 MAX_BULK_FETCH = 100
+RETRY_REFUSED_S = 1.0
+MAX_CONSUME_PAUSE_S = 10.0
 
 # KEYS: unacked hash, unacked index, then the lists to take from in order (kombu's BRPOP
 # order: priority first, then the queue cycle); ARGV: how many, now. Records each message
@@ -69,10 +86,17 @@ def transport_for(broker_url: str) -> str | None:
     return TRANSPORT if urlparse(broker_url).scheme in ("redis", "rediss") else None
 
 
+def _on_event_loop() -> bool:
+    # The hub is not thread-safe: off its thread (a threads pool's threads) nothing waits.
+    return get_event_loop() is not None and threading.current_thread() is threading.main_thread()
+
+
 class QoS(kombu_redis.QoS):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._acks: list[str] = []
+        self._refused: list[tuple[str, bool]] = []  # rejections the broker refused: (tag, requeue)
+        self._retry_scheduled = False
         self.recorded: set[str] = set()  # taken by the Lua script, already in Redis
 
     def append(self, message, delivery_tag):
@@ -83,29 +107,91 @@ class QoS(kombu_redis.QoS):
             super().append(message, delivery_tag)
 
     def ack(self, delivery_tag):
-        hub = get_event_loop()
-        if hub is None or threading.current_thread() is not threading.main_thread():
-            # No loop, or a pool thread (threads pool): the hub is not thread-safe.
-            super().ack(delivery_tag)
+        if not _on_event_loop():
+            try:
+                super().ack(delivery_tag)
+            except BROKER_UNAVAILABLE as exc:
+                # The broker's copy comes back after the visibility timeout; the journal's
+                # writes are idempotent and a prediction is only answered once.
+                log.warning("the broker refused an acknowledgement (%s)", brief(exc))
+                virtual.QoS.ack(self, delivery_tag)
             return
         if not self._acks:
-            hub.call_soon(self._flush_acks)
+            get_event_loop().call_soon(self._flush_acks)
         self._acks.append(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            super().reject(delivery_tag, requeue)
+        except BROKER_UNAVAILABLE as exc:
+            if not _on_event_loop():
+                log.warning("the broker refused a rejection (%s)", brief(exc))
+                virtual.QoS.ack(self, delivery_tag)
+                return
+            self._refused.append((delivery_tag, requeue))
+            self._retry_later(exc)
 
     def _flush_acks(self) -> None:
         tags, self._acks = self._acks, []
-        with self.pipe_or_acquire() as pipe:
-            for tag in tags:
-                self._remove_from_indices(tag, pipe)
-            pipe.execute()
+        if not tags:
+            return
+        try:
+            with self.pipe_or_acquire() as pipe:
+                for tag in tags:
+                    self._remove_from_indices(tag, pipe)
+                pipe.execute()
+        except BROKER_UNAVAILABLE as exc:
+            self._acks[:0] = tags  # still held (and kept visible): sent again shortly
+            self._retry_later(exc)
+            return
         for tag in tags:
             virtual.QoS.ack(self, tag)
+
+    def _retry_later(self, exc: BaseException) -> None:
+        if self._retry_scheduled:
+            return
+        log.warning(
+            "the broker refused %d acknowledgements and %d rejections (%s): sent again in %gs",
+            len(self._acks),
+            len(self._refused),
+            brief(exc),
+            RETRY_REFUSED_S,
+        )
+        self._retry_scheduled = True
+        get_event_loop().call_later(RETRY_REFUSED_S, self._retry_refused)
+
+    def _retry_refused(self) -> None:
+        self._retry_scheduled = False
+        refused, self._refused = self._refused, []
+        for tag, requeue in refused:
+            self.reject(tag, requeue)
+        self._flush_acks()
+
+    def refresh_visibility(self) -> None:
+        """Mark every message this channel holds as delivered now, so no sweep returns it."""
+        tags = [tag for tag in list(self._delivered) if tag not in self._dirty]
+        if tags:
+            with self.channel.conn_or_acquire() as client:
+                client.zadd(self.unacked_index_key, dict.fromkeys(tags, time()), xx=True)
+
+    def restore_visible(self, *args, **kwargs):
+        try:
+            return super().restore_visible(*args, **kwargs)
+        except BROKER_UNAVAILABLE as exc:  # the sweep runs again on its next turn
+            log.debug("restoring timed-out messages failed: %s", brief(exc))
 
     def restore_unacked_once(self, stderr=None):
         # On close, what was acknowledged must not be restored to the queue.
         if self._acks:
             self._flush_acks()
-        return super().restore_unacked_once(stderr)
+        try:
+            return super().restore_unacked_once(stderr)
+        except BROKER_UNAVAILABLE as exc:
+            log.warning(
+                "could not return held messages to the queue (%s): they come back after the "
+                "visibility timeout",
+                brief(exc),
+            )
 
 
 class Channel(kombu_redis.Channel):
@@ -114,6 +200,8 @@ class Channel(kombu_redis.Channel):
     _take_and_record = None
     _blmove_supported: bool | None = None
     _waiting_without_popping = False
+    _paused_until = 0.0
+    _pause_s = 0.0
 
     def __init__(self, *args, **kwargs):
         self._no_ack_queues: set[str] = set()
@@ -143,6 +231,8 @@ class Channel(kombu_redis.Channel):
         )
 
     def _brpop_start(self, timeout=None):
+        if monotonic() < self._paused_until:
+            return  # the broker refused lately: the next loop turn asks again
         if not self._waits_without_popping():
             self._waiting_without_popping = False
             return super()._brpop_start(timeout)
@@ -160,6 +250,24 @@ class Channel(kombu_redis.Channel):
         self.client.connection.send_command("BLMOVE", watched, watched, "RIGHT", "RIGHT", timeout or 0)
 
     def _brpop_read(self, **options):
+        try:
+            delivered = self._read_and_take(**options)
+        except self.connection_errors:
+            raise  # kombu reconnects
+        except BROKER_UNAVAILABLE as exc:  # a reply refusing: NOREPLICAS, READONLY, MISCONF, OOM
+            self._pause_consuming(exc)
+            raise Empty() from None
+        if self._pause_s:
+            log.info("the broker takes writes again: consuming goes on")
+            self._pause_s = 0.0
+        return delivered
+
+    def _pause_consuming(self, exc: BaseException) -> None:
+        self._pause_s = min(MAX_CONSUME_PAUSE_S, max(0.5, self._pause_s * 2))
+        self._paused_until = monotonic() + self._pause_s
+        log.warning("the broker refuses (%s): consuming paused for %gs", brief(exc), self._pause_s)
+
+    def _read_and_take(self, **options):
         if not self._waiting_without_popping:
             delivered = super()._brpop_read(**options)
             if delivered:
@@ -204,3 +312,15 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+    def register_with_event_loop(self, connection, loop):
+        super().register_with_event_loop(connection, loop)
+        visibility_timeout = connection.client.transport_options.get("visibility_timeout", 3600)
+        loop.call_repeatedly(max(1.0, visibility_timeout / 4), self._refresh_visibility)
+
+    def _refresh_visibility(self) -> None:
+        for channel in list(self.cycle._channels):
+            try:
+                channel.qos.refresh_visibility()
+            except BROKER_UNAVAILABLE as exc:  # tried again on the next turn
+                log.debug("renewing the visibility of held messages failed: %s", brief(exc))

@@ -2,71 +2,101 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery_batches import SimpleRequest
-from pydantic import ValidationError
 
-from db.entries import Entry, RecordEntry, UpdateEntry
+from db.entries import Entry, RecordEntry, UnstorableEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate, describe_errors
 from tasks import app, request_id
 from tasks.batching import BATCH_DONE, JournalBatches
-from tasks.journal import dead_letter, drain_replay_spool, is_database_down, persist
+from tasks.failures import Failure, brief, classify
+from tasks.journal import StoredNowhere, count_outage, dead_letter, drain_replay_spool, persist
 
 log = logging.getLogger(__name__)
+
+# A record sent by name must say who it is: a default made at each delivery (a new id, the
+# time of delivery) would store a redelivered record twice.
+REQUIRED_ON_THE_TASK_PATH = ("trade_id", "timestamp")
 
 
 def _call_of(request: SimpleRequest) -> dict[str, Any]:
     return {"task": request.name, "id": request.id, "args": request.args, "kwargs": request.kwargs}
 
 
-def _parse(requests: list[SimpleRequest], build) -> list[Entry]:
-    entries = []
+def _parse(requests: list[SimpleRequest], build: Callable[..., Entry]) -> tuple[list[Entry], list[str]]:
+    """The entries of a batch's messages, and the ids of the messages kept unparsed (their
+    dead letter could not be written)."""
+    entries, kept = [], []
     for request in requests:
         # Each message of the batch is handled under the request id it came with.
         with request_id.bound(request_id.of_message(request.request_dict)) as rid:
-            entry = _parse_one(request, build)
+            try:
+                entry = _parse_one(request, build)
+            except Exception as exc:  # the dead-letter folder refused: the message waits
+                count_outage(classify(exc), exc)
+                kept.append(request.id)
+                continue
             if entry is not None:
                 entries.append(entry)
                 if rid is not None:  # sent over HTTP: one line per message, to follow the request
                     log.info("%s %s: trade %s taken into a batch", request.name, request.id, entry.trade_id)
-    return entries
+    return entries, kept
 
 
-def _parse_one(request: SimpleRequest, build) -> Entry | None:
+def _parse_one(request: SimpleRequest, build: Callable[..., Entry]) -> Entry | None:
     try:
-        return build(request.id, *request.args, **request.kwargs)
-    except ValidationError as exc:
-        problems = describe_errors(exc)
-        log.error("%s %s refused, dead-lettered: %s", request.name, request.id, problems)
-        dead_letter(f"invalid: {problems}", _call_of(request))
+        inspect.signature(build).bind(request.id, *request.args, **request.kwargs)
     except TypeError as exc:
         log.error("%s %s has wrong arguments, dead-lettered: %s", request.name, request.id, exc)
         dead_letter(f"invalid: {exc}", _call_of(request))
+        return None
+    try:
+        return build(request.id, *request.args, **request.kwargs)
+    except Exception as exc:
+        if classify(exc).failure is not Failure.UNSTORABLE:
+            raise
+        problems = describe_errors(exc) if hasattr(exc, "errors") else str(exc)
+        log.error("%s %s refused, dead-lettered: %s", request.name, request.id, problems)
+        dead_letter(f"invalid: {problems}", _call_of(request))
     return None
 
 
 def _record_entry(job_id: str, trade: Any) -> RecordEntry:
+    if isinstance(trade, dict):
+        missing = [name for name in REQUIRED_ON_THE_TASK_PATH if trade.get(name) is None]
+        if missing:
+            raise UnstorableEntry(
+                f"a trades.record message must carry {' and '.join(missing)} "
+                "(a default made at delivery would double the trade on redelivery)"
+            )
     return RecordEntry(TradeRecord.from_dict(trade), job_id)
 
 
 def _update_entry(job_id: str, trade_id: Any, updates: Any) -> UpdateEntry:
-    return UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates), job_id)
+    # An update without `updated_at` is ordered by the time a worker first handles it.
+    return UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates).stamped(), job_id)
+
+
+def _write(requests: list[SimpleRequest], build: Callable[..., Entry]) -> str | dict[str, list[str]]:
+    entries, kept = _parse(requests, build)
+    kept += [entry.job_id for entry in persist(entries) if entry.job_id is not None]
+    return {"held": kept} if kept else BATCH_DONE
 
 
 @app.task(name="trades.record", base=JournalBatches)
-def record(requests: list[SimpleRequest]) -> str:
+def record(requests: list[SimpleRequest]) -> str | dict[str, list[str]]:
     """Insert trades, idempotently: the same record twice is stored once."""
-    persist(_parse(requests, _record_entry))
-    return BATCH_DONE
+    return _write(requests, _record_entry)
 
 
 @app.task(name="trades.update", base=JournalBatches)
-def update(requests: list[SimpleRequest]) -> str:
-    """Apply updates; one that arrives before its trade is kept until the trade lands."""
-    persist(_parse(requests, _update_entry))
-    return BATCH_DONE
+def update(requests: list[SimpleRequest]) -> str | dict[str, list[str]]:
+    """Apply updates, the newest per field; one that arrives before its trade is kept."""
+    return _write(requests, _update_entry)
 
 
 @app.task(name="trades.replay_spool", ignore_result=False)
@@ -75,9 +105,10 @@ def replay_spool() -> dict[str, int] | None:
     try:
         report = drain_replay_spool()
     except Exception as exc:
-        if not is_database_down(exc):
-            raise
-        log.warning("database still unreachable; spooled entries wait for the next replay")
+        cause = exc.cause if isinstance(exc, StoredNowhere) else exc
+        verdict = classify(cause)  # a database error says so; anything else is the spool's disk
+        count_outage(verdict, cause)
+        log.warning("replay stopped, %s unavailable (%s): the spool waits", verdict.dependency, brief(cause))
         return None
     if report is None:
         return None  # another process is draining
@@ -87,7 +118,7 @@ def replay_spool() -> dict[str, int] | None:
 
 
 def _dead_letter_poison(request: SimpleRequest, deliveries: int) -> None:
-    dead_letter(f"poison: redelivered {deliveries} times", _call_of(request))
+    dead_letter(f"poison: its worker died {deliveries} times while writing it", _call_of(request))
 
 
 JournalBatches.on_poison = staticmethod(_dead_letter_poison)

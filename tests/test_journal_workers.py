@@ -215,23 +215,30 @@ def test_a_message_that_keeps_killing_its_worker_is_dead_lettered_after_the_cap(
     assert "dead-lettered, not run again" in worker.log()
 
 
-def test_a_batch_that_fails_is_requeued_not_acknowledged(clean, engine, env, start_worker, tmp_path):
-    # SPOOL_DIR is a file, so dead-lettering the invalid message fails and its batch
-    # raises; the message must come back until the folder is usable, not be dropped.
+def test_a_message_whose_dead_letter_cannot_be_written_is_held_not_dropped_nor_counted(
+    clean, engine, env, start_worker, tmp_path
+):
+    # SPOOL_DIR is a file, so dead-lettering the invalid message fails: the spool's disk
+    # is unavailable (class a). The message must stay in the broker, held by the worker
+    # and tried again, never acknowledged, never counted as a redelivery.
     broken = tmp_path / "not-a-folder"
     broken.write_text("")
-    worker = start_worker(SPOOL_DIR=str(broken), JOURNAL_MAX_REDELIVERIES="1000")
+    worker = start_worker(SPOOL_DIR=str(broken), JOURNAL_MAX_REDELIVERIES="1")
     app = sender(env)
     app.send_task("trades.record", args=[{"symbol": "BTC/USDT", "side": "sideways"}], queue="trades")
-    wait_for(lambda: worker.log().count("requeued") >= 2, 60, "the failing batch to be requeued twice")
+    wait_for(lambda: worker.log().count("held unacknowledged") >= 3, 60, "the message to be tried 3 times")
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    assert broker.hlen("unacked") == 1  # still the broker's, held by the worker
 
     broken.unlink()
     broken.mkdir()
     letters = broken / "dead-letter" / "active.jsonl"
     wait_for(letters.exists, 60, "the message to be dead-lettered once the folder works")
+    wait_for(lambda: broker.hlen("unacked") == 0, 30, "the message to be acknowledged")
     app.close()
     [letter] = [json.loads(line) for line in letters.read_text().splitlines()]
     assert letter["reason"].startswith("invalid") and letter["payload"]["args"][0]["side"] == "sideways"
+    assert "redelivered" not in worker.log() and "requeued" not in worker.log()
 
 
 def test_sigterm_lets_the_running_batch_finish_and_returns_the_rest_to_the_queue(

@@ -23,7 +23,7 @@ def create_app() -> Flask:
     settings = get_settings()
     app = Flask(__name__, static_folder=None)  # no static files: no /static route
     app.config.from_mapping(
-        flask_config(settings.database_url),
+        flask_config(settings.database_url, settings.database_statement_timeout_s),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
     )
     app.json.sort_keys = False

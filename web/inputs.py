@@ -26,6 +26,8 @@ def json_body() -> Any:
             body = json.loads(raw)
         except ValueError:
             body = None
+        except RecursionError:  # nested deeper than Python's parser goes (orjson: 1024)
+            raise ApiError(400, "malformed_json", "the request body is nested too deeply") from None
     if body is None:
         raise ApiError(400, "malformed_json", "the request body must be a JSON document")
     return body

@@ -12,10 +12,8 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-import kombu.exceptions
 import numpy
 import orjson
-import redis.exceptions
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
@@ -23,6 +21,7 @@ from config import get_settings
 from models.base import check_type
 from models.store import ModelFile, ModelStore
 from models.validation import features_array
+from tasks.failures import BROKER_ERRORS
 from tasks.predictions import PredictionClient, PredictionTimeout
 from web.errors import ApiError, error_response
 from web.inputs import body_as
@@ -30,11 +29,6 @@ from web.inputs import body_as
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ml", __name__)
-REDIS_DOWN = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-)
 
 DESCRIBED = ("n_features", "feature_names", "input_kind", "sequence_length", "fixed_sequence_length")
 
@@ -53,7 +47,7 @@ def _redis_down(error: Exception):
     return error_response(503, "broker_unavailable", "Redis (broker and results) does not answer; try again")
 
 
-for _down in REDIS_DOWN:
+for _down in BROKER_ERRORS:  # down, silent, or refusing writes: all the same to a caller
     blueprint.register_error_handler(_down, _redis_down)
 
 

@@ -6,12 +6,13 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, url_for
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.extension import database
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.repository import TradeRepository, trade_as_dict
-from tasks.client import Enqueued, TradeJournal
+from tasks.client import Enqueued, JournalUnavailable, TradeJournal
+from tasks.failures import brief
 from web.errors import ApiError, error_response, invalid
 from web.inputs import body_as, query
 from web.schemas import StatsQuery, TradeQuery
@@ -21,11 +22,25 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("trades", __name__)
 
 
-@blueprint.errorhandler(OperationalError)
-def _database_down(error: OperationalError):
-    # Writes go through the broker (or the outbox); only reads need the database.
-    log.warning("trade database unavailable: %s", error.orig)
-    return error_response(503, "database_unavailable", "the trade database does not answer; try again")
+@blueprint.errorhandler(SQLAlchemyError)
+def _database_down(error: SQLAlchemyError):
+    # Writes go through the broker (or the outbox); only reads need the database. Input
+    # is checked before it reaches a query, so any database error here is the server's:
+    # down, silent, read-only, mid-migration.
+    log.warning("trade database unavailable: %s", brief(error))
+    response = error_response(503, "database_unavailable", "the trade database does not answer; try again")
+    response[0].headers["Retry-After"] = "5"
+    return response
+
+
+@blueprint.errorhandler(JournalUnavailable)
+def _journal_unavailable(error: JournalUnavailable):
+    log.error("trade not journaled: %s", error)
+    response = error_response(
+        503, "journal_unavailable", "neither the broker nor this server's outbox takes the trade; try again"
+    )
+    response[0].headers["Retry-After"] = "5"
+    return response
 
 
 def _journal() -> TradeJournal:
