@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 MAX_JSON_FIELD_BYTES = 16_384
+MAX_FIELD_PATH = 8  # parts of a field's path an error names
 
 # Fields a record fixes when the trade opens. A second record with the same trade_id
 # must agree on all of them, or it is a conflict; the other fields may change later.
@@ -261,6 +262,9 @@ def describe_errors(error: ValidationError, root: str = "body") -> list[dict[str
     """A JSON-safe list of `{"field", "message"}`, one per problem (`root`: the whole input)."""
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in item["loc"]) or root
+        location = [str(part) for part in item["loc"]]
+        if len(location) > MAX_FIELD_PATH:  # deep JSON: where it starts is what helps
+            location = [*location[:MAX_FIELD_PATH], "..."]
+        field = ".".join(location) or root
         problems.append({"field": field, "message": item["msg"]})
     return problems

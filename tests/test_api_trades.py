@@ -54,6 +54,7 @@ def assert_error(response, status: int, field: str | None = None) -> dict:
 
 
 VALID = {"symbol": "BTC/USDT", "side": "buy", "amount": 0.5, "entry_price": 42_000.0}
+VALID_JSON = json.dumps(VALID).encode()
 
 
 def test_a_valid_trade_is_enqueued_as_trades_record(http):
@@ -107,6 +108,22 @@ BAD_TRADES = [
     ({"side": "buy"}, "symbol"),
     ([VALID], "body"),
     ("a string", "body"),
+    # Values PostgreSQL can never store are refused here, not dead-lettered later.
+    ({**VALID, "market_regime": "bull\u0000"}, "market_regime"),
+    ({**VALID, "agent_votes": {"momentum": "buy\u0000"}}, "agent_votes"),
+    ({**VALID, "signals": {"rsi\u0000": 30}}, "signals"),
+    ({**VALID, "timestamp": "9999-12-31T23:00:00-05:00"}, "timestamp"),
+    ({**VALID, "timestamp": "0001-01-01T00:30:00+05:00"}, "timestamp"),
+    (
+        {
+            **VALID,
+            "timestamp": "2026-01-01T00:00:00Z",
+            "closed": True,
+            "close_timestamp": "9999-12-31T23:59:59-01:00",
+        },
+        "close_timestamp",
+    ),
+    ({**VALID, "amount": 10**400}, "amount"),
 ]
 
 
@@ -130,6 +147,17 @@ def test_a_bad_trade_is_refused_naming_the_field_and_nothing_is_enqueued(http, b
 def test_malformed_or_non_finite_json_is_refused(http, raw, status):
     response = http.post("/api/v1/trades", data=raw, content_type="application/json")
     assert_error(response, status)
+    assert queued_tasks() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [(b'"market_regime": "\\ud800"', "market_regime"), (b'"signals": {"a": "\\udc00"}', "signals")],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field(http, extra, field):
+    # Valid JSON, but no UTF-8 (nor PostgreSQL) can hold a lone surrogate.
+    raw = VALID_JSON[:-1] + b", " + extra + b"}"
+    assert_error(http.post("/api/v1/trades", data=raw, content_type="application/json"), 422, field)
     assert queued_tasks() == []
 
 
@@ -197,10 +225,46 @@ def test_the_journal_lists_newest_first_with_filters(app, http):
         "sort=price",
         "symbol=a%20b",
         "limit=1&limit=2",
+        # Within ISO-8601, beyond a UTC timestamp (the year 10000, the year 0, in UTC).
+        "since=9999-12-31T23:00:00-05:00",
+        "since=0001-01-01T00:30:00%2B05:00",
+        "until=9999-12-31T23:00:00-05:00",
     ],
 )
 def test_a_bad_query_is_a_400(http, query):
     assert_error(http.get(f"/api/v1/trades?{query}"), 400)
+    assert_error(http.get(f"/api/v1/trades/stats?{query}"), 400)
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [1_025, 5_000, 100_000])
+def test_json_nested_thousands_deep_is_a_400_on_every_route_that_reads_json(app, http, depth):
+    body_routes = [
+        (method, rule.rule.replace("<trade_id>", "t-1"))
+        for rule in app.url_map.iter_rules()
+        for method in sorted(rule.methods & {"POST", "PATCH", "PUT"})
+        if rule.rule.startswith("/api/")
+    ]
+    assert len(body_routes) >= 3  # trades, trade updates, predictions
+    for method, path in body_routes:
+        for body in (_nested(depth), b'{"model_name": "m", "features": ' + _nested(depth) + b"}"):
+            response = http.open(path, method=method, data=body, content_type="application/json")
+            assert assert_error(response, 400)["code"] == "malformed_json", (method, path)
+    assert queued_tasks() == []
+
+
+def test_json_nested_just_within_the_parser_is_refused_by_shape_not_a_500(http):
+    deep = b'{"symbol": "BTC/USDT", "side": "buy", "amount": 1, "entry_price": 1, "signals": {"a": '
+    response = http.post(
+        "/api/v1/trades", data=deep + _nested(1_000) + b"}}", content_type="application/json"
+    )
+    [problem] = assert_error(response, 422)["details"]
+    assert problem["field"].startswith("signals.a.") and problem["field"].endswith("...")
+    assert len(response.get_data()) < 1_000
+    assert queued_tasks() == []
 
 
 def test_one_trade_and_unknown_ids(app, http):
