@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-predict clean
+.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-predict clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ lint: install
 
 bench-ingest: install
 	$(PY) bench/ingest.py
+
+# The journal against private redis-servers: appendfsync everysec, always, and no AOF.
+bench-ingest-durability: install
+	$(PY) bench/ingest.py --durability
 
 bench-predict: install
 	$(PY) bench/predict.py

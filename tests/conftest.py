@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from tests.support.filesystems import mount_tiny, unmount
 from tests.support.processes import Beat, WebServer, Worker, flask
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -134,6 +135,14 @@ def start_beat(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterat
     yield start
     for beat in started:
         beat.stop()
+
+
+@pytest.fixture
+def tiny_filesystem() -> Iterator[Path]:
+    """A 64 KiB tmpfs the test mounts (as root): a disk that fills up for real."""
+    folder = mount_tiny()
+    yield folder
+    unmount(folder)
 
 
 @pytest.fixture

@@ -71,7 +71,33 @@ def test_services_are_local_only_healthchecked_and_persistent(env_file: Path) ->
     assert db["environment"]["POSTGRES_PASSWORD"] == PASSWORD  # from the env file
     assert any(volume.endswith("/db_data:/var/lib/postgresql/data:rw") for volume in db["volumes"])
     assert any(volume.endswith("/redis_data:/data:rw") for volume in redis["volumes"])
-    assert "--appendonly" in redis["command"]
+    assert redis_options(redis["command"])["appendonly"] == "yes"
+
+
+def redis_options(command: list[str]) -> dict[str, str]:
+    """`redis-server --name value ...` as {name: value}."""
+    assert command[0] == "redis-server", command
+    arguments = command[1:]
+    assert len(arguments) % 2 == 0 and all(name.startswith("--") for name in arguments[::2]), command
+    return {
+        name.removeprefix("--"): value for name, value in zip(arguments[::2], arguments[1::2], strict=True)
+    }
+
+
+def test_redis_fsyncs_before_it_answers_unless_told_otherwise(env_file: Path) -> None:
+    # README, "Deploying with compose": `always` loses nothing a bot was told was sent,
+    # at a cost measured by `make bench-ingest-durability`; everysec is the opt-out.
+    assert template_variables()["REDIS_APPENDFSYNC"] == "always"
+    options = redis_options(rendered_services(env_file)["redis"]["command"])
+    assert options["appendonly"] == "yes"
+    assert options["appendfsync"] == "always"
+
+    lines = [line for line in env_file.read_text().splitlines() if not line.startswith("REDIS_APPENDFSYNC=")]
+    env_file.write_text("\n".join(lines) + "\n")
+    assert redis_options(rendered_services(env_file)["redis"]["command"])["appendfsync"] == "always"
+
+    env_file.write_text(env_file.read_text() + "REDIS_APPENDFSYNC=everysec\n")
+    assert redis_options(rendered_services(env_file)["redis"]["command"])["appendfsync"] == "everysec"
 
 
 def test_password_comes_from_the_environment_only(tmp_path: Path) -> None:

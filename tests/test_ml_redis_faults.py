@@ -8,40 +8,14 @@ a restart closes them. A full Redis refuses the lane's push.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import pytest
 import redis
 
 from config import get_settings
 from tests.support.model_zoo import ROWS
-from tests.support.processes import Service, Worker, free_port, wait_for
-
-
-def _redis(port: int, tmp_path, *options: str) -> Service:
-    args = [
-        shutil.which("redis-server"),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        *options,
-    ]
-    server = Service(args, dict(os.environ), tmp_path, tmp_path / f"redis-{port}.log")
-    wait_for(
-        lambda: (
-            subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip()
-            == b"PONG"
-        ),
-        20,
-        "redis-server to answer",
-    )
-    return server
+from tests.support.processes import Worker, free_port, wait_for
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -58,7 +32,7 @@ def test_the_first_prediction_after_a_redis_restart_answers(private_redis_env, t
     from web import create_app
 
     port = private_redis_env
-    server = _redis(port, tmp_path)
+    server = RedisServer(tmp_path, port=port)
     worker = None
     try:
         worker = Worker(dict(os.environ), tmp_path, queues="predict", pool="threads").wait_ready()
@@ -67,8 +41,7 @@ def test_the_first_prediction_after_a_redis_restart_answers(private_redis_env, t
         body = {"model_name": "xgb.json", "features": ROWS.tolist()}
         assert client.post("/api/v1/ml/predict", json=body).status_code == 200
 
-        server.stop()
-        server = _redis(port, tmp_path)  # a new, empty server on the same port
+        server.restart()  # a new, empty server on the same port
 
         response = client.post("/api/v1/ml/predict", json=body)
         assert response.status_code == 200, response.get_json()
@@ -85,7 +58,7 @@ def test_a_full_redis_answers_predictions_503_and_keeps_trades_in_the_outbox(
     from web import create_app
 
     port = private_redis_env
-    server = _redis(port, tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    server = RedisServer(tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction", port=port)
     try:
         filler = redis.Redis(port=port, db=0)
         with pytest.raises(redis.exceptions.OutOfMemoryError):

@@ -2,6 +2,9 @@
 
 While cut, new connections are refused and open ones are reset, exactly what a client
 sees when a database or broker goes away; `restore` brings it back on the same port.
+While stalled, it forwards nothing but closes nothing either (connections are accepted,
+bytes are read and kept): a peer that went silent, as a hung server or a network
+partition look to a client. `resume` sends on what was kept.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.port = self._listen(0)
 
     @property
@@ -36,7 +41,14 @@ class TcpProxy:
         if self._listener is None:
             self._listen(self.port)
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
+        self._flowing.set()
         self.cut()
 
     def _listen(self, port: int) -> int:
@@ -71,6 +83,7 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
