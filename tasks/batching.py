@@ -34,6 +34,7 @@ from config import get_settings
 from tasks import metrics
 from tasks.factory import FlaskTask
 from tasks.failures import brief, classify
+from tasks.held_trades import report_held
 from tasks.journal import count_outage
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 # messages stored nowhere. Anything else (celery-batches turns an exception into None)
 # holds the whole batch.
 BATCH_DONE = "done"
-HELD_KEY_PREFIX = "journal:held:"
-HELD_REPORT_TTL_S = 90
 MAX_HOLD_BACKOFF_S = 30.0
 
 
@@ -57,13 +56,10 @@ class JournalLedger:
     def __init__(self, url: str):
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
-    def report_held(self, key: str, count: int) -> None:
-        """Best effort: a worker that vanished stops renewing its report, which then expires."""
+    def report_held(self, reporter: str, count: int) -> None:
+        """Best effort: a report that cannot be written now is written on the next try."""
         try:
-            if count:
-                self._redis.set(key, count, ex=HELD_REPORT_TTL_S)
-            else:
-                self._redis.delete(key)
+            report_held(self._redis, reporter, count)
         except redis.RedisError as exc:
             log.debug("could not report the held messages: %s", brief(exc))
 
@@ -108,12 +104,12 @@ class JournalBatches(FlaskTask, Batches):
         self._retry_timer: Any = None
         self._hold_backoff_s = 0.0
         self._timer: Any = None
-        self._held_key = f"{HELD_KEY_PREFIX}{socket.gethostname()}:{self.name}"
+        self._reporter = f"{socket.gethostname()}:{self.name}"
 
     def Strategy(self, task: Batches, app: Any, consumer: Any) -> Callable:
         handler = super().Strategy(task, app, consumer)
         self._timer = consumer.timer  # the consumer's event loop: held messages are retried on it
-        self._held_key = f"{HELD_KEY_PREFIX}{consumer.hostname}:{self.name}"
+        self._reporter = f"{consumer.hostname}:{self.name}"
         return handler
 
     def flush(self, requests: Collection[Request]) -> None:
@@ -230,4 +226,4 @@ class JournalBatches(FlaskTask, Batches):
             self.flush(held)
 
     def _report_held(self) -> None:
-        self._ledger().report_held(self._held_key, len(self._held))
+        self._ledger().report_held(self._reporter, len(self._held))

@@ -66,6 +66,7 @@ def test_ready_when_workers_consume_both_queues_with_the_models_loaded(web, work
         {"name": name, "version": version_of(models / name)} for name in sorted(zoo)
     ]
     assert checks["models"]["ok"] is True
+    assert checks["journal"] == {"ok": True, "held": 0}
 
     # Health stays open when API_TOKEN guards the API.
     assert server.get("/api/v1/trades")[0] == 401

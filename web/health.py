@@ -1,7 +1,9 @@
 """`/healthz` (the process answers) and `/readyz` (the stack can serve), both without a token.
 
-Readiness checks the database, the broker, a live worker consuming each queue and the
-models loaded by the predict workers. The checks run side by side with short timeouts,
+Readiness checks the database, the broker, a live worker consuming each queue, the
+models loaded by the predict workers, and that no trades worker holds trades it can
+store nowhere (neither the database nor its spool takes them). The checks run side by
+side with short timeouts,
 so a dependency that is down or silent answers 503 within about two seconds, and the
 report is kept for a second so that a scrape storm costs the dependencies little.
 """
@@ -23,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from config import get_settings
 from models.store import ModelStore
+from tasks.held_trades import held_reports
 from tasks.model_registry import loaded_descriptions
 from tasks.worker_status import WorkerStatus
 
@@ -87,6 +90,7 @@ class Readiness:
             "broker": self._broker_answers,
             "workers": self._live_workers,
             "models": self._loaded_models,
+            "journal": self._journal,
         }
         futures = {name: self._executor.submit(_guarded, check) for name, check in checks.items()}
         deadline = time.monotonic() + DEADLINE_S
@@ -150,6 +154,25 @@ class Readiness:
             check["error"] = f"no predict worker has loaded {', '.join(missing)}"
         elif not files:
             check["error"] = "MODEL_DIR holds no model"
+        return check
+
+    def _journal(self) -> Check:
+        try:
+            held = held_reports(self._results)
+        except redis.RedisError as exc:
+            return {
+                "ok": False,
+                "held": None,
+                "error": f"the result backend does not answer: {_first_line(exc)}",
+            }
+        total = sum(held.values())
+        check: Check = {"ok": total == 0, "held": total}
+        if total:
+            check["workers"] = held
+            check["error"] = (
+                f"{total} trades wait in the workers, unacknowledged: neither the database nor the "
+                "spool takes them"
+            )
         return check
 
 

@@ -1,6 +1,6 @@
 """What the dashboard's health panel shows: the readiness report plus this host's spool backlog.
 
-The database, broker, workers-per-queue and models checks are `/readyz`'s own
+The database, broker, workers-per-queue, models and journal checks are `/readyz`'s own
 (`web.health`), bounded by its short timeouts, so the panel and the probe never disagree.
 """
 

@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from config import get_settings
-from db.timescale import timescale_available
+from db.timescale import TimescaleState, timescale_status
 
 revision = "001"
 down_revision = None
@@ -23,6 +23,7 @@ log = logging.getLogger("alembic.runtime.migration")
 
 
 def upgrade():
+    hypertable = _timescale_wanted()  # before any DDL: it may have to stop the migration
     op.create_table(
         "trade_history",
         sa.Column("trade_id", sa.String(64), nullable=False),
@@ -60,7 +61,8 @@ def upgrade():
         sa.PrimaryKeyConstraint("id", "received_at", name="trade_pending_updates_pkey"),
     )
     op.create_index("ix_trade_pending_updates_trade_id", "trade_pending_updates", ["trade_id"])
-    _make_hypertable()
+    if hypertable:
+        _make_hypertable()
 
 
 def downgrade():
@@ -72,27 +74,63 @@ def downgrade():
     # The timescaledb extension stays: other tables of this database may use it.
 
 
-def _make_hypertable():
+def _timescale_wanted() -> bool:
+    """Whether trade_history is to be a hypertable; says why not, or fails clearly, first.
+
+    Looks before trying: CREATE EXTENSION on a server that has TimescaleDB but did not
+    preload it is a FATAL error, which closes the connection and the migration with it.
+    """
     mode = get_settings().timescaledb
     if mode == "off":
         log.info("TIMESCALEDB=off: trade_history is a plain PostgreSQL table")
-        return
-    bind = op.get_bind()
-    if not timescale_available(bind):
-        if mode == "require":
-            raise RuntimeError("TIMESCALEDB=require, but this PostgreSQL server has no timescaledb extension")
+        return False
+    status = timescale_status(op.get_bind())
+    if status.usable:
+        return True
+    if status.state is TimescaleState.NOT_PRELOADED and status.created_version is not None:
+        # The extension's event triggers load its library on every DDL statement: FATAL.
+        raise RuntimeError(
+            f"cannot migrate: {status.reason}, so any DDL statement here would end the connection;"
+            f" to fix: {status.fix}"
+        )
+    if mode == "require":
+        raise RuntimeError(
+            f"TIMESCALEDB=require cannot be met: {status.reason}; to fix: {status.fix}"
+            " (or set TIMESCALEDB=auto)"
+        )
+    if status.state is TimescaleState.NOT_INSTALLED and status.created_version is None:
         log.warning("TimescaleDB is not installed on this server: trade_history is a plain PostgreSQL table")
-        return
+    else:
+        log.warning(
+            "%s: trade_history is a plain PostgreSQL table; to use TimescaleDB, %s", status.reason, status.fix
+        )
+    return False
+
+
+def _make_hypertable():
+    mode = get_settings().timescaledb
+    bind = op.get_bind()
+    nested = bind.begin_nested()
     try:
-        with bind.begin_nested():
-            op.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            op.execute(
-                "SELECT create_hypertable('trade_history', by_range('timestamp'),"
-                " create_default_indexes => FALSE, if_not_exists => TRUE)"
-            )
+        op.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        op.execute(
+            "SELECT create_hypertable('trade_history', by_range('timestamp'),"
+            " create_default_indexes => FALSE, if_not_exists => TRUE)"
+        )
     except sa.exc.DBAPIError as exc:
+        problem = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if exc.connection_invalidated:  # a FATAL error: the transaction is gone, nothing to go on with
+            raise RuntimeError(
+                f"TimescaleDB could not be enabled, the server closed the connection: {problem}"
+            ) from None
+        nested.rollback()
         if mode == "require":
-            raise
-        log.warning("TimescaleDB could not be enabled (%s): trade_history is a plain table", exc.orig)
+            raise RuntimeError(
+                f"TIMESCALEDB=require cannot be met: TimescaleDB could not be enabled: {problem}"
+            ) from None
+        log.warning(
+            "TimescaleDB could not be enabled (%s): trade_history is a plain PostgreSQL table", problem
+        )
         return
+    nested.commit()
     log.info("TimescaleDB enabled: trade_history is a hypertable on timestamp")
