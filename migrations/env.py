@@ -7,7 +7,7 @@ from alembic import context
 from flask import current_app
 
 from db import timeouts
-from db.timescale import include_name, include_object
+from db.timescale import TimescaleState, include_name, include_object, timescale_status
 
 config = context.config
 fileConfig(config.config_file_name)
@@ -43,7 +43,12 @@ def run_migrations_online():
     timeouts.configure(None)
     with target_db.engine.connect() as connection:
         connection.exec_driver_sql("SET statement_timeout = 0")
+        status = timescale_status(connection)
         connection.commit()
+        if status.state is TimescaleState.NOT_PRELOADED and status.created_version is not None:
+            # The extension's event triggers would load its library on the first DDL
+            # statement (Alembic's own version table included): a FATAL error.
+            raise RuntimeError(f"cannot migrate: {status.reason}; to fix: {status.fix}")
         context.configure(
             connection=connection,
             target_metadata=target_db.metadata,
