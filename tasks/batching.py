@@ -100,7 +100,9 @@ class JournalBatches(FlaskTask, Batches):
 
     def __init__(self) -> None:
         super().__init__()
-        self._held: list[Request] = []
+        self._held: dict[str, Request] = {}  # held, waiting for their retry or in it
+        self._waiting: list[Request] = []  # held, waiting for their retry
+        self._reported = 0
         self._retry_timer: Any = None
         self._hold_backoff_s = 0.0
         self._timer: Any = None
@@ -148,7 +150,7 @@ class JournalBatches(FlaskTask, Batches):
             self._ledger().undo(request.id)
             self._hold([request])
             return
-        request.acknowledge()
+        self._settle([request])
         self._ledger().forget(request.id)
 
     def _ledger(self) -> JournalLedger:
@@ -168,11 +170,10 @@ class JournalBatches(FlaskTask, Batches):
                 log.error("batch of %d %s messages raised (logged above): held", len(requests), self.name)
                 held = {request.id for request in requests}
             kept = [request for request in requests if request.id in held]
-            for request in requests:
+            self._settle([request for request in requests if request.id not in held])
+            for request in requests if suspect else ():
                 if request.id not in held:
-                    request.acknowledge()
-                    if suspect:
-                        self._ledger().forget(request.id)
+                    self._ledger().forget(request.id)
             if kept:
                 for request in kept if suspect else ():
                     self._ledger().undo(request.id)
@@ -191,6 +192,8 @@ class JournalBatches(FlaskTask, Batches):
             )
             for request in requests:
                 request.reject(requeue=True)
+                self._held.pop(request.id, None)
+            self._count_held()
 
         simple = [SimpleRequest.from_request(request) for request in requests]
         self._pool.apply_async(
@@ -202,10 +205,18 @@ class JournalBatches(FlaskTask, Batches):
 
     # -- held messages -----------------------------------------------------------------
 
+    def _settle(self, requests: list[Request]) -> None:
+        """The messages' outcome is known: acknowledged, no longer held."""
+        for request in requests:
+            request.acknowledge()
+            self._held.pop(request.id, None)
+        self._count_held()
+
     def _hold(self, requests: list[Request]) -> None:
-        self._held.extend(requests)
-        metrics.HELD.inc(len(requests))
-        self._report_held()
+        for request in requests:
+            self._held[request.id] = request
+        self._waiting.extend(requests)
+        self._count_held()
         if self._retry_timer is None and self._timer is not None:
             base = max(0.1, get_settings().journal_db_backoff_s)
             self._hold_backoff_s = min(MAX_HOLD_BACKOFF_S, max(base, self._hold_backoff_s * 2))
@@ -219,11 +230,14 @@ class JournalBatches(FlaskTask, Batches):
 
     def _retry_held(self) -> None:
         self._retry_timer = None
-        held, self._held = self._held, []
-        metrics.HELD.dec(len(held))
-        self._report_held()
-        if held:
-            self.flush(held)
+        waiting, self._waiting = self._waiting, []
+        self._count_held(renew=True)
+        if waiting:
+            self.flush(waiting)
 
-    def _report_held(self) -> None:
-        self._ledger().report_held(self._reporter, len(self._held))
+    def _count_held(self, renew: bool = False) -> None:
+        held = len(self._held)
+        if held != self._reported or renew:
+            metrics.HELD.inc(held - self._reported)
+            self._reported = held
+            self._ledger().report_held(self._reporter, held)
