@@ -40,6 +40,7 @@ from queue import Empty
 from time import monotonic, time
 from urllib.parse import urlparse
 
+import redis.exceptions
 from kombu.asynchronous import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -97,6 +98,7 @@ class QoS(kombu_redis.QoS):
         self._acks: list[str] = []
         self._refused: list[tuple[str, bool]] = []  # rejections the broker refused: (tag, requeue)
         self._retry_scheduled = False
+        self._refusing = False  # the broker refused the last try: said once, not every second
         self.recorded: set[str] = set()  # taken by the Lua script, already in Redis
 
     def append(self, message, delivery_tag):
@@ -146,17 +148,22 @@ class QoS(kombu_redis.QoS):
             return
         for tag in tags:
             virtual.QoS.ack(self, tag)
+        if self._refusing and not self._refused:
+            log.info("the broker took the acknowledgements it had refused")
+            self._refusing = False
 
     def _retry_later(self, exc: BaseException) -> None:
         if self._retry_scheduled:
             return
-        log.warning(
-            "the broker refused %d acknowledgements and %d rejections (%s): sent again in %gs",
-            len(self._acks),
-            len(self._refused),
-            brief(exc),
-            RETRY_REFUSED_S,
-        )
+        if not self._refusing:
+            log.warning(
+                "the broker refused %d acknowledgements and %d rejections (%s): sent again every %gs",
+                len(self._acks),
+                len(self._refused),
+                brief(exc),
+                RETRY_REFUSED_S,
+            )
+            self._refusing = True
         self._retry_scheduled = True
         get_event_loop().call_later(RETRY_REFUSED_S, self._retry_refused)
 
@@ -252,9 +259,7 @@ class Channel(kombu_redis.Channel):
     def _brpop_read(self, **options):
         try:
             delivered = self._read_and_take(**options)
-        except self.connection_errors:
-            raise  # kombu reconnects
-        except BROKER_UNAVAILABLE as exc:  # a reply refusing: NOREPLICAS, READONLY, MISCONF, OOM
+        except redis.exceptions.ResponseError as exc:  # a reply refusing: NOREPLICAS, READONLY, OOM
             self._pause_consuming(exc)
             raise Empty() from None
         if self._pause_s:
@@ -312,6 +317,10 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    # A reply refusing writes elsewhere (declaring the queues when the consumer starts,
+    # after a failover closed its connection) is a broker not available yet: the consumer
+    # reconnects with backoff, where kombu would end the worker ("Unrecoverable error").
+    connection_errors = (*kombu_redis.Transport.connection_errors, redis.exceptions.ResponseError)
 
     def register_with_event_loop(self, connection, loop):
         super().register_with_event_loop(connection, loop)
