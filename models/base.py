@@ -71,6 +71,14 @@ class ModelUnloadable(ModelError):
     code = "model_unloadable"
 
 
+class ModelLoading(ModelError):
+    """The file is there but not loaded yet (still being written): the request is right,
+    the server is not ready for it. `details["retry_after_s"]` says when to ask again."""
+
+    status = 503
+    code = "model_loading"
+
+
 class ModelTypeMismatch(ModelError):
     status = 422
     code = "model_type_mismatch"

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import importlib
 import logging
+import math
 import os
 import stat
 import threading
@@ -34,6 +35,7 @@ from models.base import (
     Adapter,
     InvalidModelName,
     ModelError,
+    ModelLoading,
     ModelNotFound,
     ModelRefused,
     ModelUnloadable,
@@ -283,8 +285,11 @@ class ModelStore:
             return current
         if self._settling(file):
             if current is not None:
-                return current
-            raise ModelUnloadable(f"{file.name} is still being written; try again in a moment")
+                return current  # a replaced file: the old version answers until the new one loads
+            raise ModelLoading(
+                f"{file.name} is still being written and not loaded yet; try again in a moment",
+                {"retry_after_s": max(1, math.ceil(self.settle_s))},
+            )
         lock = self._lock(file.name)
         # While one thread loads a new version, the others keep answering with the old one.
         if not lock.acquire(blocking=current is None):

@@ -77,7 +77,13 @@ BATCH_SIZE = Histogram(
 
 # Failures where the requested model exists, so its name is a bounded label value; any
 # other failure (unknown name, expired, worker lost) is counted under model "unknown".
-_MODEL_EXISTS = {"input_mismatch", "model_type_mismatch", "model_unloadable", "model_refused"}
+_MODEL_EXISTS = {
+    "input_mismatch",
+    "model_type_mismatch",
+    "model_unloadable",
+    "model_refused",
+    "model_loading",
+}
 
 
 def count_predictions(answered: Iterable[tuple[Any, dict[str, Any] | ModelError]]) -> None:

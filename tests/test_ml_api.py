@@ -261,6 +261,30 @@ def test_a_model_replaced_while_requests_flow_switches_without_a_failed_request(
     assert switched_after < 10
 
 
+def test_a_model_copied_in_answers_503_with_retry_after_until_it_has_loaded(ml, zoo):
+    # A plain copy, not an atomic rename: its modification time is fresh, so the workers
+    # wait for it to settle. The request is right and the server not ready: 503, not 422.
+    target = get_settings().model_dir / "copied.json"
+    shutil.copyfile(get_settings().model_dir / "xgb.json", target)
+    statuses: list[int] = []
+
+    def answered():
+        response = post(ml, {"model_name": "copied.json", "features": ROWS.tolist()})
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            assert response.get_json()["error"]["code"] == "model_loading"
+            assert response.headers["Retry-After"] == "1"
+        return response.status_code == 200 and response
+
+    try:
+        os.utime(target)  # just written
+        answer = wait_for(answered, 30, "the copied model to answer")
+    finally:
+        target.unlink()
+    assert statuses[0] == 503 and set(statuses) == {503, 200}
+    np.testing.assert_allclose(answer.get_json()["predictions"], zoo["xgb.json"], atol=TOLERANCE, rtol=0)
+
+
 def test_the_web_process_never_imports_an_ml_library(zoo):
     probe = (
         "import sys; from web import create_app; app = create_app(); c = app.test_client();"

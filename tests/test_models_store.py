@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 import xgboost
 
-from models.base import InvalidModelName, ModelError, ModelNotFound, ModelRefused, ModelUnloadable
+from models.base import (
+    InvalidModelName,
+    ModelError,
+    ModelLoading,
+    ModelNotFound,
+    ModelRefused,
+    ModelUnloadable,
+)
 from models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,18 +217,31 @@ def test_touching_a_file_keeps_its_version_and_loaded_model(folder: Path):
 # -- loading -------------------------------------------------------------------------
 
 
-def test_a_file_still_being_written_is_not_loaded_yet(folder: Path):
+def test_a_file_still_being_written_is_loading_not_unloadable(folder: Path):
     booster(0).save_model(folder / "model.json")
     store = ModelStore(folder, settle_s=SETTLE_S)
-    with pytest.raises(ModelUnloadable, match="still being written"):
+    with pytest.raises(ModelLoading, match="still being written") as loading:
         store.load("model.json")
+    assert loading.value.status == 503 and loading.value.details == {"retry_after_s": 1}
     wait_for(lambda: _loads(store, "model.json"))
+
+
+def test_a_file_replaced_in_place_answers_with_its_old_version_until_the_new_one_loads(folder: Path):
+    path = folder / "model.json"
+    booster(0).save_model(path)
+    settled(path)
+    store = ModelStore(folder, settle_s=SETTLE_S)
+    old = store.load("model.json")
+    booster(1).save_model(path)  # rewritten where it lies, not renamed in
+    assert store.load("model.json") is old  # while it may still be being written
+    wait_for(lambda: store.load("model.json") is not old)
+    assert store.load("model.json").file.version != old.file.version
 
 
 def _loads(store: ModelStore, name: str) -> bool:
     try:
         store.load(name)
-    except ModelUnloadable:
+    except ModelLoading:
         return False
     return True
 

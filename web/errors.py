@@ -46,7 +46,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ModelError)
     def _model_error(error: ModelError):
-        return error_response(error.status, error.code, error.message, error.details)
+        response = error_response(error.status, error.code, error.message, error.details)
+        if error.status == 503:  # not ready yet (a model loading, Redis away): when to ask again
+            retry_after = (error.details or {}).get("retry_after_s", 1)
+            response[0].headers["Retry-After"] = str(retry_after if isinstance(retry_after, int) else 1)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -77,10 +77,12 @@ ROUTES: tuple[Route, ...] = (
         summary="Journal a trade",
         tag="trades",
         answers={202: Answer("enqueued as `trades.record`", r.TradeAccepted, headers=LOCATION)},
-        errors=(400, 401, 413, 422),
+        errors=(400, 401, 413, 422, 503),
         body=TradeRecord,
         description="Validates the record and enqueues it; a worker writes it, once, to the journal. "
-        "`trade_id` and `timestamp` are generated when missing.",
+        "`trade_id` and `timestamp` are generated when missing. With the broker unavailable the "
+        "record waits in this server's outbox (`status: spooled`); 503 `journal_unavailable` only "
+        "when that outbox's disk refuses it too.",
     ),
     Route(
         rule="/api/v1/trades/<trade_id>",
@@ -89,10 +91,11 @@ ROUTES: tuple[Route, ...] = (
         summary="Update a trade (close, PnL, fees)",
         tag="trades",
         answers={202: Answer("enqueued as `trades.update`", r.TradeAccepted, headers=LOCATION)},
-        errors=(400, 401, 413, 422),
+        errors=(400, 401, 413, 422, 503),
         body=TradeUpdate,
         path=TRADE_ID_PATH,
-        description="An update that arrives before its trade waits for it.",
+        description="An update that arrives before its trade waits for it. `updated_at` (default: "
+        "now) orders it: per field, the newest change wins, whatever order updates arrive in.",
     ),
     Route(
         rule="/api/v1/trades",
@@ -171,7 +174,8 @@ ROUTES: tuple[Route, ...] = (
         "LSTM one sequence `[[...], ...]` (time x features) or a batch of them `[[[...]]]`. "
         "Waits up to PREDICT_TIMEOUT_S; then 504 with `details.job_id` and `details.status_url` "
         "(the job goes on). 422 when `model_type` disagrees with the model or the input's shape "
-        "does not fit it; 503 when Redis (broker, results) is down.",
+        "does not fit it; 503 when Redis (broker, results) is down, or `model_loading` (with "
+        "`Retry-After`) while a model file just copied in is not loaded yet.",
     ),
     Route(
         rule="/api/v1/ml/jobs/<job_id>",

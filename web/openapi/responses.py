@@ -167,11 +167,19 @@ class ModelsCheck(Check):
     missing: list[str] | None = None
 
 
+class JournalCheck(Check):
+    held: int | None = Field(
+        description="trades the workers hold unacknowledged: neither the database nor the spool takes them"
+    )
+    workers: dict[str, int] | None = Field(default=None, description="`worker:task` -> trades it holds")
+
+
 class ReadinessChecks(BaseModel):
     database: Check
     broker: Check
     workers: WorkersCheck
     models: ModelsCheck
+    journal: JournalCheck
 
 
 class Readiness(BaseModel):
