@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     journal_max_redeliveries: int = Field(default=5, ge=1)
     spool_replay_interval_s: float = Field(default=5.0, gt=0)
     # A message held by a worker that vanished outright (SIGKILL, a lost host) goes back
-    # to its queue this long after delivery. Keep it above the longest a worker may hold
-    # a trade: the batch wait plus every database retry.
+    # to its queue this long after its worker last renewed it (a live worker renews what
+    # it holds every quarter of it, however long an outage lasts).
     broker_visibility_timeout_s: int = Field(default=300, ge=1)
 
     # Model serving tuning: how many queued predictions a worker stacks into one model

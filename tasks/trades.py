@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -49,7 +50,7 @@ def _parse(requests: list[SimpleRequest], build: Callable[..., Entry]) -> tuple[
 
 def _parse_one(request: SimpleRequest, build: Callable[..., Entry]) -> Entry | None:
     try:
-        inspect.signature(build).bind(request.id, *request.args, **request.kwargs)
+        _signature(build).bind(request.id, *request.args, **request.kwargs)
     except TypeError as exc:
         log.error("%s %s has wrong arguments, dead-lettered: %s", request.name, request.id, exc)
         dead_letter(f"invalid: {exc}", _call_of(request))
@@ -63,6 +64,11 @@ def _parse_one(request: SimpleRequest, build: Callable[..., Entry]) -> Entry | N
         log.error("%s %s refused, dead-lettered: %s", request.name, request.id, problems)
         dead_letter(f"invalid: {problems}", _call_of(request))
     return None
+
+
+@functools.cache
+def _signature(build: Callable[..., Entry]) -> inspect.Signature:
+    return inspect.signature(build)
 
 
 def _record_entry(job_id: str, trade: Any) -> RecordEntry:

@@ -33,25 +33,28 @@ def private_broker(tmp_path, monkeypatch) -> Iterator[RedisServer]:
     get_settings.cache_clear()
 
 
-def refuse_writes(server: RedisServer, refusal: str, cwd: Path) -> Callable[[], None]:
-    """Make `server` refuse writes with `refusal`; returns what makes it take them again."""
-    client = redis.Redis(port=server.port)
-    if refusal == "NOREPLICAS":
-        client.config_set("min-replicas-to-write", 1)
-        return lambda: client.config_set("min-replicas-to-write", 0)
-    master = RedisServer(cwd)
-    client.replicaof("127.0.0.1", master.port)
+@pytest.fixture
+def refuse_writes(tmp_path) -> Iterator[Callable[[RedisServer, str], Callable[[], None]]]:
+    """Make a server refuse writes with a given reply; returns what makes it take them again."""
+    masters: list[RedisServer] = []
 
-    def promote() -> None:
-        client.replicaof("NO", "ONE")
+    def refuse(server: RedisServer, refusal: str) -> Callable[[], None]:
+        client = redis.Redis(port=server.port)
+        if refusal == "NOREPLICAS":
+            client.config_set("min-replicas-to-write", 1)
+            return lambda: client.config_set("min-replicas-to-write", 0)
+        masters.append(RedisServer(tmp_path))  # an empty master: the server becomes its replica
+        client.replicaof("127.0.0.1", masters[-1].port)
+        return lambda: client.replicaof("NO", "ONE")
+
+    yield refuse
+    for master in masters:
         master.stop()
-
-    return promote
 
 
 @pytest.mark.parametrize("refusal", ["NOREPLICAS", "READONLY"])
 def test_a_broker_refusing_writes_loses_nothing_and_stops_no_worker(
-    clean, engine, env, tmp_path, private_broker, refusal, zoo
+    clean, engine, env, tmp_path, private_broker, refuse_writes, refusal, zoo
 ):
     from web import create_app
 
@@ -69,7 +72,7 @@ def test_a_broker_refusing_writes_loses_nothing_and_stops_no_worker(
             journal.record_trade(trade("before", number))
         wait_for(rows_reach(engine, 10), 30, "the trades sent while the broker took writes")
 
-        take_writes_again = refuse_writes(private_broker, refusal, tmp_path)
+        take_writes_again = refuse_writes(private_broker, refusal)
         sent = [journal.record_trade(trade("during", number)) for number in range(10)]
         sent.append(journal.update_trade("before-0", closed=True, exit_price=40_100.0, realized_pnl=2.0))
         assert all(enqueued.spooled for enqueued in sent)  # kept in the bot's outbox
