@@ -125,10 +125,13 @@ def test_a_full_spool_disk_keeps_trades_in_the_broker_until_they_can_be_stored(
             return sum(held_reports(results).values())
 
         # The 64 KiB spool takes what fits; the rest stays in the broker, held by the worker.
-        wait_for(
-            lambda: replay.waiting() and held() and replay.waiting() + held() == 300, 120, "a full spool"
-        )
-        assert broker.hlen("unacked") == held()  # the broker's, unacknowledged
+        def settled() -> bool:  # each trade spooled (and acknowledged) or held (unacknowledged)
+            now_held, spooled = held(), replay.waiting()
+            return bool(spooled and now_held) and spooled + now_held == 300 == spooled + broker.hlen(
+                "unacked"
+            )
+
+        wait_for(settled, 120, "a full spool, the rest held in the broker")
         journal_check = readiness.get("/readyz").get_json()["checks"]["journal"]
         assert journal_check["ok"] is False and journal_check["held"] == held()
         assert "neither the database nor the spool" in journal_check["error"]
