@@ -4,6 +4,7 @@ Started by the benchmark as `celery -A plan_style worker -Q plan_trades` (from b
 Writes the same table as the project's worker, through the same model.
 """
 
+import dataclasses
 import os
 
 from celery import Celery
@@ -16,8 +17,9 @@ from db.record import TradeRecord
 app = Celery("plan_style", broker=os.environ["CELERY_BROKER_URL"])
 app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)
 engine = create_engine(os.environ["DATABASE_URL"])
-COLUMNS = list(TradeHistory.__table__.columns)
-COLUMNS = list(TradeHistory.__table__.columns)
+# The plan's columns: the record's fields (not the journal's own bookkeeping).
+FIELDS = {field.name for field in dataclasses.fields(TradeRecord)}
+COLUMNS = [column for column in TradeHistory.__table__.columns if column.name in FIELDS]
 
 
 @app.task(name="plan.record_trade")
