@@ -25,6 +25,8 @@ task_routes = {
     "trades.*": {"queue": "trades"},
 }
 task_default_queue = "trades"
+# A trade message Celery cannot decode is dead-lettered before it is acknowledged.
+worker_consumer = "tasks.consumer:JournalConsumer"
 
 # Trade writes are buffered into batches in the consumer; the broker must let a worker
 # hold a whole batch unacknowledged (prefetch = multiplier x concurrency).

@@ -3,7 +3,10 @@ first try, and never holds up its neighbours; updates apply the newest change pe
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
+import uuid
 from pathlib import Path
 
 import pytest
@@ -277,3 +280,55 @@ def test_an_update_spooled_in_an_outage_loses_to_a_newer_one_sent_after_it(
         app.close()
         journal.close()
         proxy.close()
+
+
+def raw_message(task: str, body: bytes, content_type: str = "application/json") -> bytes:
+    """A Celery protocol-2 message as kombu's Redis transport stores it, built by hand (a bot
+    in another language could send anything)."""
+    task_id = str(uuid.uuid4())
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": content_type,
+            "headers": {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "retries": 0},
+            "properties": {
+                "correlation_id": task_id,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": "trades"},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
+
+
+def test_messages_celery_cannot_decode_are_dead_lettered_and_nothing_is_unpickled(
+    clean, engine, env, start_worker, tmp_path
+):
+    worker = start_worker()
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    deep = b"[[" + b"[" * 5_000 + b"1" + b"]" * 5_000 + b"], {}, {}]"
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(((Path.touch, (marker,)),))  # would create `marker` if unpickled
+    broker.lpush("trades", raw_message("trades.record", deep))
+    broker.lpush("trades", raw_message("trades.record", payload, "application/x-python-serialize"))
+    broker.lpush("trades", raw_message("trades.recrod", b'[[{"trade_id": "typo-0"}], {}, {}]'))
+    app = sender(env)
+    app.send_task("trades.record", args=[trade("after", 0)], queue="trades")
+
+    letters = wait_for(lambda: len(dead_letters(env)) == 3 and dead_letters(env), 30, "three dead letters")
+    wait_for(rows_reach(engine, 1), 30, "the valid trade sent after them")
+    app.close()
+    reasons = sorted(letter["reason"].split(":")[0] for letter in letters)
+    assert reasons == ["invalid", "undecodable", "unknown task"]
+    # A payload JSON could not hold as it came (bytes, depth) is kept as text, marked sanitized.
+    payloads = [letter["payload"].get("value", letter["payload"]) for letter in letters]
+    assert {payload["content_type"] for payload in payloads} == {
+        "application/json",
+        "application/x-python-serialize",
+    }
+    assert any(payload["task"] == "trades.recrod" for payload in payloads)
+    assert not marker.exists() and worker.alive()
+    wait_for(lambda: broker.llen("trades") == 0 and broker.hlen("unacked") == 0, 30, "an idle queue")
