@@ -28,14 +28,14 @@ run: install
 demo: install
 	@exec $(PY) -m devstack.demo $(DEMO_ARGS)
 
-test: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: lint
 	$(VENV)/bin/pytest
 
+# ruff, then import-linter's contracts (pyproject.toml): which process's code imports which.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench-ingest: install
 	$(PY) bench/ingest.py

@@ -6,7 +6,8 @@ Loaded with `config_from_object("celeryconfig")` by the worker's Celery app.
 from datetime import timedelta
 
 from config import get_settings
-from tasks.redis_transport import transport_for
+from tasks.contract.connections import transport_for
+from tasks.contract.names import PREDICT_QUEUE, REPLAY_TASK, TRADES_QUEUE
 
 _settings = get_settings()
 
@@ -21,12 +22,12 @@ accept_content = ["json"]
 event_serializer = "json"
 
 task_routes = {
-    "ml.*": {"queue": "predict"},
-    "trades.*": {"queue": "trades"},
+    "ml.*": {"queue": PREDICT_QUEUE},
+    "trades.*": {"queue": TRADES_QUEUE},
 }
-task_default_queue = "trades"
+task_default_queue = TRADES_QUEUE
 # A trade message Celery cannot decode is dead-lettered before it is acknowledged.
-worker_consumer = "tasks.consumer:JournalConsumer"
+worker_consumer = "tasks.worker.consumer:JournalConsumer"
 
 # Trade writes are buffered into batches in the consumer; the broker must let a worker
 # hold a whole batch unacknowledged (prefetch = multiplier x concurrency).
@@ -51,7 +52,7 @@ task_send_sent_event = True
 
 beat_schedule = {
     "replay-trade-spool": {
-        "task": "trades.replay_spool",
+        "task": REPLAY_TASK,
         "schedule": timedelta(seconds=_settings.spool_replay_interval_s),
         "options": {"expires": _settings.spool_replay_interval_s},
     },

@@ -4,6 +4,7 @@ Web processes, workers, beat, migrations and the CLI all read the same object, s
 variable means the same thing everywhere. Every variable is listed in README.md.
 """
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,23 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    def service_urls(self) -> dict[str, str]:
+        """Where a browser on this machine reaches the web server and Flower."""
+        host, _, port = self.web_bind.rpartition(":")
+        return {
+            "web": f"http://{_visit(host)}:{port}",
+            "flower": f"http://{_visit(self.flower_address)}:{self.flower_port}",
+        }
+
+
+def _visit(host: str) -> str:
+    """Where a browser on this machine reaches a server bound to `host`."""
+    try:
+        every_interface = not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:  # a host name
+        every_interface = False
+    return "127.0.0.1" if every_interface else host
 
 
 @lru_cache

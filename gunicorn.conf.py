@@ -9,8 +9,8 @@ gunicorn's own lines JSON too (README, "Metrics" and "Logs").
 import os
 
 from config import get_settings
-from tasks.logs import JSON_FIELDS, JSON_RENAMED, JSON_TIMESTAMP
-from tasks.metrics import ensure_multiprocess_directory
+from tasks.observability.logs import JSON_FIELDS, JSON_RENAMED, JSON_TIMESTAMP
+from tasks.observability.metrics import ensure_multiprocess_directory
 
 _settings = get_settings()
 
@@ -59,7 +59,7 @@ if _settings.log_format == "json":
                 "timestamp": JSON_TIMESTAMP,
             }
         },
-        "filters": {"request_id": {"()": "tasks.logs.RequestIdFilter"}},
+        "filters": {"request_id": {"()": "tasks.observability.logs.RequestIdFilter"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",

@@ -16,7 +16,7 @@ import click
 
 from config import get_settings
 from devstack.embedded import REDIS_PORT
-from web.preflight import REDIS_HINT, redis_problem, service_urls
+from tasks.contract.connections import REDIS_HINT, redis_problem
 
 PRIVATE_REDIS = f"redis://127.0.0.1:{REDIS_PORT}"
 
@@ -36,7 +36,7 @@ def broker_environment() -> dict[str, str]:
 
 def main() -> None:
     env = {**os.environ, **broker_environment()}
-    web = service_urls(get_settings())["web"]
+    web = get_settings().service_urls()["web"]
     # The bot's own options come last, so an explicit --url wins.
     bot = [sys.executable, "-m", "demo.bot", "--url", web, *sys.argv[1:]]
     os.execve(sys.executable, bot, env)  # noqa: S606 - our own interpreter, no shell

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy
-import orjson
 import xgboost
-from xgboost.core import _LIB, _check_call, c_bst_ulong, make_jcargs
 
 from models.base import Adapter
+from models.xgboost_native import predict_dense
 
 
 class XGBoostAdapter(Adapter):
@@ -39,7 +37,7 @@ class XGBoostAdapter(Adapter):
     def predict(self, features: numpy.ndarray) -> numpy.ndarray:
         if not self._categorical:
             # No DMatrix to build. The width is checked before (models.validation).
-            return _predict_dense(self.booster, features)
+            return predict_dense(self.booster, features)
         matrix = xgboost.DMatrix(
             features,
             missing=numpy.nan,
@@ -53,53 +51,6 @@ class XGBoostAdapter(Adapter):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self._facts}
-
-
-# inplace_predict's arguments for values, every tree, NaN as the missing value.
-_VALUES = make_jcargs(
-    type=0,
-    training=False,
-    iteration_begin=0,
-    iteration_end=0,
-    missing=numpy.nan,
-    strict_shape=False,
-    cache_id=0,
-)
-
-
-def _predict_dense(booster: xgboost.Booster, features: numpy.ndarray) -> numpy.ndarray:
-    """`booster.inplace_predict(features, missing=nan)`: the same C call with the same
-    arguments, without the wrapper's per-call set-up (input-type checks, a ctypes class
-    built for the output), which costs more than a prediction of a few rows."""
-    data = numpy.ascontiguousarray(features, dtype=numpy.float64)
-    shape = ctypes.POINTER(c_bst_ulong)()
-    dims = c_bst_ulong()
-    values = ctypes.POINTER(ctypes.c_float)()
-    _check_call(
-        _LIB.XGBoosterPredictFromDense(
-            booster.handle,
-            _interface(data),
-            _VALUES,
-            ctypes.c_void_p(),
-            ctypes.byref(shape),
-            ctypes.byref(dims),
-            ctypes.byref(values),
-        )
-    )
-    out_shape = tuple(int(shape[axis]) for axis in range(dims.value))
-    # The values live in the booster's per-thread buffer, which the next call reuses.
-    out = numpy.empty(out_shape, dtype=numpy.float32)
-    ctypes.memmove(out.ctypes.data, values, out.nbytes)
-    return out
-
-
-def _interface(data: numpy.ndarray) -> bytes:
-    """The array interface (version 3) of a C-contiguous float64 array, as XGBoost reads it:
-    the JSON that xgboost's own `array_interface` writes, without the standard library's encoder."""
-    pointer, read_only = data.__array_interface__["data"]
-    return orjson.dumps(
-        {"data": [pointer, read_only], "shape": data.shape, "strides": None, "typestr": "<f8", "version": 3}
-    )
 
 
 def _facts(booster: xgboost.Booster) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from config import get_settings
 from db.spool import Spool
 from tasks.client import TradeJournal
-from tasks.held_trades import held_reports
+from tasks.web_clients import held_reports
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_DB, PG_ADMIN_URL, RESULT_DB, RESULT_URL
 from tests.support.journal import journal_counts, rows_reach

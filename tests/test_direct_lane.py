@@ -12,7 +12,9 @@ import time
 import pytest
 import redis
 
-from tasks.direct_lane import LANE_KEY, LaneServer, encode_request
+from tasks.contract import LANE_KEY
+from tasks.web_clients.lane import encode_request
+from tasks.worker.lane_server import LaneServer
 from tests.conftest import RESULT_URL
 from tests.support.processes import wait_for
 

@@ -1,5 +1,5 @@
 """The failure model against real errors: each produced on the real PostgreSQL or a real
-redis-server, then sorted by `tasks.failures.classify` (the README's failure table)."""
+redis-server, then sorted by `tasks.contract.failures.classify` (the README's failure table)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from db.entries import UnstorableEntry, entry_from_json
 from db.record import TradeRecord
-from tasks.failures import Failure, classify, sqlstate
+from tasks.contract.failures import Failure, classify, sqlstate
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 

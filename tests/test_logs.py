@@ -35,7 +35,7 @@ def test_a_request_id_follows_a_trade_from_the_web_into_the_worker_log(
             return [line for line in json_lines(worker.log()) if line.get("request_id") == request_id]
 
         lines = wait_for(worker_lines, 30, "a worker log line with the request id")
-        assert any(trade_id in line["message"] and line["logger"] == "tasks.trades" for line in lines)
+        assert any(trade_id in line["message"] and line["logger"] == "tasks.worker.trades" for line in lines)
 
         access = [line for line in json_lines(web.log()) if line.get("request_id") == request_id]
         assert [(line["logger"], line["method"], line["status"]) for line in access] == [

@@ -328,7 +328,8 @@ def test_a_worker_that_serves_no_lstm_never_imports_torch(tmp_path, zoo):
 
 
 def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
-    from tasks.predictions import BrokerUnavailable, PredictionClient
+    from tasks.contract import BrokerUnavailable
+    from tasks.web_clients import PredictionClient
     from tests.support.netfault import TcpProxy
 
     proxy = TcpProxy("127.0.0.1", 6379)
@@ -357,7 +358,7 @@ def test_a_threads_pool_worker_loads_the_models_in_its_own_process_and_serves_th
 
 
 def test_a_malformed_direct_lane_message_is_dropped_and_the_lane_keeps_serving(ml, zoo):
-    from tasks.direct_lane import LANE_KEY
+    from tasks.contract import LANE_KEY
 
     broker = redis.Redis.from_url(BROKER_URL)
     broker.lpush(LANE_KEY, b"not json", b'{"items": 5}', b'{"id": "x", "items": [[1]]}')
@@ -368,7 +369,7 @@ def test_a_malformed_direct_lane_message_is_dropped_and_the_lane_keeps_serving(m
 
 
 def test_without_the_direct_lane_waiting_predictions_travel_as_ml_predict_tasks(predict_worker, zoo):
-    from tasks.predictions import PredictionClient
+    from tasks.web_clients.predictions import PredictionClient
 
     client = PredictionClient(direct_lane=False)
     payloads = []

@@ -1,7 +1,7 @@
 """Redis faults under the prediction path, with a redis-server of the test's own (so
 restarting or filling it disturbs no other test).
 
-The web and the workers keep one Redis connection per thread (`tasks.redis_commands`);
+The web and the workers keep one Redis connection per thread (`tasks.contract.redis_commands`);
 a restart closes them. A full Redis refuses the lane's push.
 """
 

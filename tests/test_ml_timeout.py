@@ -50,7 +50,7 @@ def test_a_prediction_that_outlives_its_wait_is_a_504_whose_job_later_succeeds(
 def test_predictions_no_worker_started_within_predict_expires_s_fail_as_expired(
     app, zoo, monkeypatch, tmp_path
 ):
-    from tasks.predictions import PredictionClient, PredictionTimeout
+    from tasks.web_clients.predictions import PredictionClient, PredictionTimeout
 
     monkeypatch.setenv("PREDICT_EXPIRES_S", "1")
     get_settings.cache_clear()

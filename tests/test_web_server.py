@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tasks.direct_lane import LANE_KEY
+from tasks.contract import LANE_KEY
 from tests.support.model_zoo import ROWS
 from tests.support.processes import WebServer, Worker, wait_for
 

@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -21,16 +20,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from db.spool import ACTIVE, Spool
-from tasks.direct_lane import LANE_KEY
+from tasks.contract import LANE_KEY, OUTBOX_SPOOL, PREDICT_QUEUE, REPLAY_SPOOL, TRADES_QUEUE, is_redis_url
 
-SPOOLS = ("replay", "outbox")
+SPOOLS = (REPLAY_SPOOL, OUTBOX_SPOOL)
 # kombu's Redis transport keeps a queue's prioritised messages in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 # queue label -> the Redis lists that hold its waiting messages
 QUEUES = {
-    "predict": [f"predict{suffix}" for suffix in _PRIORITY_SUFFIXES],
-    "trades": [f"trades{suffix}" for suffix in _PRIORITY_SUFFIXES],
-    LANE_KEY: [LANE_KEY],  # the direct lane's waiting predictions (tasks.direct_lane)
+    PREDICT_QUEUE: [f"{PREDICT_QUEUE}{suffix}" for suffix in _PRIORITY_SUFFIXES],
+    TRADES_QUEUE: [f"{TRADES_QUEUE}{suffix}" for suffix in _PRIORITY_SUFFIXES],
+    LANE_KEY: [LANE_KEY],  # the direct lane's waiting predictions
 }
 _CHUNK = 1 << 20
 
@@ -38,7 +37,7 @@ _CHUNK = 1 << 20
 class BacklogCollector(Collector):
     def __init__(self, broker_url: str, spool_dir: Path, timeout_s: float = 0.5):
         self._broker = None
-        if urlparse(broker_url).scheme in ("redis", "rediss"):
+        if is_redis_url(broker_url):
             self._broker = redis.Redis.from_url(
                 broker_url,
                 socket_connect_timeout=timeout_s,

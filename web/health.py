@@ -25,9 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from config import get_settings
 from models.store import ModelStore
-from tasks.held_trades import held_reports
-from tasks.model_registry import loaded_descriptions
-from tasks.worker_status import WorkerStatus
+from tasks.web_clients import WorkerStatus, held_reports, loaded_descriptions
 
 blueprint = Blueprint("health", __name__)
 

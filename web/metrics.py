@@ -21,7 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from config import get_settings
-from tasks.metrics import ensure_multiprocess_directory
+from tasks.observability.metrics import ensure_multiprocess_directory
 from web.backlog import BacklogCollector
 
 ensure_multiprocess_directory()

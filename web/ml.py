@@ -21,8 +21,8 @@ from config import get_settings
 from models.base import check_type
 from models.store import ModelFile, ModelStore
 from models.validation import features_array
-from tasks.failures import BROKER_ERRORS
-from tasks.predictions import PredictionClient, PredictionTimeout
+from tasks.contract.failures import BROKER_ERRORS
+from tasks.web_clients.predictions import PredictionClient, PredictionTimeout
 from web.errors import ApiError, error_response
 from web.inputs import body_as
 

@@ -2,7 +2,7 @@
 
 The id comes from the caller's `X-Request-ID` header when it is sane, else a new one; it
 is returned in the response's `X-Request-ID`, bound for the request's log lines and
-copied into the headers of the task messages the request publishes (`tasks.publish`).
+copied into the headers of the task messages the request publishes (`tasks.contract.publisher`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 
 from flask import Flask, Response, g, request
 
-from tasks import request_id
-from tasks.logs import configure_root
+from tasks.observability import request_id
+from tasks.observability.logs import configure_root
 
 HEADER = "X-Request-ID"
 

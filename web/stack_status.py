@@ -10,10 +10,8 @@ from typing import Any
 
 from config import Settings, get_settings
 from db.spool import Spool
+from tasks.contract import OUTBOX_SPOOL, REPLAY_SPOOL, SPOOLS
 from web.health import readiness
-from web.preflight import service_urls
-
-SPOOL_FOLDERS = ("replay", "outbox", "dead-letter")
 
 
 def stack_status() -> dict[str, Any]:
@@ -23,10 +21,10 @@ def stack_status() -> dict[str, Any]:
 def spool_backlog() -> dict[str, Any]:
     """Entries waiting in each spool folder of this host; ok while nothing waits to be sent."""
     spool_dir = get_settings().spool_dir
-    backlog = {folder: Spool(spool_dir / folder).waiting() for folder in SPOOL_FOLDERS}
-    return {"ok": backlog["replay"] == 0 and backlog["outbox"] == 0, **backlog}
+    backlog = {folder: Spool(spool_dir / folder).waiting() for folder in SPOOLS}
+    return {"ok": backlog[REPLAY_SPOOL] == 0 and backlog[OUTBOX_SPOOL] == 0, **backlog}
 
 
 def flower_url(settings: Settings) -> str:
     """Where the operators' browsers reach Flower: FLOWER_URL, else where it listens."""
-    return settings.flower_url or service_urls(settings)["flower"]
+    return settings.flower_url or settings.service_urls()["flower"]

@@ -12,7 +12,7 @@ from db.extension import database
 from db.record import TRADE_ID, TradeRecord, TradeUpdate
 from db.repository import TradeRepository, trade_as_dict
 from tasks.client import Enqueued, JournalUnavailable, TradeJournal
-from tasks.failures import brief
+from tasks.contract.failures import brief
 from web.errors import ApiError, error_response, invalid
 from web.inputs import body_as, query
 from web.schemas import StatsQuery, TradeQuery

@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from tasks.model_registry import loaded_descriptions
+from tasks.web_clients import loaded_descriptions
 
 BIN = Path(sys.executable).parent
 

@@ -10,18 +10,17 @@ from typing import Any
 
 from celery_batches import SimpleRequest
 
-from db.entries import Entry, RecordEntry, UnstorableEntry, UpdateEntry
-from db.record import TRADE_ID, TradeRecord, TradeUpdate, describe_errors
-from tasks import app, request_id
-from tasks.batching import BATCH_DONE, JournalBatches
-from tasks.failures import Failure, brief, classify
-from tasks.journal import StoredNowhere, count_outage, dead_letter, drain_replay_spool, persist
+from db.entries import Entry
+from db.record import describe_errors
+from tasks import app
+from tasks.contract.failures import Failure, brief, classify
+from tasks.contract.messages import record_entry, update_entry
+from tasks.contract.names import RECORD_TASK, REPLAY_TASK, UPDATE_TASK
+from tasks.observability import request_id
+from tasks.worker.batching import BATCH_DONE, JournalBatches
+from tasks.worker.journal import StoredNowhere, count_outage, dead_letter, drain_replay_spool, persist
 
 log = logging.getLogger(__name__)
-
-# A record sent by name must say who it is: a default made at each delivery (a new id, the
-# time of delivery) would store a redelivered record twice.
-REQUIRED_ON_THE_TASK_PATH = ("trade_id", "timestamp")
 
 
 def _call_of(request: SimpleRequest) -> dict[str, Any]:
@@ -71,41 +70,25 @@ def _signature(build: Callable[..., Entry]) -> inspect.Signature:
     return inspect.signature(build)
 
 
-def _record_entry(job_id: str, trade: Any) -> RecordEntry:
-    if isinstance(trade, dict):
-        missing = [name for name in REQUIRED_ON_THE_TASK_PATH if trade.get(name) is None]
-        if missing:
-            raise UnstorableEntry(
-                f"a trades.record message must carry {' and '.join(missing)} "
-                "(a default made at delivery would double the trade on redelivery)"
-            )
-    return RecordEntry(TradeRecord.from_dict(trade), job_id)
-
-
-def _update_entry(job_id: str, trade_id: Any, updates: Any) -> UpdateEntry:
-    # An update without `updated_at` is ordered by the time a worker first handles it.
-    return UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates).stamped(), job_id)
-
-
 def _write(requests: list[SimpleRequest], build: Callable[..., Entry]) -> str | dict[str, list[str]]:
     entries, kept = _parse(requests, build)
     kept += [entry.job_id for entry in persist(entries) if entry.job_id is not None]
     return {"held": kept} if kept else BATCH_DONE
 
 
-@app.task(name="trades.record", base=JournalBatches)
+@app.task(name=RECORD_TASK, base=JournalBatches)
 def record(requests: list[SimpleRequest]) -> str | dict[str, list[str]]:
     """Insert trades, idempotently: the same record twice is stored once."""
-    return _write(requests, _record_entry)
+    return _write(requests, record_entry)
 
 
-@app.task(name="trades.update", base=JournalBatches)
+@app.task(name=UPDATE_TASK, base=JournalBatches)
 def update(requests: list[SimpleRequest]) -> str | dict[str, list[str]]:
     """Apply updates, the newest per field; one that arrives before its trade is kept."""
-    return _write(requests, _update_entry)
+    return _write(requests, update_entry)
 
 
-@app.task(name="trades.replay_spool", ignore_result=False)
+@app.task(name=REPLAY_TASK, ignore_result=False)
 def replay_spool() -> dict[str, int] | None:
     """Move spooled entries into the database; beat runs it every few seconds."""
     try:

@@ -1,5 +1,5 @@
 """The worker's write path: write with retries, spool while the database is down,
-dead-letter what can never be stored. Every error is sorted by `tasks.failures`.
+dead-letter what can never be stored. Every error is sorted by `tasks.contract.failures`.
 
 Three directories under SPOOL_DIR:
 `replay/` holds entries waiting for the database (drained by `trades.replay_spool`),
@@ -22,9 +22,10 @@ from db.extension import database
 from db.record import describe_errors
 from db.repository import TradeRepository, WriteOutcome
 from db.spool import DrainReport, Spool
-from tasks import metrics
-from tasks.dead_letters import json_safe
-from tasks.failures import Failure, Verdict, brief, classify
+from tasks.contract.failures import Failure, Verdict, brief, classify
+from tasks.contract.names import DEAD_LETTER_SPOOL, REPLAY_SPOOL
+from tasks.observability import metrics
+from tasks.worker.dead_letters import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ class StoredNowhere(Exception):
 
 
 def replay_spool() -> Spool:
-    return Spool(get_settings().spool_dir / "replay")
+    return Spool(get_settings().spool_dir / REPLAY_SPOOL)
 
 
 def dead_letters() -> Spool:
-    return Spool(get_settings().spool_dir / "dead-letter")
+    return Spool(get_settings().spool_dir / DEAD_LETTER_SPOOL)
 
 
 def dead_letter(reason: str, payload: Any) -> None:

@@ -16,7 +16,7 @@ as unacknowledged, and another to acknowledge it, each through a freshly built
   (its writes are idempotent); outside a worker's event loop (a bot, a threads pool's
   threads) acks are immediate.
 
-Two things make a worker outlast a broker that is there but refuses (`tasks.failures`):
+Two things make a worker outlast a broker that is there but refuses (`tasks.contract.failures`):
 
 * a reply refusing writes (NOREPLICAS, READONLY after a failover, MISCONF, OOM) pauses
   consuming with a growing backoff instead of ending the worker, and acknowledgements
@@ -29,7 +29,7 @@ Two things make a worker outlast a broker that is there but refuses (`tasks.fail
 The data in Redis is kombu's own (queues, `unacked`, `unacked_index`), so workers on
 this transport and on kombu's stock one can share a broker, and kombu's visibility
 timeout still restores what a vanished worker held. Selected for redis:// brokers by
-`transport_for` (celeryconfig, tasks.client).
+`tasks.contract.connections.transport_for`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import logging
 import threading
 from queue import Empty
 from time import monotonic, time
-from urllib.parse import urlparse
 
 import redis.exceptions
 from kombu.asynchronous import get_event_loop
@@ -46,11 +45,13 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 
-from tasks.failures import BROKER_UNAVAILABLE, brief
+from tasks.contract.failures import BROKER_UNAVAILABLE, brief
+from tasks.internals import written_for
+
+written_for("kombu", "5.7", __name__)
 
 log = logging.getLogger(__name__)
 
-TRANSPORT = "tasks.redis_transport:Transport"
 MAX_BULK_FETCH = 100
 RETRY_REFUSED_S = 1.0
 MAX_CONSUME_PAUSE_S = 10.0
@@ -80,11 +81,6 @@ for q = 3, #KEYS do
 end
 return taken
 """
-
-
-def transport_for(broker_url: str) -> str | None:
-    """This transport for a Redis broker URL; None (kombu's choice) for any other broker."""
-    return TRANSPORT if urlparse(broker_url).scheme in ("redis", "rediss") else None
 
 
 def _on_event_loop() -> bool:

@@ -26,40 +26,13 @@ from typing import Any
 import orjson
 import redis
 
-from tasks.ml_results import Call, reply_key
-from tasks.redis_commands import kept_connection
+from tasks.contract.names import LANE_KEY, reply_key
+from tasks.contract.outcomes import Call
+from tasks.contract.redis_commands import kept_connection
 
 log = logging.getLogger(__name__)
 
-LANE_KEY = "predict:direct"
 BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to notice
-
-
-def serves(broker_url: str) -> bool:
-    """Whether the lane runs beside this broker (it is a Redis list in the broker's database)."""
-    return broker_url.startswith(("redis://", "rediss://"))
-
-
-def encode_request(
-    batch_id: str,
-    model_name: str,
-    model_type: str | None,
-    items: list,
-    expires: float,
-    nan_free: bool = False,
-) -> bytes:
-    """The lane message. `nan_free`: the caller knows the features hold no NaN, so orjson
-    (which would write NaN as null) may encode them, several times faster."""
-    message = {
-        "id": batch_id,
-        "model_name": model_name,
-        "model_type": model_type,
-        "items": items,
-        "expires": expires,
-    }
-    if nan_free:
-        return orjson.dumps(message)
-    return json.dumps(message, separators=(",", ":")).encode()
 
 
 def _decode(raw: bytes) -> Any:
@@ -69,7 +42,7 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw)  # a NaN (a missing value) is written as the literal NaN
 
 
-def calls_of(raw: bytes) -> list[Call]:
+def lane_calls(raw: bytes) -> list[Call]:
     """The predictions of one lane message; a malformed message is logged and dropped."""
     try:
         message = _decode(raw)
@@ -127,7 +100,7 @@ class LaneServer:
                 continue
             if self._queueing(messages):
                 messages += self._more_after(self._busy_wait_s, self._max_messages - len(messages))
-            calls = [call for raw in messages for call in calls_of(raw)]
+            calls = [call for raw in messages for call in lane_calls(raw)]
             if not calls:
                 continue
             with self._serving_lock:

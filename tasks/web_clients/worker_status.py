@@ -11,15 +11,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from celery import Celery
 from kombu.exceptions import KombuError
 
 from config import get_settings
-from tasks.publish import BROKER_DOWN
-from tasks.redis_transport import transport_for
-
-# Every queue the stack needs a consumer for (celeryconfig.task_routes).
-QUEUES = ("predict", "trades")
+from tasks.contract.connections import client_app
+from tasks.contract.names import QUEUES
+from tasks.contract.publisher import BROKER_DOWN
 
 
 @dataclass(frozen=True)
@@ -36,16 +33,12 @@ class QueueConsumers:
 class WorkerStatus:
     def __init__(self, broker_url: str | None = None, timeout_s: float = 1.0, max_age_s: float = 2.0):
         broker_url = broker_url or get_settings().celery_broker_url
-        self._app = Celery("readiness", set_as_current=False, broker=broker_url)
-        self._app.conf.update(
-            broker_transport=transport_for(broker_url),
-            broker_connection_timeout=timeout_s,
-            broker_connection_retry=False,
-            broker_transport_options={
-                "max_retries": 0,
-                "socket_connect_timeout": timeout_s,
-                "socket_timeout": timeout_s + 1,
-            },
+        self._app = client_app(
+            "readiness",
+            broker_url,
+            timeout_s=timeout_s,
+            socket_timeout_s=timeout_s + 1,
+            connection_retry=False,
         )
         self._timeout_s = timeout_s
         self._max_age_s = max_age_s

@@ -30,20 +30,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
-
 from config import get_settings
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.record import TRADE_ID, TradeRecord, TradeUpdate, utc_now
 from db.spool import Spool
-from tasks import metrics
-from tasks.failures import brief
-from tasks.publish import BROKER_DOWN, LeanPublisher
-from tasks.redis_transport import transport_for
+from tasks.contract.connections import client_app
+from tasks.contract.failures import brief
+from tasks.contract.messages import message_of
+from tasks.contract.names import OUTBOX_SPOOL, TRADES_QUEUE
+from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from tasks.observability import metrics
 
 log = logging.getLogger(__name__)
-
-QUEUE = "trades"
 
 
 class JournalUnavailable(Exception):
@@ -68,21 +66,15 @@ class TradeJournal:
     ):
         settings = get_settings()
         broker_url = broker_url or settings.celery_broker_url
-        self._celery = Celery("trade-journal-client", set_as_current=False)
-        self._celery.conf.update(
-            broker_transport=transport_for(broker_url),
-            broker_connection_timeout=connect_timeout_s,
-            broker_transport_options={
-                "max_retries": 0,  # one attempt: while the broker is down, the outbox takes over
-                "socket_connect_timeout": connect_timeout_s,
-                "socket_timeout": max(connect_timeout_s, 5.0),
-            },
+        self._celery = client_app(
+            "trade-journal-client",
+            broker_url,
+            timeout_s=connect_timeout_s,
+            socket_timeout_s=max(connect_timeout_s, 5.0),
         )
-        # Celery lets CELERY_BROKER_URL override any configured broker, so the client
-        # holds a connection of its own to the broker it was given.
         self._connection = self._celery.connection_for_write(broker_url)
         self._publisher = LeanPublisher(self._celery, self._connection)
-        self._outbox = Spool(Path(spool_dir or settings.spool_dir) / "outbox")
+        self._outbox = Spool(Path(spool_dir or settings.spool_dir) / OUTBOX_SPOOL)
         self._retry_interval_s = retry_interval_s
         self._failed_at: float | None = None
         self._order_lock = threading.RLock()
@@ -192,20 +184,13 @@ class TradeJournal:
         metrics.OUTBOX_SENT.inc(len(chunk))
 
     def _publish_json(self, item: dict[str, Any]) -> None:
-        # Spooled entries are forwarded as they are: the worker validates every message.
-        if item.get("kind") == "record":
-            name, args = "trades.record", [item.get("trade")]
-            trade_id = (item.get("trade") or {}).get("trade_id")
-        elif item.get("kind") == "update":
-            name, args = "trades.update", [item.get("trade_id"), item.get("updates")]
-            trade_id = item.get("trade_id")
-        else:
+        message = message_of(item)
+        if message is None:
             log.error("outbox entry of unknown kind skipped: %r", item)
             return
-        # The trade_id is what Flower needs to show; a repr of the whole record would
-        # cost more than the rest of the publish.
-        argsrepr = f"(trade_id={trade_id!r})"
-        self._publisher.publish(name, args, item.get("job_id") or _new_job_id(), QUEUE, argsrepr)
+        argsrepr = f"(trade_id={message.trade_id!r})"
+        job_id = item.get("job_id") or _new_job_id()
+        self._publisher.publish(message.name, message.args, job_id, TRADES_QUEUE, argsrepr)
 
     def _start_flusher(self) -> None:
         if self._flusher is not None and self._flusher.is_alive():

@@ -7,11 +7,11 @@ from `config` and `db` only, never from the web factory, so a worker never loads
 from celery import Celery, Task
 from flask import Flask
 
-import tasks.logs  # noqa: F401  (connects the logging signals of workers and beat)
+import tasks.observability.logs  # noqa: F401  (connects the logging signals of workers and beat)
 from config import get_settings
 from db.extension import database, flask_config
 
-TASK_MODULES = ("tasks.trades", "tasks.ml")
+TASK_MODULES = ("tasks.worker.trades", "tasks.worker.ml")
 
 
 class FlaskTask(Task):

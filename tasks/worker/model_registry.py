@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import redis
 
 from models.store import ModelStore
-
-KEY = "ml:loaded-models"
+from tasks.contract.names import LOADED_MODELS_KEY
 
 
 def report_loaded(client: redis.Redis, store: ModelStore) -> None:
@@ -24,9 +22,4 @@ def report_loaded(client: redis.Redis, store: ModelStore) -> None:
         description = store.load(name).describe()
         entries[f"{name}@{version}"] = json.dumps({**description, "reported_at": time.time()})
     if entries:
-        client.hset(KEY, mapping=entries)
-
-
-def loaded_descriptions(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """`name@version` -> description, as reported by the workers."""
-    return {key.decode(): json.loads(value) for key, value in client.hgetall(KEY).items()}
+        client.hset(LOADED_MODELS_KEY, mapping=entries)

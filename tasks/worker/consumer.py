@@ -4,7 +4,7 @@ Celery logs a message whose body it cannot decode (JSON nested deeper than Pytho
 parser goes), whose content type it refuses (pickle: never unpickled), or whose task it
 does not know, and then drops it: it can never run, and it would loop otherwise. For a
 journal such a message is an entry that can never be stored (class (b),
-`tasks.failures`), so on the trades queue it is kept in `dead-letter/` first, as it came.
+`tasks.contract.failures`), so on the trades queue it is kept in `dead-letter/` first, as it came.
 Selected by `worker_consumer` in celeryconfig.
 """
 
@@ -14,12 +14,11 @@ import logging
 
 from celery.worker.consumer import Consumer
 
-from tasks.failures import brief
-from tasks.journal import dead_letter
+from tasks.contract.failures import brief
+from tasks.contract.names import TRADES_QUEUE
+from tasks.worker.journal import dead_letter
 
 log = logging.getLogger(__name__)
-
-JOURNAL_QUEUE = "trades"
 
 
 class JournalConsumer(Consumer):
@@ -37,7 +36,7 @@ class JournalConsumer(Consumer):
 
     def _dead_lettered(self, message, reason: str, exc: BaseException) -> bool:
         """Dead-letter a trades message Celery cannot run; False for other queues' messages."""
-        if (message.delivery_info or {}).get("routing_key") != JOURNAL_QUEUE:
+        if (message.delivery_info or {}).get("routing_key") != TRADES_QUEUE:
             return False
         headers = message.headers if isinstance(message.headers, dict) else {}
         kept = {"task": headers.get("task"), "id": headers.get("id"), "content_type": message.content_type}

@@ -6,7 +6,7 @@
 * **unstorable** (b): the entry itself can never be stored. Refused at the door
   (422, `ValidationError`); dead-lettered if it got past, at once.
 * A process that died (c) is not an exception anyone catches: its messages are
-  redelivered by the broker, under the redelivery cap (`tasks.batching`).
+  redelivered by the broker, under the redelivery cap (`tasks.worker.batching`).
 
 An error this module does not know is (a), with bounded retries: an unknown error is
 never a reason to throw a trade away. The README's failure table lists these rules.

@@ -1,8 +1,8 @@
 """The caller's side of `ml.predict`: send a prediction, wait for it, or look a job up.
 
 Waiting costs no subscription: the waiting thread pops its job's reply key
-(`tasks.replies`), which the worker pushes the outcome to. A synchronous prediction
-goes over the direct lane (`tasks.direct_lane`) when the broker is Redis, in the same
+(`tasks.web_clients.replies`), which the worker pushes the outcome to. A synchronous prediction
+goes over the direct lane (`tasks.web_clients.lane`) when the broker is Redis, in the same
 round trip as the wait, else as an `ml.predict` task; the worker stacks whatever
 predictions wait for the same model into one model call. Outcomes are also stored as
 Celery results, so a job can be polled after its caller stopped waiting.
@@ -20,23 +20,21 @@ from typing import Any
 
 import orjson
 import redis
-from celery import Celery, states
+from celery import states
 
 from config import get_settings
 from models.base import ModelError
-from tasks.direct_lane import LANE_KEY, encode_request
-from tasks.direct_lane import serves as lane_serves
-from tasks.ml_results import BrokerUnavailable, error_from_result, reply_key
-from tasks.model_registry import loaded_descriptions
-from tasks.publish import BROKER_DOWN, LeanPublisher
-from tasks.redis_transport import transport_for
-from tasks.replies import Replies
+from tasks.contract.connections import client_app, is_redis_url
+from tasks.contract.names import ISSUED_PREFIX, LANE_KEY, PREDICT_QUEUE, PREDICT_TASK, reply_key
+from tasks.contract.outcomes import BrokerUnavailable, error_from_result
+from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from tasks.web_clients.lane import encode_request
+from tasks.web_clients.loaded_models import loaded_descriptions
+from tasks.web_clients.replies import Replies
 
 log = logging.getLogger(__name__)
 
-QUEUE = "predict"
 WAIT_MARGIN_S = 2.0
-ISSUED_PREFIX = "ml:job:"
 STATUS_OF = {
     states.PENDING: "pending",
     states.RECEIVED: "pending",
@@ -68,14 +66,12 @@ class PredictionClient:
         broker_url = broker_url or settings.celery_broker_url
         result_url = result_url or settings.celery_result_backend
         if direct_lane is None:
-            direct_lane = lane_serves(broker_url)
+            direct_lane = is_redis_url(broker_url)
         self._lane = None
         if direct_lane:
             self._lane = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
-        self._celery = Celery("prediction-client", set_as_current=False, backend=result_url)
-        self._celery.conf.update(
-            broker_transport=transport_for(broker_url),
-            broker_transport_options={"max_retries": 0, "socket_connect_timeout": 2, "socket_timeout": 5},
+        self._celery = client_app(
+            "prediction-client", broker_url, timeout_s=2, socket_timeout_s=5, backend=result_url
         )
         self._connection = self._celery.connection_for_write(broker_url)
         self._publisher = LeanPublisher(self._celery, self._connection)
@@ -90,7 +86,7 @@ class PredictionClient:
             socket_timeout=self._longest_wait_s + WAIT_MARGIN_S,
             socket_keepalive=True,
         )
-        self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.ml_results
+        self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.worker.outcomes
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._expires_s = settings.predict_expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
@@ -119,7 +115,7 @@ class PredictionClient:
             else:  # a broker other than Redis: an `ml.predict` task
                 args = [model_name, features, model_type]
                 argsrepr = f"({model_name!r}, ...)"
-                self._publish("ml.predict", args, job_id, reply_key(job_id), argsrepr, self._expiry())
+                self._publish(PREDICT_TASK, args, job_id, reply_key(job_id), argsrepr, self._expiry())
                 meta = self._replies.wait(job_id, timeout_s)
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"Redis cannot take the prediction ({exc}); try again") from exc
@@ -136,7 +132,7 @@ class PredictionClient:
         try:
             self._mark_issued(job_id)
             args = [model_name, features, model_type]
-            self._publish("ml.predict", args, job_id, None, f"<{rows} rows>", self._expiry())
+            self._publish(PREDICT_TASK, args, job_id, None, f"<{rows} rows>", self._expiry())
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"the broker cannot take the job ({exc}); nothing was queued") from exc
         return job_id
@@ -165,7 +161,7 @@ class PredictionClient:
     ) -> None:
         with self._send_lock:
             self._publisher.publish(
-                name, args, task_id, QUEUE, argsrepr=argsrepr, reply_to=reply_to, expires=expires
+                name, args, task_id, PREDICT_QUEUE, argsrepr=argsrepr, reply_to=reply_to, expires=expires
             )
 
     def _expiry(self) -> datetime:

@@ -15,7 +15,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, task_pos
 from pythonjsonlogger.json import JsonFormatter
 
 from config import get_settings
-from tasks import request_id
+from tasks.observability import request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 # Fields of every JSON line; `extra=` fields of a log call are added to them.

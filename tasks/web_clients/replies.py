@@ -1,7 +1,7 @@
 """Waiting for a prediction: the waiting thread BRPOPs its job's own reply key.
 
 No subscription, no listener thread and no hand-off between threads: the worker LPUSHes
-the outcome to `ml:reply:<job_id>` (`tasks.ml_results.reply_key`) and the request thread
+the outcome to `ml:reply:<job_id>` (`tasks.contract.names.reply_key`) and the request thread
 that waits for it pops it, on a connection of its own. On the direct lane the
 request and the wait go out together, on two connections, before either reply is read:
 one round trip instead of two.
@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from tasks.ml_results import reply_key
-from tasks.redis_commands import kept_connection
+from tasks.contract.names import reply_key
+from tasks.contract.redis_commands import kept_connection
 
 
 class Replies:

@@ -3,7 +3,7 @@
 A worker answering a prediction sends a few commands per request; redis-py's Pipeline
 (command stack, retry wrapper, pool checkout) costs more than Redis takes to run them.
 Each thread keeps one connection per Redis client here (`kept_connection`), which the
-web's waiting requests use too (`tasks.replies`).
+web's waiting requests use too (`tasks.web_clients.replies`).
 """
 
 from __future__ import annotations

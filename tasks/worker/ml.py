@@ -4,8 +4,8 @@ The worker's consumer buffers predict messages (celery-batches) for at most
 PREDICT_BATCH_WAIT_S or PREDICT_MAX_BATCH messages and runs them in one pool call:
 requests for the same model and input shape are stacked into one model call, the way
 MLServer and BentoML batch adaptively. Each request still gets its own outcome
-(`tasks.ml_results`). Every process that holds the models also serves the direct lane
-(`tasks.direct_lane`), where the web's waiting callers skip Celery's consumer.
+(`tasks.worker.outcomes`). Every process that holds the models also serves the direct lane
+(`tasks.worker.lane_server`), where the web's waiting callers skip Celery's consumer.
 """
 
 from __future__ import annotations
@@ -22,32 +22,27 @@ import redis
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
-from celery_batches.trace import apply_batches_task
 
 from config import get_settings
 from models.base import ModelError
 from models.store import LoadedModel, ModelStore
 from models.threads import limit_threads
 from models.validation import features_array
-from tasks import app, direct_lane, metrics
-from tasks.batching import BATCH_DONE
-from tasks.direct_lane import LaneServer
-from tasks.factory import FlaskTask
-from tasks.ml_results import (
-    Call,
-    Outcome,
-    PredictionExpired,
-    PredictionFailed,
-    mark_started,
-    publish_outcomes,
-    waits_on_reply,
-)
-from tasks.model_registry import report_loaded
-from tasks.model_watch import ModelWatch
+from tasks import app
+from tasks.contract.connections import is_redis_url
+from tasks.contract.names import PREDICT_QUEUE, PREDICT_TASK
+from tasks.contract.outcomes import Call, Outcome, PredictionExpired, PredictionFailed, waits_on_reply
+from tasks.internals.celery_batches import run_in_pool
+from tasks.observability import metrics
+from tasks.worker.app import FlaskTask
+from tasks.worker.batching import BATCH_DONE
+from tasks.worker.lane_server import LaneServer
+from tasks.worker.model_registry import report_loaded
+from tasks.worker.model_watch import ModelWatch
+from tasks.worker.outcomes import mark_started, publish_outcomes
 
 log = logging.getLogger(__name__)
 
-QUEUE = "predict"
 _serves_predictions = False
 _store: ModelStore | None = None
 _lane: LaneServer | None = None
@@ -65,7 +60,7 @@ def store() -> ModelStore:
 @worker_init.connect
 def _note_queues(sender: Any = None, **_: Any) -> None:
     global _serves_predictions
-    _serves_predictions = QUEUE in sender.app.amqp.queues.consume_from
+    _serves_predictions = PREDICT_QUEUE in sender.app.amqp.queues.consume_from
     if "prefork" not in sender.pool_cls.__module__:
         # A threads or solo pool never forks: the worker process itself predicts.
         _preload_models()
@@ -80,7 +75,7 @@ def _load_and_serve(**_: Any) -> None:
 
 def _start_lane(threads: int) -> None:
     global _lane
-    if not _serves_predictions or not direct_lane.serves(app.conf.broker_url):
+    if not _serves_predictions or not is_redis_url(app.conf.broker_url):
         return
     client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, health_check_interval=30)
     settings = get_settings()
@@ -139,7 +134,7 @@ class PredictBatches(FlaskTask, Batches):
         live = [request for request in requests if not _expired(request, now)]
         if expired:
             error = PredictionExpired("the prediction waited too long for a worker (PREDICT_EXPIRES_S)")
-            publish_outcomes(app, [(call, error) for call in calls_of(expired)])
+            publish_outcomes(app, [(call, error) for call in batch_calls(expired)])
             for request in expired:
                 request.acknowledge()
         if not live:
@@ -149,7 +144,7 @@ class PredictBatches(FlaskTask, Batches):
         def fail_all(reason: object) -> None:
             log.error("prediction batch of %d messages failed: %r", len(simple), reason)
             error = PredictionFailed("the worker failed while predicting; try again")
-            publish_outcomes(app, [(call, error) for call in calls_of(simple)])
+            publish_outcomes(app, [(call, error) for call in batch_calls(simple)])
 
         def on_accepted(*_: Any) -> None:
             for request in live:
@@ -159,9 +154,9 @@ class PredictBatches(FlaskTask, Batches):
             if result != BATCH_DONE:
                 fail_all("the batch raised; see the error logged before")
 
-        self._pool.apply_async(
-            apply_batches_task,
-            (self, (simple,), 0, None),
+        run_in_pool(
+            self,
+            simple,
             accept_callback=on_accepted,
             callback=on_return,
             error_callback=lambda exc_info: fail_all(exc_info.exception),
@@ -172,13 +167,13 @@ def _expired(request: Request, now: float) -> bool:
     return request.expires is not None and request.expires.timestamp() < now
 
 
-@app.task(name="ml.predict", base=PredictBatches)
+@app.task(name=PREDICT_TASK, base=PredictBatches)
 def predict(requests: list[SimpleRequest]) -> str:
     """One message: `model_name, features, model_type=None`; returns the prediction payload."""
-    return serve(calls_of(requests))
+    return serve(batch_calls(requests))
 
 
-def calls_of(requests: Iterable[Any]) -> list[Call]:
+def batch_calls(requests: Iterable[Any]) -> list[Call]:
     return [
         Call(request.id, request.reply_to, tuple(request.args), dict(request.kwargs)) for request in requests
     ]

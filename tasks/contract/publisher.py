@@ -18,8 +18,8 @@ from celery import Celery
 from kombu import Connection
 from kombu.utils.json import dumps
 
-from tasks import request_id
-from tasks.failures import BROKER_UNAVAILABLE
+from tasks.contract.failures import BROKER_UNAVAILABLE
+from tasks.observability import request_id
 
 # What a publish raises when the broker cannot take a message now (down, or refusing
 # writes: maxmemory, NOREPLICAS, READONLY, MISCONF); callers fall back on these.

@@ -1,6 +1,6 @@
 """The id of the HTTP request a piece of work belongs to, carried from the web into Celery.
 
-The web binds it for the duration of a request; `tasks.publish` copies it into the
+The web binds it for the duration of a request; `tasks.contract.publisher` copies it into the
 headers of every task message it sends (`request_id`), and the worker binds it again
 while it handles that message, so log lines on both sides carry the same id.
 """

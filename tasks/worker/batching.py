@@ -2,7 +2,7 @@
 
 celery-batches buffers a task's messages in the worker's consumer and runs them as one
 call, so a batch of trades costs one transaction instead of one per trade. For a
-journal, what happens to each message follows the failure model (`tasks.failures`):
+journal, what happens to each message follows the failure model (`tasks.contract.failures`):
 
 * **stored, spooled or dead-lettered:** acknowledged;
 * **stored nowhere** (the database and the spool both unavailable), or the batch raised
@@ -28,14 +28,15 @@ import redis
 from billiard.einfo import ExceptionInfo
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
-from celery_batches.trace import apply_batches_task
 
 from config import get_settings
-from tasks import metrics
-from tasks.factory import FlaskTask
-from tasks.failures import brief, classify
-from tasks.held_trades import report_held
-from tasks.journal import count_outage
+from tasks.contract.failures import brief, classify
+from tasks.contract.names import REDELIVERIES_PREFIX
+from tasks.internals.celery_batches import run_in_pool
+from tasks.observability import metrics
+from tasks.worker.app import FlaskTask
+from tasks.worker.held import report_held
+from tasks.worker.journal import count_outage
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class JournalLedger:
     """What the consumer keeps in the results' Redis: how often each redelivered message
     ran without an outcome, and how many messages each worker holds (for /readyz)."""
 
-    KEY_PREFIX = "journal:redeliveries:"
+    KEY_PREFIX = REDELIVERIES_PREFIX
     TTL_S = 7 * 24 * 3600
 
     def __init__(self, url: str):
@@ -196,9 +197,9 @@ class JournalBatches(FlaskTask, Batches):
             self._count_held()
 
         simple = [SimpleRequest.from_request(request) for request in requests]
-        self._pool.apply_async(
-            apply_batches_task,
-            (self, (simple,), 0, None),
+        run_in_pool(
+            self,
+            simple,
             callback=on_return,
             error_callback=on_error,
         )

@@ -1,0 +1,82 @@
+"""What crosses a process boundary, in one place: every side (bot, web, worker) imports it.
+
+- `names`: queues, task names, Redis keys and spool folders;
+- `messages`: journal entries as task messages and back;
+- `outcomes`: a prediction's stored outcome and the errors it stands for;
+- `connections`: the broker's transport and the sending Celery clients;
+- `publisher`: one message onto a queue, the way Celery would send it;
+- `failures`: the one place that sorts an error into the failure model;
+- `redis_commands`: several Redis commands in one round trip.
+"""
+
+from tasks.contract.connections import client_app, is_redis_url, transport_for
+from tasks.contract.failures import BROKER_ERRORS, BROKER_UNAVAILABLE, Failure, Verdict, brief, classify
+from tasks.contract.messages import TaskMessage, message_of, record_entry, update_entry
+from tasks.contract.names import (
+    DEAD_LETTER_SPOOL,
+    HELD_PREFIX,
+    ISSUED_PREFIX,
+    LANE_KEY,
+    LOADED_MODELS_KEY,
+    OUTBOX_SPOOL,
+    PREDICT_QUEUE,
+    PREDICT_TASK,
+    QUEUES,
+    RECORD_TASK,
+    REDELIVERIES_PREFIX,
+    REPLAY_SPOOL,
+    REPLAY_TASK,
+    REPLY_PREFIX,
+    SPOOLS,
+    TRADES_QUEUE,
+    UPDATE_TASK,
+    reply_key,
+)
+from tasks.contract.outcomes import (
+    BrokerUnavailable,
+    Call,
+    PredictionExpired,
+    PredictionFailed,
+    error_from_result,
+    error_result,
+)
+
+__all__ = [
+    "BROKER_ERRORS",
+    "BROKER_UNAVAILABLE",
+    "DEAD_LETTER_SPOOL",
+    "HELD_PREFIX",
+    "ISSUED_PREFIX",
+    "LANE_KEY",
+    "LOADED_MODELS_KEY",
+    "OUTBOX_SPOOL",
+    "PREDICT_QUEUE",
+    "PREDICT_TASK",
+    "QUEUES",
+    "RECORD_TASK",
+    "REDELIVERIES_PREFIX",
+    "REPLAY_SPOOL",
+    "REPLAY_TASK",
+    "REPLY_PREFIX",
+    "SPOOLS",
+    "TRADES_QUEUE",
+    "UPDATE_TASK",
+    "BrokerUnavailable",
+    "Call",
+    "Failure",
+    "PredictionExpired",
+    "PredictionFailed",
+    "TaskMessage",
+    "Verdict",
+    "brief",
+    "classify",
+    "client_app",
+    "error_from_result",
+    "error_result",
+    "is_redis_url",
+    "message_of",
+    "record_entry",
+    "reply_key",
+    "transport_for",
+    "update_entry",
+]

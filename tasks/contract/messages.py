@@ -1,0 +1,61 @@
+"""Journal entries as task messages, both ways: what the bot sends for an entry, and the
+entry a worker makes of a message.
+
+    trades.record(trade)                 <->  RecordEntry  {"kind": "record", "trade": {...}}
+    trades.update(trade_id, updates)     <->  UpdateEntry  {"kind": "update", "trade_id", "updates"}
+
+The task id is the entry's `job_id`. An entry's JSON is the spool line of `db.entries`, so
+an outbox line, a replay line and a dead letter's payload all map the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from db.entries import RecordEntry, UnstorableEntry, UpdateEntry
+from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from tasks.contract.names import RECORD_TASK, UPDATE_TASK
+
+# A record sent by name must say who it is: a default made at each delivery (a new id, the
+# time of delivery) would store a redelivered record twice.
+REQUIRED_IN_A_RECORD_MESSAGE = ("trade_id", "timestamp")
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    name: str
+    args: list[Any]
+    trade_id: Any  # what Flower shows of the message (a repr of the record costs too much)
+
+
+def message_of(entry_json: dict[str, Any]) -> TaskMessage | None:
+    """The task message for an entry's JSON, forwarded as it is (the worker validates
+    every message); None for a kind no task takes."""
+    kind = entry_json.get("kind")
+    if kind == "record":
+        trade = entry_json.get("trade")
+        trade_id = trade.get("trade_id") if isinstance(trade, dict) else None
+        return TaskMessage(RECORD_TASK, [trade], trade_id)
+    if kind == "update":
+        trade_id = entry_json.get("trade_id")
+        return TaskMessage(UPDATE_TASK, [trade_id, entry_json.get("updates")], trade_id)
+    return None
+
+
+def record_entry(job_id: str, trade: Any) -> RecordEntry:
+    """The entry of a `trades.record` message; raises UnstorableEntry or ValidationError."""
+    if isinstance(trade, dict):
+        missing = [name for name in REQUIRED_IN_A_RECORD_MESSAGE if trade.get(name) is None]
+        if missing:
+            raise UnstorableEntry(
+                f"a {RECORD_TASK} message must carry {' and '.join(missing)} "
+                "(a default made at delivery would double the trade on redelivery)"
+            )
+    return RecordEntry(TradeRecord.from_dict(trade), job_id)
+
+
+def update_entry(job_id: str, trade_id: Any, updates: Any) -> UpdateEntry:
+    """The entry of a `trades.update` message. One without `updated_at` is ordered by the
+    time a worker first handles it."""
+    return UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates).stamped(), job_id)

@@ -1,0 +1,38 @@
+"""The names every process agrees on: queues, tasks, Redis keys and spool folders.
+
+The bot, the web and the workers each import these; a name changed here changes on
+every side at once. The task names and queues are the design's (`../shared/DESIGN.md`):
+bots call them with `send_task`.
+"""
+
+from __future__ import annotations
+
+# Queues (celeryconfig routes `trades.*` and `ml.*` to them).
+TRADES_QUEUE = "trades"
+PREDICT_QUEUE = "predict"
+QUEUES = (PREDICT_QUEUE, TRADES_QUEUE)
+
+# Tasks.
+RECORD_TASK = "trades.record"
+UPDATE_TASK = "trades.update"
+REPLAY_TASK = "trades.replay_spool"
+PREDICT_TASK = "ml.predict"
+
+# Redis keys. The lane is a list in the broker's database; the rest live in the results'.
+LANE_KEY = "predict:direct"  # synchronous predictions waiting for a worker thread
+REPLY_PREFIX = "ml:reply:"  # + job id: the list a waiting caller pops its outcome from
+ISSUED_PREFIX = "ml:job:"  # + job id: marks a job the web issued (unknown ids are 404)
+LOADED_MODELS_KEY = "ml:loaded-models"  # hash: name@version -> what a worker loaded
+HELD_PREFIX = "journal:held:"  # + worker:task: trades a worker holds unacknowledged
+REDELIVERIES_PREFIX = "journal:redeliveries:"  # + task id: deliveries without an outcome
+
+# Folders under SPOOL_DIR.
+OUTBOX_SPOOL = "outbox"  # the bot's: messages the broker did not take yet
+REPLAY_SPOOL = "replay"  # the workers': entries the database did not take yet
+DEAD_LETTER_SPOOL = "dead-letter"  # entries that can never be stored as they are
+SPOOLS = (REPLAY_SPOOL, OUTBOX_SPOOL, DEAD_LETTER_SPOOL)
+
+
+def reply_key(job_id: str) -> str:
+    """The list a waiting caller pops its job's outcome from."""
+    return REPLY_PREFIX + job_id

@@ -1,0 +1,38 @@
+"""Handing a batch to the worker's pool, as celery-batches' own `Batches.flush` does.
+
+celery-batches acknowledges a whole batch when it returns; the journal must decide per
+message (some are held, some requeued), so its tasks override `flush` and need the two
+private pieces that `Batches.flush` uses: the consumer's pool (`task._pool`, set by
+`Batches.Strategy`) and `apply_batches_task`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
+
+from tasks.internals import written_for
+
+written_for("celery-batches", "0.11", __name__)
+
+
+def run_in_pool(
+    task: Batches,
+    requests: list[SimpleRequest],
+    *,
+    callback: Callable[[Any], None],
+    error_callback: Callable[[Any], None],
+    accept_callback: Callable[..., None] | None = None,
+) -> None:
+    """Run `task` on `requests` in a pool process; `callback` gets what it returned,
+    `error_callback` the ExceptionInfo of a process that died or timed out."""
+    task._pool.apply_async(
+        apply_batches_task,
+        (task, (requests,), 0, None),
+        accept_callback=accept_callback,
+        callback=callback,
+        error_callback=error_callback,
+    )

@@ -1,0 +1,54 @@
+"""The worker's side of a prediction's outcome: mark jobs started, then store each outcome
+and push it to its caller's reply list, in one round trip (`tasks.contract.outcomes`
+says what they hold).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from celery import Celery, states
+
+from models.base import ModelError
+from tasks.contract.outcomes import REPLY_TTL_S, Outcome, error_result, waits_on_reply
+from tasks.contract.redis_commands import send_all
+from tasks.internals.celery_results import result_meta
+from tasks.observability.metrics import count_predictions
+
+
+def encoded_failure(app: Celery, task_id: str, error: ModelError) -> bytes:
+    return result_meta(app, task_id, states.FAILURE, error_result(error), datetime.now(UTC).isoformat())[1]
+
+
+def mark_started(app: Celery, calls: list) -> None:
+    if not calls:
+        return
+    backend = app.backend
+    with backend.client.pipeline(transaction=False) as pipe:
+        for call in calls:
+            key, encoded = result_meta(app, call.id, states.STARTED, None, None)
+            pipe.setex(key, backend.expires or 3600, encoded)
+        pipe.execute()
+
+
+def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
+    """Store every outcome and push it to its caller's reply list, in one round trip."""
+    backend = app.backend
+    done = datetime.now(UTC).isoformat()
+    keep_s = int(backend.expires or 3600)
+    commands: list[tuple] = []
+    for call, outcome in outcomes:
+        if isinstance(outcome, ModelError):
+            key, encoded = result_meta(app, call.id, states.FAILURE, error_result(outcome), done)
+        else:
+            key, encoded = result_meta(app, call.id, states.SUCCESS, outcome, done)
+        commands.append(("SETEX", key, keep_s, encoded))
+        if waits_on_reply(call):
+            commands.append(("LPUSH", call.reply_to, encoded))
+            commands.append(("EXPIRE", call.reply_to, REPLY_TTL_S))
+        else:  # a bot's `send_task`: its AsyncResult.get() listens here
+            commands.append(("PUBLISH", key, encoded))
+    try:
+        send_all(backend.client, commands)
+    finally:  # counted once the callers have their answers, and counted if Redis failed
+        count_predictions((call.args[0] if call.args else None, outcome) for call, outcome in outcomes)
