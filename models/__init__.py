@@ -5,4 +5,43 @@ interface, `validation` checks request features; none of them imports an ML libr
 the web process can list models without torch, xgboost or lightgbm. The adapters
 (`xgboost_adapter`, `lightgbm_adapter`, `torch_adapter`, `pickle_adapter`) import their
 library and are imported only when a model of their type is loaded.
+
+Callers import from the package: `from models import ModelStore, ModelError`.
 """
+
+from models.base import (
+    Adapter,
+    InputMismatch,
+    InvalidModelName,
+    ModelError,
+    ModelLoading,
+    ModelNotFound,
+    ModelRefused,
+    ModelTypeMismatch,
+    ModelUnloadable,
+    check_type,
+    normalize_type,
+)
+from models.store import LoadedModel, ModelFile, ModelStore, check_name
+from models.threads import limit_threads
+from models.validation import features_array
+
+__all__ = [
+    "Adapter",
+    "InputMismatch",
+    "InvalidModelName",
+    "LoadedModel",
+    "ModelError",
+    "ModelFile",
+    "ModelLoading",
+    "ModelNotFound",
+    "ModelRefused",
+    "ModelStore",
+    "ModelTypeMismatch",
+    "ModelUnloadable",
+    "check_name",
+    "check_type",
+    "features_array",
+    "limit_threads",
+    "normalize_type",
+]

@@ -31,6 +31,14 @@ class ModelError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "model_error"
 
+    def __init_subclass__(cls, status: int | None = None, code: str | None = None, **kwargs: Any):
+        # Each error names its HTTP status and code in its class line.
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
@@ -51,42 +59,33 @@ class ModelError(Exception):
         return body
 
 
-class ModelNotFound(ModelError):
-    status = 404
-    code = "model_not_found"
+class ModelNotFound(ModelError, status=404, code="model_not_found"):
+    """No model file of that name in MODEL_DIR."""
 
 
-class InvalidModelName(ModelError):
-    status = 400
-    code = "invalid_model_name"
+class InvalidModelName(ModelError, status=400, code="invalid_model_name"):
+    """A name that is not a plain file name (a path, a traversal, a bad character)."""
 
 
-class ModelRefused(ModelError):
-    status = 422
-    code = "model_refused"
+class ModelRefused(ModelError, status=422, code="model_refused"):
+    """A file the store will not load (a pickle without ALLOW_PICKLE_MODELS, an unknown format)."""
 
 
-class ModelUnloadable(ModelError):
-    status = 422
-    code = "model_unloadable"
+class ModelUnloadable(ModelError, status=422, code="model_unloadable"):
+    """A file its library cannot load."""
 
 
-class ModelLoading(ModelError):
+class ModelLoading(ModelError, status=503, code="model_loading"):
     """The file is there but not loaded yet (still being written): the request is right,
     the server is not ready for it. `details["retry_after_s"]` says when to ask again."""
 
-    status = 503
-    code = "model_loading"
+
+class ModelTypeMismatch(ModelError, status=422, code="model_type_mismatch"):
+    """The request names a model type the file is not."""
 
 
-class ModelTypeMismatch(ModelError):
-    status = 422
-    code = "model_type_mismatch"
-
-
-class InputMismatch(ModelError):
-    status = 422
-    code = "input_mismatch"
+class InputMismatch(ModelError, status=422, code="input_mismatch"):
+    """Rows of the wrong shape or type for the model."""
 
 
 def normalize_type(name: str) -> str:

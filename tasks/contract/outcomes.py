@@ -19,19 +19,16 @@ from tasks.contract.names import REPLY_PREFIX
 REPLY_TTL_S = 60
 
 
-class PredictionFailed(ModelError):
-    status = 503
-    code = "prediction_failed"
+class PredictionFailed(ModelError, status=503, code="prediction_failed"):
+    """The worker failed while predicting (or its answer cannot be read)."""
 
 
-class PredictionExpired(ModelError):
-    status = 504
-    code = "prediction_expired"
+class PredictionExpired(ModelError, status=504, code="prediction_expired"):
+    """The prediction waited longer than PREDICT_EXPIRES_S for a worker."""
 
 
-class BrokerUnavailable(ModelError):
-    status = 503
-    code = "broker_unavailable"
+class BrokerUnavailable(ModelError, status=503, code="broker_unavailable"):
+    """The broker cannot take the prediction."""
 
 
 _ERRORS = {
