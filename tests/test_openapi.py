@@ -28,7 +28,9 @@ from db.record import TradeRecord
 from tests.support.model_zoo import ROWS, SEQUENCES
 from tests.support.processes import Worker, wait_for
 from web import create_app
-from web.openapi.document import REF, openapi_path
+from web.openapi.declare import Answer, Undocumented, documented, undocumented
+from web.openapi.document import REF, build_document, openapi_path
+from web.openapi.routes import UndocumentedRoutes, routes, undocumented_routes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -66,7 +68,10 @@ def workers(zoo, tmp_path_factory, database_url):
         Worker(dict(os.environ), folder, queues="trades", concurrency=1),
     ]
     try:
-        yield [worker.wait_ready() for worker in started]
+        ready = [worker.wait_ready() for worker in started]
+        # /readyz answers 200 (no 5xx, as checked) only once every model is loaded.
+        ready[0].wait_models_loaded(os.environ["CELERY_RESULT_BACKEND"], set(zoo))
+        yield ready
     finally:
         for worker in started:
             worker.stop()
@@ -77,6 +82,39 @@ def test_every_route_of_the_app_is_in_the_document(app):
     served, documented = served_operations(app), documented_operations(document)
     assert served - documented == set(), "routes missing from the OpenAPI document"
     assert documented - served <= CONTRACT_ONLY, "documented operations that no handler serves"
+
+
+def test_every_rule_and_method_is_documented_unless_left_out_with_a_reason(app):
+    document = app.test_client().get(DOCUMENT).get_json()
+    left_out = [route for route in routes(app) if isinstance(route.declared, Undocumented)]
+    assert all(route.declared.reason for route in left_out)
+    expected = {
+        (openapi_path(rule.rule), method)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+        if (rule.rule, method) not in {(route.rule, route.method) for route in left_out}
+    }
+    assert documented_operations(document) == expected
+    assert undocumented_routes(app) == []
+
+
+def test_a_route_added_without_documentation_is_caught():
+    app = create_app()
+
+    def throwaway():
+        return ""
+
+    app.add_url_rule("/api/v1/throwaway", "throwaway", throwaway)
+    assert undocumented_routes(app) == [("/api/v1/throwaway", "GET")]
+    with pytest.raises(UndocumentedRoutes, match="GET /api/v1/throwaway"):
+        build_document(app, "0")
+
+    # Declared either way, it passes: documented it is in the document, left out it is not.
+    documented(operation_id="throwaway", summary="-", tag="docs", answers={200: Answer("-")})(throwaway)
+    app.add_url_rule("/probe", "probe", undocumented("a probe for tests")(lambda: ""))
+    assert undocumented_routes(app) == []
+    paths = build_document(app, "0")["paths"]
+    assert paths["/api/v1/throwaway"]["get"]["operationId"] == "throwaway" and "/probe" not in paths
 
 
 def test_the_document_is_the_validating_types_schema(app):

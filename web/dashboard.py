@@ -29,6 +29,7 @@ from web.auth import API_PREFIX
 from web.errors import ApiError, error_response
 from web.inputs import query
 from web.ml import model_entry
+from web.openapi.declare import BINARY, HTML, JSON, LOCATION, Answer, Documented, declare_endpoint, documented
 from web.schemas import StatsQuery, TradeQuery
 from web.stack_status import flower_url, stack_status
 
@@ -41,6 +42,21 @@ REFRESH_S = 5
 TRADES_SHOWN = 50
 SESSION_FLAG = "dashboard_user"
 OPEN_ENDPOINTS = {"dashboard.page", "dashboard.login", "dashboard.static"}
+# The OpenAPI document lists these routes as open (no bearer token) with their 401: with
+# API_TOKEN set they need the session cookie from POST /login instead.
+
+# What /dashboard/performance.json answers, for the OpenAPI document.
+_POINTS = {"type": "array", "items": {"type": "object", "required": ["at"]}}
+PERFORMANCE = {
+    "type": "object",
+    "required": ["totals", "bucket", "per_bucket", "equity"],
+    "properties": {
+        "totals": {"type": "object"},
+        "bucket": {"type": "string"},
+        "per_bucket": _POINTS,
+        "equity": _POINTS,
+    },
+}
 
 
 def register(app: Flask) -> None:
@@ -49,6 +65,19 @@ def register(app: Flask) -> None:
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.session_interface = DashboardSessions()
     app.register_blueprint(blueprint)
+    # Flask's own view serves the static files: it cannot carry a decorator.
+    declare_endpoint(
+        app,
+        "dashboard.static",
+        Documented(
+            operation_id="staticFile",
+            summary="The dashboard's script, styles and vendored chart library",
+            tag="dashboard",
+            answers={200: Answer("the file", media={"application/octet-stream": BINARY})},
+            errors=(404,),
+            path={"filename": {"type": "string"}},
+        ),
+    )
 
 
 class DashboardSessions(SecureCookieSessionInterface):
@@ -99,6 +128,12 @@ def _check_login() -> None:
 
 
 @blueprint.get("/")
+@documented(
+    operation_id="dashboard",
+    summary="The dashboard (or, with API_TOKEN set and no session, its login form)",
+    tag="dashboard",
+    answers={200: Answer("the page", media=HTML)},
+)
 def page():
     if not _logged_in():
         return render_template("dashboard/login.html", failed=False)
@@ -111,6 +146,15 @@ def page():
 
 
 @blueprint.post("/login")
+@documented(
+    operation_id="dashboardLogin",
+    summary="Log in to the dashboard with the API token (form field `token`)",
+    tag="dashboard",
+    answers={
+        303: Answer("to the dashboard, with the session cookie", headers=LOCATION),
+        401: Answer("not the API token: the form again", media=HTML),
+    },
+)
 def login():
     token = get_settings().api_token
     if token is None:
@@ -124,12 +168,26 @@ def login():
 
 
 @blueprint.post("/logout")
+@documented(
+    operation_id="dashboardLogout",
+    summary="End the dashboard's session",
+    tag="dashboard",
+    answers={303: Answer("to the dashboard", headers=LOCATION)},
+)
 def logout():
     session.clear()
     return redirect(url_for("dashboard.page"), 303)
 
 
 @blueprint.get("/dashboard/trades")
+@documented(
+    operation_id="dashboardTrades",
+    summary="The trades panel (HTML), newest first",
+    tag="dashboard",
+    answers={200: Answer("the panel", media=HTML)},
+    errors=(400, 401, 503),
+    query=TradeQuery,
+)
 def trades_panel():
     filters = query(TradeQuery)
     if "limit" not in request.args:
@@ -141,6 +199,13 @@ def trades_panel():
 
 
 @blueprint.get("/dashboard/models")
+@documented(
+    operation_id="dashboardModels",
+    summary="The models panel (HTML)",
+    tag="dashboard",
+    answers={200: Answer("the panel", media=HTML)},
+    errors=(401, 503),
+)
 def models_panel():
     reported = current_app.extensions["predictions"].loaded_models()
     models = [model_entry(file, reported) for file in current_app.extensions["model_store"].list()]
@@ -148,6 +213,13 @@ def models_panel():
 
 
 @blueprint.get("/dashboard/health")
+@documented(
+    operation_id="dashboardHealth",
+    summary="The health panel (HTML): readiness checks and the spool backlog",
+    tag="dashboard",
+    answers={200: Answer("the panel", media=HTML)},
+    errors=(401,),
+)
 def health_panel():
     return render_template(
         "dashboard/health.html", status=stack_status(), flower_url=flower_url(get_settings())
@@ -155,6 +227,14 @@ def health_panel():
 
 
 @blueprint.get("/dashboard/performance.json")
+@documented(
+    operation_id="dashboardPerformance",
+    summary="The charts' data: totals, PnL per bucket (default `1 day`) and the equity curve",
+    tag="dashboard",
+    answers={200: Answer("totals and two series (times in Unix seconds)", media={JSON: PERFORMANCE})},
+    errors=(400, 401, 503),
+    query=StatsQuery,
+)
 def performance():
     """The charts' data: the equity curve (cumulative realized PnL) and PnL per day."""
     filters = query(StatsQuery)

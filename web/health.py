@@ -26,6 +26,8 @@ from sqlalchemy.pool import NullPool
 from config import get_settings
 from models.store import ModelStore
 from tasks.web_clients import WorkerStatus, held_reports, loaded_descriptions
+from web.openapi import responses as r
+from web.openapi.declare import Answer, documented
 
 blueprint = Blueprint("health", __name__)
 
@@ -39,11 +41,27 @@ Check = dict[str, Any]
 
 
 @blueprint.get("/healthz")
+@documented(
+    operation_id="liveness",
+    summary="Liveness",
+    tag="operations",
+    answers={200: Answer("the process answers", r.Liveness)},
+    description="Touches no dependency.",
+)
 def healthz():
     return jsonify(status="ok")
 
 
 @blueprint.get("/readyz")
+@documented(
+    operation_id="readiness",
+    summary="Readiness",
+    tag="operations",
+    answers={
+        200: Answer("database, broker, workers and models ready", r.Readiness),
+        503: Answer("not ready; `checks` says which part failed", r.Readiness),
+    },
+)
 def readyz():
     checks = readiness().report()
     ready = all(check["ok"] for check in checks.values())

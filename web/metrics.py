@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from config import get_settings
 from tasks.observability.metrics import ensure_multiprocess_directory
 from web.backlog import BacklogCollector
+from web.openapi.declare import Answer, documented
 
 ensure_multiprocess_directory()
 blueprint = Blueprint("metrics", __name__)
@@ -58,6 +59,13 @@ def measure_requests(app: Flask) -> None:
 
 
 @blueprint.get("/metrics")
+@documented(
+    operation_id="metrics",
+    summary="Prometheus metrics",
+    tag="operations",
+    answers={200: Answer("Prometheus text format", media={"text/plain": {"type": "string"}})},
+    description="Includes the workers' metrics (prometheus_client multiprocess mode).",
+)
 def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     directories = metric_directories()

@@ -25,11 +25,17 @@ from tasks.contract.failures import BROKER_ERRORS
 from tasks.web_clients.predictions import PredictionClient, PredictionTimeout
 from web.errors import ApiError, error_response
 from web.inputs import body_as
+from web.openapi import responses as r
+from web.openapi.declare import LOCATION, Answer, documented
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ml", __name__)
 
+MODEL_NAME_PATH = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 255, "examples": ["xgboost_model"]}
+}
+JOB_ID_PATH = {"job_id": {"type": "string", "format": "uuid"}}
 DESCRIBED = ("n_features", "feature_names", "input_kind", "sequence_length", "fixed_sequence_length")
 
 
@@ -71,18 +77,61 @@ def model_entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[st
 
 
 @blueprint.get("/models")
+@documented(
+    operation_id="listModels",
+    summary="List the models of MODEL_DIR",
+    tag="ml",
+    answers={200: Answer("the models", r.ModelList)},
+    errors=(401, 503),
+)
 def list_models():
     reported = _client().loaded_models()
     return jsonify(models=[model_entry(file, reported) for file in _store().list()])
 
 
 @blueprint.get("/models/<name>")
+@documented(
+    operation_id="getModel",
+    summary="One model",
+    tag="ml",
+    answers={200: Answer("the model", r.ModelInfo)},
+    errors=(400, 401, 404, 503),
+    path=MODEL_NAME_PATH,
+    description="`name` is the file name, or its stem when only one file has it.",
+)
 def get_model(name: str):
     file = _store().resolve(name)
     return jsonify(model_entry(file, _client().loaded_models()))
 
 
 @blueprint.post("/predict")
+@documented(
+    operation_id="predict",
+    summary="Predict",
+    tag="ml",
+    answers={
+        200: Answer("the prediction (synchronous)", r.Prediction),
+        202: Answer(
+            "queued (with `Prefer: respond-async`); poll `status_url`",
+            r.JobAccepted,
+            headers={**LOCATION, "Preference-Applied": "`respond-async`"},
+        ),
+    },
+    errors=(400, 401, 404, 413, 422, 503, 504),
+    body=PredictRequest,
+    headers={
+        "Prefer": (
+            "`respond-async`: answer 202 with a job id at once instead of waiting",
+            {"type": "string", "examples": ["respond-async"]},
+        )
+    },
+    description="`features`: rows of numbers for tree models (one prediction per row); for an "
+    "LSTM one sequence `[[...], ...]` (time x features) or a batch of them `[[[...]]]`. "
+    "Waits up to PREDICT_TIMEOUT_S; then 504 with `details.job_id` and `details.status_url` "
+    "(the job goes on). 422 when `model_type` disagrees with the model or the input's shape "
+    "does not fit it; 503 when Redis (broker, results) is down, or `model_loading` (with "
+    "`Retry-After`) while a model file just copied in is not loaded yet.",
+)
 def predict():
     body = body_as(PredictRequest.model_validate)
     file = _store().resolve(body.model_name)
@@ -116,6 +165,15 @@ def predict():
 
 
 @blueprint.get("/jobs/<job_id>")
+@documented(
+    operation_id="getJob",
+    summary="A prediction job's state",
+    tag="ml",
+    answers={200: Answer("the job; `result` once succeeded, `error` once failed", r.Job)},
+    errors=(401, 404, 503),
+    path=JOB_ID_PATH,
+    description="404 for an id never issued here, or expired.",
+)
 def get_job(job_id: str):
     try:
         job = _client().job(str(uuid.UUID(job_id)))

@@ -5,21 +5,25 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, current_app, jsonify, url_for
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.extension import database
-from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from db.record import TRADE_ID, TradeId, TradeRecord, TradeUpdate
 from db.repository import TradeRepository, trade_as_dict
 from tasks.client import Enqueued, JournalUnavailable, TradeJournal
 from tasks.contract.failures import brief
 from web.errors import ApiError, error_response, invalid
 from web.inputs import body_as, query
+from web.openapi import responses as r
+from web.openapi.declare import LOCATION, Answer, documented
 from web.schemas import StatsQuery, TradeQuery
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("trades", __name__)
+
+TRADE_ID_PATH = {"trade_id": TypeAdapter(TradeId).json_schema()}
 
 
 @blueprint.errorhandler(SQLAlchemyError)
@@ -67,11 +71,34 @@ def _accepted(enqueued: Enqueued):
 
 
 @blueprint.post("")
+@documented(
+    operation_id="recordTrade",
+    summary="Journal a trade",
+    tag="trades",
+    answers={202: Answer("enqueued as `trades.record`", r.TradeAccepted, headers=LOCATION)},
+    errors=(400, 401, 413, 422, 503),
+    body=TradeRecord,
+    description="Validates the record and enqueues it; a worker writes it, once, to the journal. "
+    "`trade_id` and `timestamp` are generated when missing. With the broker unavailable the "
+    "record waits in this server's outbox (`status: spooled`); 503 `journal_unavailable` only "
+    "when that outbox's disk refuses it too.",
+)
 def record_trade():
     return _accepted(_journal().record_trade(body_as(TradeRecord.from_dict)))
 
 
 @blueprint.patch("/<trade_id>")
+@documented(
+    operation_id="updateTrade",
+    summary="Update a trade (close, PnL, fees)",
+    tag="trades",
+    answers={202: Answer("enqueued as `trades.update`", r.TradeAccepted, headers=LOCATION)},
+    errors=(400, 401, 413, 422, 503),
+    body=TradeUpdate,
+    path=TRADE_ID_PATH,
+    description="An update that arrives before its trade waits for it. `updated_at` (default: "
+    "now) orders it: per field, the newest change wins, whatever order updates arrive in.",
+)
 def update_trade(trade_id: str):
     trade_id = _trade_id(trade_id)
     update = body_as(TradeUpdate.from_dict)
@@ -79,6 +106,14 @@ def update_trade(trade_id: str):
 
 
 @blueprint.get("")
+@documented(
+    operation_id="listTrades",
+    summary="List trades, newest first",
+    tag="trades",
+    answers={200: Answer("the trades", r.TradeList)},
+    errors=(400, 401, 503),
+    query=TradeQuery,
+)
 def list_trades():
     filters = query(TradeQuery)
     trades = TradeRepository(database.session).list(**filters.model_dump())
@@ -86,6 +121,14 @@ def list_trades():
 
 
 @blueprint.get("/stats")
+@documented(
+    operation_id="tradeStats",
+    summary="Trade statistics",
+    tag="trades",
+    answers={200: Answer("count, win rate, PnL and fees; per bucket when asked", r.StatsResponse)},
+    errors=(400, 401, 503),
+    query=StatsQuery,
+)
 def trade_stats():
     filters = query(StatsQuery)
     stats = TradeRepository(database.session).stats(**filters.model_dump())
@@ -95,6 +138,14 @@ def trade_stats():
 
 
 @blueprint.get("/<trade_id>")
+@documented(
+    operation_id="getTrade",
+    summary="One trade",
+    tag="trades",
+    answers={200: Answer("the trade", r.Trade)},
+    errors=(400, 401, 404, 503),
+    path=TRADE_ID_PATH,
+)
 def get_trade(trade_id: str):
     trade = TradeRepository(database.session).get(_trade_id(trade_id))
     if trade is None:

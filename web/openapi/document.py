@@ -1,10 +1,16 @@
-"""The OpenAPI 3.1 document, built with openapi-pydantic from the routes' pydantic types."""
+"""The OpenAPI 3.1 document of an app, built with openapi-pydantic from its routes' declarations.
+
+Paths and methods come from the app's url_map (`web.openapi.routes`), schemas from the
+pydantic types the views declare, security from the app's token check (`web.auth`).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
+from flask import Flask
 from openapi_pydantic import (
     Components,
     Header,
@@ -23,8 +29,10 @@ from openapi_pydantic import (
 )
 from pydantic.json_schema import models_json_schema
 
-from web.openapi.operations import JSON, ROUTES, Answer, Route
+from web.auth import protects
+from web.openapi.declare import JSON, Answer, Documented
 from web.openapi.responses import ErrorResponse
+from web.openapi.routes import routes
 
 ERRORS = {
     400: ("BadRequest", "malformed JSON, a bad query string or path parameter"),
@@ -53,16 +61,21 @@ def openapi_path(rule: str) -> str:
     return _CONVERTER.sub(r"{\1}", rule)
 
 
-def build_document(version: str) -> dict[str, Any]:
+def build_document(app: Flask, version: str) -> dict[str, Any]:
+    """Raises `UndocumentedRoutes` when a route of the app declares nothing."""
+    operations = [route for route in routes(app) if isinstance(route.declared, Documented)]
+    # Without the token check (require_token_for_api) nothing asks for a token.
+    open_paths = app.extensions.get("api_open_paths")
     # One JSON Schema per pydantic type (models and pydantic dataclasses alike), by pydantic.
-    types = sorted(_types(), key=lambda model: model.__name__)
+    types = sorted(_types(route.declared for route in operations), key=lambda model: model.__name__)
     refs, definitions = models_json_schema([(model, "validation") for model in types], ref_template=REF)
     schemas = {model: Reference(ref=refs[(model, "validation")]["$ref"]) for model in types}
 
     paths: dict[str, PathItem] = {}
-    for route in ROUTES:
+    for route in operations:
+        secured = open_paths is not None and protects(route.rule, open_paths)
         item = paths.setdefault(openapi_path(route.rule), PathItem())
-        setattr(item, route.method.lower(), _operation(route, schemas))
+        setattr(item, route.method.lower(), _operation(route.declared, secured, schemas))
     document = OpenAPI(
         info=Info(title="Trade journal and model serving", version=version, description=DESCRIPTION),
         paths=paths,
@@ -92,22 +105,22 @@ def build_document(version: str) -> dict[str, Any]:
     return dumped
 
 
-def _types() -> set[type]:
+def _types(operations: Iterable[Documented]) -> set[type]:
     found: set[type] = {ErrorResponse}
-    for route in ROUTES:
-        found.update(answer.model for answer in route.answers.values() if answer.model is not None)
-        if route.body is not None:
-            found.add(route.body)
+    for operation in operations:
+        found.update(answer.model for answer in operation.answers.values() if answer.model is not None)
+        if operation.body is not None:
+            found.add(operation.body)
     return found
 
 
-def _operation(route: Route, schemas: dict[type, Reference]) -> Operation:
+def _operation(route: Documented, secured: bool, schemas: dict[type, Reference]) -> Operation:
     answers: dict[str, Response | Reference] = {
         str(status): _response(answer, schemas) for status, answer in route.answers.items()
     }
     for status in route.errors:
         answers[str(status)] = Reference(ref=f"#/components/responses/{ERRORS[status][0]}")
-    if route.secured:
+    if secured:
         answers.setdefault("401", Reference(ref=f"#/components/responses/{ERRORS[401][0]}"))
     return Operation(
         operationId=route.operation_id,
@@ -119,11 +132,11 @@ def _operation(route: Route, schemas: dict[type, Reference]) -> Operation:
         if route.body is not None
         else None,
         responses=answers,
-        security=None if route.secured else [],
+        security=None if secured else [],
     )
 
 
-def _parameters(route: Route) -> list[Parameter]:
+def _parameters(route: Documented) -> list[Parameter]:
     parameters = [
         Parameter(name=name, param_in="path", required=True, param_schema=schema)
         for name, schema in route.path.items()
