@@ -179,6 +179,11 @@ class TradeRepository:
 
     # -- reads --------------------------------------------------------------------
 
+    def opening_fields_of(self, trade_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The opening fields of those of `trade_ids` that are stored, by trade_id (compare
+        a record's with `Conflict(entry, stored).differing_fields()`)."""
+        return self._stored_of(list(trade_ids))[0] if trade_ids else {}
+
     def get(self, trade_id: str) -> TradeHistory | None:
         return self.session.scalars(
             select(TradeHistory).where(TradeHistory.trade_id == trade_id).limit(1)

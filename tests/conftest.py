@@ -138,6 +138,24 @@ def start_beat(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterat
 
 
 @pytest.fixture
+def refusing_symbol(engine: Engine) -> Iterator[str]:
+    """A CHECK constraint the database enforces and the door does not know: an entry
+    that got past validation but can never be stored (until `accept_every_symbol`)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("ALTER TABLE trade_history ADD CONSTRAINT test_refused CHECK (symbol <> 'REFUSED/X')")
+        )
+    yield "REFUSED/X"
+    accept_every_symbol(engine)
+
+
+def accept_every_symbol(engine: Engine) -> None:
+    """Drop `refusing_symbol`'s constraint: what it refused can be stored now."""
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE trade_history DROP CONSTRAINT IF EXISTS test_refused"))
+
+
+@pytest.fixture
 def tiny_filesystem() -> Iterator[Path]:
     """A 64 KiB tmpfs the test mounts (as root): a disk that fills up for real."""
     folder = mount_tiny()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from celery import Celery
 from pydantic import ValidationError
 from sqlalchemy import text
 
@@ -19,19 +18,8 @@ from db.spool import Spool
 from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
 from tests.conftest import RESULT_URL
-from tests.support.journal import journal_counts, rows_reach
+from tests.support.journal import dead_letters, journal_counts, rows_reach, sender
 from tests.support.processes import wait_for
-
-
-def sender(env: dict[str, str]) -> Celery:
-    app = Celery(broker=env["CELERY_BROKER_URL"], backend=RESULT_URL, set_as_current=False)
-    app.conf.task_serializer = "json"
-    return app
-
-
-def dead_letters(env: dict[str, str]) -> list[dict]:
-    path = Path(env["SPOOL_DIR"]) / "dead-letter" / "active.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def assert_settled_at_first_try(env: dict[str, str], worker) -> None:
@@ -105,19 +93,6 @@ def test_the_bot_client_refuses_what_postgresql_cannot_store_before_sending(clea
             journal.update_trade("bot-0", closed=True, close_timestamp="0001-01-01T00:30:00+05:00")
         assert journal.waiting == 0
     assert redis.Redis.from_url(env["CELERY_BROKER_URL"]).llen("trades") == 0
-
-
-@pytest.fixture
-def refusing_symbol(engine):
-    """A CHECK constraint the database enforces and the door does not know: an entry
-    that got past validation but can never be stored."""
-    with engine.begin() as connection:
-        connection.execute(
-            text("ALTER TABLE trade_history ADD CONSTRAINT test_refused CHECK (symbol <> 'REFUSED/X')")
-        )
-    yield "REFUSED/X"
-    with engine.begin() as connection:
-        connection.execute(text("ALTER TABLE trade_history DROP CONSTRAINT test_refused"))
 
 
 def test_an_entry_the_database_refuses_is_dead_lettered_alone_at_its_first_try(

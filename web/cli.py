@@ -1,33 +1,37 @@
-"""`flask --app web trades import PATH`: bring a file-based trade journal into the database."""
+"""The web's commands: `trades import`, `create-database`, `models train-demo` / `list`."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
-from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from config import get_settings
-from db.entries import RecordEntry
-from db.extension import database
-from db.record import TradeRecord, describe_errors
-from db.repository import TradeRepository
 from models.store import ModelStore
+from tasks.client import TradeJournal
+from tasks.contract.names import OUTBOX_SPOOL
+from web import trade_import
+from web.trade_import import count
 
 trades_cli = AppGroup("trades", help="Trade journal commands.")
 
-BATCH_SIZE = 500
-_HAS_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
-_TIMESTAMPS = ("timestamp", "close_timestamp")
+REFUSED_SHOWN = 20
+NOT_STORED_HINT = (
+    "are the trades workers running? See /readyz (its `workers` check) or "
+    "`celery -A tasks inspect ping`. The messages stay queued and are stored once a worker "
+    "takes them; a record the database itself refuses is dead-lettered (SPOOL_DIR/dead-letter "
+    "on the worker's host)"
+)
+OUTBOX_HINT = (
+    "the broker did not take them; they wait in {outbox} and are sent, in order, once it "
+    "answers: by this import while it waits, by the next import (before its own entries), or "
+    "by a web server or bot started with this SPOOL_DIR"
+)
 
 
 @trades_cli.command("import")
@@ -37,92 +41,84 @@ _TIMESTAMPS = ("timestamp", "close_timestamp")
     is_flag=True,
     help="Read timestamps without a UTC offset as UTC (by default they are rejected).",
 )
-def import_trades(path: Path, naive_as_utc: bool) -> None:
+@click.option(
+    "--wait-s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="How long to wait for the workers to store the imported records.",
+)
+@click.option("--no-wait", is_flag=True, help="Return once everything is sent; do not wait for the database.")
+@click.option(
+    "--show-refused",
+    type=click.IntRange(min=0),
+    default=REFUSED_SHOWN,
+    show_default=True,
+    help="How many refused entries to list (0: all).",
+)
+def import_trades(path: Path, naive_as_utc: bool, wait_s: float, no_wait: bool, show_refused: int) -> None:
     """Import trades from PATH: a .json/.jsonl file, or a directory of them.
 
     A .json file holds one record, a list of records, or {"trades": [...]}; a .jsonl
-    file holds one record per line. Importing the same files again changes nothing.
+    file holds one item per line: a record, a spool line ({"kind": "record"|"update",
+    ...}, as in an outbox) or a dead letter ({"reason", "at", "payload"}). Each entry is
+    validated here and sent to the workers as trades.record / trades.update, keeping its
+    job_id; the command then waits until the records are stored. Importing the same
+    files again stores nothing twice.
     """
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
-    items = [item for file in files for item in _items_of(file)]
-    totals: Counter[str] = Counter()
-    rejected: list[str] = []
-    batch: list[RecordEntry] = []
-    repository = TradeRepository(database.session)
-    with click.progressbar(items, label=f"Importing {len(items)} records", show_pos=True) as bar:
-        for where, raw in bar:
-            entry = _entry_of(raw, naive_as_utc)
-            if isinstance(entry, str):
-                rejected.append(f"{where}: {entry}")
-                continue
-            batch.append(entry)
-            if len(batch) >= BATCH_SIZE:
-                _write(repository, batch, totals, rejected)
-                batch = []
-        _write(repository, batch, totals, rejected)
+    files = trade_import.files_of(path)
+    items, unreadable = trade_import.read_items(files)
+    for problem in unreadable:
+        click.echo(f"  cannot read {problem}", err=True)
+    if unreadable:
+        raise click.ClickException(f"{len(unreadable)} of {len(files)} files unreadable; nothing was sent")
+    if not items:
+        raise click.ClickException(f"no entries in {path} (files read: {len(files)}); nothing was sent")
+
+    journal: TradeJournal = current_app.extensions["trade_journal"]
+    sent = trade_import.send_all(journal, items, naive_as_utc)
+    records, updates = count(len(sent.records), "record"), count(sent.updates, "update")
     click.echo(
-        f"imported {totals['imported']}, already present {totals['present']}, rejected {len(rejected)}"
+        f"valid {sent.journaled} ({records}, {updates}): sent {sent.journaled - sent.kept}, "
+        f"kept in the outbox {sent.kept}; refused {len(sent.refused)}"
     )
-    for reason in rejected:
-        click.echo(f"  rejected {reason}", err=True)
-    if rejected:
-        raise SystemExit(1)
-
-
-def _items_of(file: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        yield str(file), exc
+    trade_import.show_refused(sent.refused, show_refused)
+    outbox = get_settings().spool_dir / OUTBOX_SPOOL
+    if sent.kept:
+        click.echo(f"{count(sent.kept, 'entry')} kept in the outbox: " + OUTBOX_HINT.format(outbox=outbox))
+    if sent.unavailable is not None:
+        raise click.ClickException(
+            f"stopped at {sent.unavailable}; {sent.not_sent} entries from there on were not sent "
+            "(importing again once the broker or the outbox's disk is back stores nothing twice)"
+        )
+    if not sent.journaled:
+        raise click.ClickException(f"nothing valid to import in {path}; nothing was sent")
+    if no_wait:
+        if sent.kept:
+            raise click.ClickException(f"{count(sent.kept, 'entry')} in the outbox, not sent yet")
         return
-    if file.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                yield f"{file}:{number}", _loads(line)
-        return
-    document = _loads(text)
-    if isinstance(document, dict) and isinstance(document.get("trades"), list):
-        document = document["trades"]
-    for index, item in enumerate(document if isinstance(document, list) else [document]):
-        yield f"{file}[{index}]", item
 
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        return exc
-
-
-def _entry_of(raw: Any, naive_as_utc: bool) -> RecordEntry | str:
-    if isinstance(raw, Exception):
-        return f"unreadable: {raw}"
-    if naive_as_utc and isinstance(raw, dict):
-        raw = {
-            key: f"{value}+00:00"
-            if key in ("timestamp", "close_timestamp")
-            and isinstance(value, str)
-            and not _HAS_OFFSET.search(value)
-            else value
-            for key, value in raw.items()
-        }
-    try:
-        return RecordEntry(TradeRecord.from_dict(raw))
-    except ValidationError as exc:
-        return "; ".join(f"{p['field']}: {p['message']}" for p in describe_errors(exc))
-
-
-def _write(
-    repository: TradeRepository, batch: list[RecordEntry], totals: Counter, rejected: list[str]
-) -> None:
-    if not batch:
-        return
-    outcome = repository.write(batch)
-    totals["imported"] += len(outcome.inserted)
-    totals["present"] += len(outcome.duplicates)
-    for conflict in outcome.conflicts:
-        differing = ", ".join(conflict.differing_fields())
-        rejected.append(f"trade {conflict.record.trade_id}: already stored with different {differing}")
+    waited = trade_import.wait_until_stored(journal, sent.records, wait_s)
+    click.echo(
+        f"stored {waited.stored} of {records}; {updates} enqueued "
+        "(the workers apply them; they are not counted here)"
+    )
+    trade_import.show_refused(waited.conflicts, show_refused, " (the worker dead-letters it as a conflict)")
+    if waited.pending or waited.outbox:
+        why = []
+        if waited.outbox:
+            why.append(f"{count(waited.outbox, 'entry')} in the outbox: {OUTBOX_HINT.format(outbox=outbox)}")
+        if waited.database_error is not None:
+            why.append(f"the database does not answer ({waited.database_error})")
+        elif waited.pending:
+            why.append(NOT_STORED_HINT)
+        not_stored = f"after {wait_s:g}s, {waited.pending} of {records} not stored yet"
+        raise click.ClickException(f"{not_stored}: {'; '.join(why)}")
+    if waited.conflicts:
+        raise click.ClickException(
+            f"{count(len(waited.conflicts), 'record')} not imported: the journal holds "
+            "the trade with other opening fields (listed above)"
+        )
 
 
 @click.command("create-database")

@@ -20,6 +20,7 @@ field whatever order the messages arrive in.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -89,7 +90,7 @@ class TradeJournal:
 
     def record_trade(self, record: TradeRecord | Mapping[str, Any]) -> Enqueued:
         """Journal a trade; returns at once, whether sent or kept in the outbox."""
-        return self._send(RecordEntry(TradeRecord.from_dict(record), _new_job_id()))
+        return self.send(RecordEntry(TradeRecord.from_dict(record)))
 
     def update_trade(self, trade_id: str, **updates: Any) -> Enqueued:
         """Journal a change to a trade (close, exit_price, realized_pnl, fees, won, ...).
@@ -97,10 +98,19 @@ class TradeJournal:
         `updated_at` (when the change happened) defaults to now; where two changes of a
         field meet, the newer one wins, whatever order they reach the journal in.
         """
-        update = TradeUpdate.from_dict(updates)
-        with self._order_lock:
-            update = update.stamped(self._next_stamp())
-        return self._send(UpdateEntry(TRADE_ID.validate_python(trade_id), update, _new_job_id()))
+        return self.send(UpdateEntry(TRADE_ID.validate_python(trade_id), TradeUpdate.from_dict(updates)))
+
+    def send(self, entry: Entry) -> Enqueued:
+        """Journal an entry as it is (an import's, validated by building it): its own
+        `job_id` is the message's id, so sending the same entry again is the same message,
+        and an update keeps its `updated_at`. An entry without a job id gets a new one, an
+        update without `updated_at` is stamped now."""
+        if entry.job_id is None:
+            entry = dataclasses.replace(entry, job_id=_new_job_id())
+        if isinstance(entry, UpdateEntry) and entry.update.updated_at is None:
+            with self._order_lock:
+                entry = dataclasses.replace(entry, update=entry.update.stamped(self._next_stamp()))
+        return self._send(entry)
 
     def flush(self) -> bool:
         """Send what the outbox holds; True when it is empty afterwards."""
