@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from config import get_settings
 from db.entries import RecordEntry
 from db.extension import database
 from db.record import TradeRecord, describe_errors
 from db.repository import TradeRepository
 from models.store import ModelStore
+from web.settings import current_settings
 
 trades_cli = AppGroup("trades", help="Trade journal commands.")
 
@@ -126,9 +126,10 @@ def _write(
 
 
 @click.command("create-database")
+@with_appcontext  # reads the app's settings
 def create_database() -> None:
     """Create the database named in DATABASE_URL if it does not exist yet."""
-    url = make_url(get_settings().database_url)
+    url = make_url(current_settings().database_url)
     maintenance = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with maintenance.connect() as connection:
@@ -160,7 +161,7 @@ models_cli = AppGroup("models", help="Model store commands.")
 @click.option("--if-empty", is_flag=True, help="Only when MODEL_DIR holds no model yet.")
 def train_demo_models(if_empty: bool) -> None:
     """Train small XGBoost, LightGBM and LSTM demo models into MODEL_DIR."""
-    settings = get_settings()
+    settings = current_settings()
     if if_empty and ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models).list():
         click.echo(f"{settings.model_dir} already holds models; no demo models trained")
         return
@@ -173,7 +174,7 @@ def train_demo_models(if_empty: bool) -> None:
 @models_cli.command("list")
 def list_models() -> None:
     """List the models in MODEL_DIR (name, type, version, size)."""
-    store = ModelStore(get_settings().model_dir, allow_pickle=get_settings().allow_pickle_models)
+    store = ModelStore(current_settings().model_dir, allow_pickle=current_settings().allow_pickle_models)
     files = store.list()
     if not files:
         click.echo(f"no models in {store.directory}; try: flask --app web models train-demo")
