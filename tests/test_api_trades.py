@@ -10,13 +10,13 @@ import socket
 import pytest
 import redis
 
-from config import get_settings
 from db.entries import RecordEntry, UpdateEntry
 from db.extension import database
 from db.record import TradeRecord, TradeUpdate
 from db.repository import TradeRepository
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_URL
+from tests.support.apps import web_app
 
 queue = redis.Redis.from_url(BROKER_URL)
 
@@ -321,15 +321,18 @@ def test_unknown_routes_and_methods_are_json(http):
 
 
 @pytest.fixture
-def api_token(monkeypatch):
-    monkeypatch.setenv("API_TOKEN", "s3cret-token")
-    get_settings.cache_clear()
-    yield "s3cret-token"
-    monkeypatch.delenv("API_TOKEN")
-    get_settings.cache_clear()
+def api_token() -> str:
+    return "s3cret-token"
 
 
-def test_with_api_token_set_every_trades_route_needs_the_bearer_token(http, api_token):
+@pytest.fixture
+def token_http(database_url, clean, api_token):
+    """A client of an app whose API_TOKEN is set."""
+    return web_app(api_token=api_token).test_client()
+
+
+def test_with_api_token_set_every_trades_route_needs_the_bearer_token(token_http, api_token):
+    http = token_http
     assert_error(http.get("/api/v1/trades"), 401)
     assert_error(http.post("/api/v1/trades", json=VALID, headers={"Authorization": "Bearer wrong"}), 401)
     assert_error(http.get("/api/v1/trades/stats", headers={"Authorization": api_token}), 401)
@@ -356,17 +359,12 @@ def test_stats_of_huge_amounts_answer_rather_than_overflow(app, http):
 
 
 @pytest.fixture
-def app_without_database(monkeypatch):
+def app_without_database():
     """An app whose DATABASE_URL names a port nothing listens on: connections are refused."""
-    from web import create_app
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{port}/tradebot")
-    get_settings.cache_clear()
-    yield create_app()
-    get_settings.cache_clear()
+    return web_app(database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{port}/tradebot")
 
 
 def test_reads_answer_503_while_the_database_is_down_and_writes_still_queue(app_without_database):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from config import get_settings
 from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
+from tests.support.apps import web_app
 from tests.support.journal import journal_counts, rows_reach
 from tests.support.model_zoo import ROWS
 from tests.support.processes import Beat, Worker, wait_for
@@ -22,15 +22,10 @@ from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
-def private_broker(tmp_path, monkeypatch) -> Iterator[RedisServer]:
+def private_broker(tmp_path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
-    monkeypatch.setenv("CELERY_BROKER_URL", server.url(0))
-    monkeypatch.setenv("CELERY_RESULT_BACKEND", server.url(1))
-    monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "web-spool"))  # the web's outbox
-    get_settings.cache_clear()
     yield server
     server.stop()
-    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -56,8 +51,6 @@ def refuse_writes(tmp_path) -> Iterator[Callable[[RedisServer, str], Callable[[]
 def test_a_broker_refusing_writes_loses_nothing_and_stops_no_worker(
     clean, engine, env, tmp_path, private_broker, refuse_writes, refusal, zoo
 ):
-    from web import create_app
-
     on_broker = {
         **env,
         "CELERY_BROKER_URL": private_broker.url(0),
@@ -66,7 +59,11 @@ def test_a_broker_refusing_writes_loses_nothing_and_stops_no_worker(
     worker = Worker(on_broker, tmp_path).wait_ready()
     beat = Beat(on_broker, tmp_path)
     journal = TradeJournal(private_broker.url(0), tmp_path / "bot", retry_interval_s=0.2)
-    web = create_app().test_client()
+    web = web_app(
+        celery_broker_url=private_broker.url(0),
+        celery_result_backend=private_broker.url(1),
+        spool_dir=tmp_path / "web-spool",  # the web's outbox
+    ).test_client()
     try:
         for number in range(10):
             journal.record_trade(trade("before", number))

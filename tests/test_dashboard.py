@@ -14,6 +14,7 @@ from config import get_settings
 from db.entries import RecordEntry
 from db.record import TradeRecord
 from db.repository import TradeRepository
+from tests.support.apps import web_app
 from tests.support.processes import free_port
 
 DAY_1 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -56,12 +57,14 @@ def seeded(http, engine):
 
 
 @pytest.fixture
-def api_token(monkeypatch):
-    monkeypatch.setenv("API_TOKEN", "dashboard-s3cret")
-    get_settings.cache_clear()
-    yield "dashboard-s3cret"
-    monkeypatch.delenv("API_TOKEN")
-    get_settings.cache_clear()
+def api_token() -> str:
+    return "dashboard-s3cret"
+
+
+@pytest.fixture
+def token_http(database_url, clean, api_token):
+    """A client of an app whose API_TOKEN is set."""
+    return web_app(api_token=api_token).test_client()
 
 
 def rows_of(html: str) -> list[str]:
@@ -81,7 +84,8 @@ def test_without_a_token_the_page_is_open(http):
     assert http.get("/dashboard/trades").status_code == 200
 
 
-def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_session(http, api_token):
+def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_session(token_http, api_token):
+    http = token_http
     form = http.get("/")
     assert form.status_code == 200 and 'name="token"' in form.get_data(as_text=True)
     for panel in (
@@ -113,18 +117,14 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
     assert http.get("/dashboard/trades").status_code == 401
 
 
-def test_a_login_holds_across_web_processes_sharing_the_token(database_url, api_token, monkeypatch):
-    from web import create_app
-
-    monkeypatch.delenv("WEB_SECRET_KEY", raising=False)
-    first, second = create_app().test_client(), create_app().test_client()
+def test_a_login_holds_across_web_processes_sharing_the_token(database_url, api_token):
+    shared = {"api_token": api_token, "web_secret_key": None}
+    first, second = web_app(**shared).test_client(), web_app(**shared).test_client()
     assert first.post("/login", data={"token": api_token}).status_code == 303
     second.set_cookie("session", first.get_cookie("session").value)
     assert second.get("/dashboard/trades").status_code == 200
 
-    monkeypatch.setenv("WEB_SECRET_KEY", "another-key")
-    get_settings.cache_clear()
-    other = create_app().test_client()
+    other = web_app(**{**shared, "web_secret_key": "another-key"}).test_client()
     other.set_cookie("session", first.get_cookie("session").value)
     assert other.get("/dashboard/trades").status_code == 401  # signed with another key
 
@@ -187,7 +187,7 @@ def test_an_equity_curve_beyond_a_double_answers_with_gaps_not_a_500(http, engin
     assert [point["equity"] for point in response.get_json()["equity"]] == [1.5e308, None]
 
 
-def test_the_health_panel_shows_database_broker_workers_and_spool(http, monkeypatch):
+def test_the_health_panel_shows_database_broker_workers_and_spool(http):
     get_settings().spool_dir.joinpath("replay").mkdir(parents=True, exist_ok=True)
     get_settings().spool_dir.joinpath("replay", "active.jsonl").write_text('{"kind": "record"}\n' * 3)
     html = http.get("/dashboard/health").get_data(as_text=True)
@@ -199,15 +199,10 @@ def test_the_health_panel_shows_database_broker_workers_and_spool(http, monkeypa
     assert '<tr data-check="models">' in html
     assert 'href="http://127.0.0.1:5555"' in html  # where Flower listens (FLOWER_ADDRESS, FLOWER_PORT)
 
-    monkeypatch.setenv("FLOWER_URL", "https://flower.example.org")
-    get_settings.cache_clear()
-    try:
-        html = http.get("/dashboard/health").get_data(as_text=True)
-        assert 'href="https://flower.example.org"' in html
-        assert 'href="https://flower.example.org"' in http.get("/").get_data(as_text=True)
-    finally:
-        monkeypatch.delenv("FLOWER_URL")
-        get_settings.cache_clear()
+    flowered = web_app(flower_url="https://flower.example.org").test_client()
+    html = flowered.get("/dashboard/health").get_data(as_text=True)
+    assert 'href="https://flower.example.org"' in html
+    assert 'href="https://flower.example.org"' in flowered.get("/").get_data(as_text=True)
 
 
 def test_the_models_panel_lists_the_store(http, zoo):
@@ -216,23 +211,19 @@ def test_the_models_panel_lists_the_store(http, zoo):
         assert f'data-model="{name}"' in html
 
 
-def test_a_panel_whose_source_is_down_says_so_with_a_503(database_url, monkeypatch):
-    from web import create_app
-
-    with monkeypatch.context() as patch:
-        patch.setenv("DATABASE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere")
-        patch.setenv("CELERY_RESULT_BACKEND", f"redis://127.0.0.1:{free_port()}/0")
-        get_settings.cache_clear()
-        client = create_app().test_client()
-        for path, code in [
-            ("/dashboard/trades", "database_unavailable"),
-            ("/dashboard/performance.json", "database_unavailable"),
-            ("/dashboard/models", "broker_unavailable"),
-        ]:
-            response = client.get(path)
-            assert response.status_code == 503, path
-            assert response.get_json()["error"]["code"] == code
-        health = client.get("/dashboard/health").get_data(as_text=True)
-        assert '<tr data-check="database"><th>database</th><td><span class="state bad">' in health
-        assert '<tr data-check="broker"><th>broker</th><td><span class="state ok">' in health
-    get_settings.cache_clear()
+def test_a_panel_whose_source_is_down_says_so_with_a_503(database_url):
+    client = web_app(
+        database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere",
+        celery_result_backend=f"redis://127.0.0.1:{free_port()}/0",
+    ).test_client()
+    for path, code in [
+        ("/dashboard/trades", "database_unavailable"),
+        ("/dashboard/performance.json", "database_unavailable"),
+        ("/dashboard/models", "broker_unavailable"),
+    ]:
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert response.get_json()["error"]["code"] == code
+    health = client.get("/dashboard/health").get_data(as_text=True)
+    assert '<tr data-check="database"><th>database</th><td><span class="state bad">' in health
+    assert '<tr data-check="broker"><th>broker</th><td><span class="state ok">' in health

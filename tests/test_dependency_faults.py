@@ -16,12 +16,12 @@ from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from config import get_settings
 from db.spool import Spool
 from tasks.client import TradeJournal
 from tasks.web_clients import held_reports
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_DB, PG_ADMIN_URL, RESULT_DB, RESULT_URL
+from tests.support.apps import web_app
 from tests.support.journal import journal_counts, rows_reach
 from tests.support.metrics import read_files, value
 from tests.support.model_zoo import ROWS
@@ -185,20 +185,18 @@ def test_a_database_that_goes_silent_is_given_up_on_and_its_trades_spooled(
     assert journal_counts(engine) == {"rows": 30, "distinct_ids": 30, "closed": 0}
 
 
-def test_a_redis_that_goes_silent_fails_each_request_in_bounded_time(clean, env, zoo, tmp_path, monkeypatch):
-    from web import create_app
-
+def test_a_redis_that_goes_silent_fails_each_request_in_bounded_time(clean, env, zoo, tmp_path):
     # The web reaches Redis through the proxy; the predict worker directly.
     worker = Worker(env, tmp_path, queues="predict", pool="threads").wait_ready()
     proxy = TcpProxy("127.0.0.1", make_url(env["CELERY_BROKER_URL"]).port or 6379)
     try:
         worker.wait_models_loaded(env["CELERY_RESULT_BACKEND"], {"xgb.json"})
-        monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}")
-        monkeypatch.setenv("CELERY_RESULT_BACKEND", f"redis://127.0.0.1:{proxy.port}/{RESULT_DB}")
-        monkeypatch.setenv("PREDICT_TIMEOUT_S", "1")
-        monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "web-spool"))
-        get_settings.cache_clear()
-        client = create_app().test_client()
+        client = web_app(
+            celery_broker_url=f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}",
+            celery_result_backend=f"redis://127.0.0.1:{proxy.port}/{RESULT_DB}",
+            predict_timeout_s=1,
+            spool_dir=tmp_path / "web-spool",
+        ).test_client()
         body = {"model_name": "xgb.json", "features": ROWS.tolist()}
         assert client.post("/api/v1/ml/predict", json=body).status_code == 200
 
@@ -220,7 +218,6 @@ def test_a_redis_that_goes_silent_fails_each_request_in_bounded_time(clean, env,
     finally:
         proxy.close()
         worker.stop()
-        get_settings.cache_clear()
 
 
 def test_trades_a_live_worker_holds_past_the_visibility_timeout_are_not_delivered_again(

@@ -12,32 +12,40 @@ import os
 import pytest
 import redis
 
-from config import get_settings
+from tests.support.apps import web_app
 from tests.support.model_zoo import ROWS
 from tests.support.processes import Worker, free_port, wait_for
 from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
-def private_redis_env(tmp_path, monkeypatch, zoo):
+def private_redis_env(zoo) -> tuple[int, dict[str, str]]:
+    """A port for the test's redis-server, and the environment of a worker using it."""
     port = free_port()
-    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{port}/0")
-    monkeypatch.setenv("CELERY_RESULT_BACKEND", f"redis://127.0.0.1:{port}/1")
-    get_settings.cache_clear()
-    yield port
-    get_settings.cache_clear()
+    urls = {
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+        "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{port}/1",
+    }
+    return port, {**os.environ, **urls}
+
+
+def app_on(env: dict[str, str], **overrides):
+    """A web app using the broker and results that `env` names."""
+    return web_app(
+        celery_broker_url=env["CELERY_BROKER_URL"],
+        celery_result_backend=env["CELERY_RESULT_BACKEND"],
+        **overrides,
+    )
 
 
 def test_the_first_prediction_after_a_redis_restart_answers(private_redis_env, tmp_path, zoo):
-    from web import create_app
-
-    port = private_redis_env
+    port, env = private_redis_env
     server = RedisServer(tmp_path, port=port)
     worker = None
     try:
-        worker = Worker(dict(os.environ), tmp_path, queues="predict", pool="threads").wait_ready()
-        worker.wait_models_loaded(os.environ["CELERY_RESULT_BACKEND"], {"xgb.json"})
-        client = create_app().test_client()
+        worker = Worker(env, tmp_path, queues="predict", pool="threads").wait_ready()
+        worker.wait_models_loaded(env["CELERY_RESULT_BACKEND"], {"xgb.json"})
+        client = app_on(env).test_client()
         body = {"model_name": "xgb.json", "features": ROWS.tolist()}
         assert client.post("/api/v1/ml/predict", json=body).status_code == 200
 
@@ -53,20 +61,16 @@ def test_the_first_prediction_after_a_redis_restart_answers(private_redis_env, t
 
 
 def test_a_full_redis_answers_predictions_503_and_keeps_trades_in_the_outbox(
-    private_redis_env, tmp_path, monkeypatch, zoo
+    private_redis_env, tmp_path, zoo
 ):
-    from web import create_app
-
-    port = private_redis_env
+    port, env = private_redis_env
     server = RedisServer(tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction", port=port)
     try:
         filler = redis.Redis(port=port, db=0)
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             for number in range(1000):
                 filler.set(f"ballast:{number}", b"x" * 100_000)
-        monkeypatch.setenv("PREDICT_TIMEOUT_S", "0.5")
-        get_settings.cache_clear()
-        client = create_app().test_client()
+        client = app_on(env, predict_timeout_s=0.5).test_client()
         body = {"model_name": "xgb.json", "features": ROWS.tolist()}
         for headers in ({}, {"Prefer": "respond-async"}):  # the direct lane, the ml.predict task
             response = client.post("/api/v1/ml/predict", json=body, headers=headers)

@@ -11,24 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from config import get_settings
+from tests.support.apps import web_app
 from tests.support.model_zoo import ROWS
 from tests.support.processes import Worker, wait_for
 
 
-def test_a_prediction_that_outlives_its_wait_is_a_504_whose_job_later_succeeds(
-    app, zoo, monkeypatch, tmp_path
-):
-    client = app.test_client()
-    monkeypatch.setenv("PREDICT_TIMEOUT_S", "0.5")
-    get_settings.cache_clear()
-    try:
-        response = client.post(
-            "/api/v1/ml/predict", json={"model_name": "xgb.json", "features": ROWS.tolist()}
-        )
-    finally:
-        monkeypatch.delenv("PREDICT_TIMEOUT_S")
-        get_settings.cache_clear()
+def test_a_prediction_that_outlives_its_wait_is_a_504_whose_job_later_succeeds(database_url, zoo, tmp_path):
+    client = web_app(predict_timeout_s=0.5).test_client()
+    response = client.post("/api/v1/ml/predict", json={"model_name": "xgb.json", "features": ROWS.tolist()})
     assert response.status_code == 504
     error = response.get_json()["error"]
     assert error["code"] == "prediction_timeout"
@@ -47,18 +37,10 @@ def test_a_prediction_that_outlives_its_wait_is_a_504_whose_job_later_succeeds(
     np.testing.assert_allclose(result["predictions"], zoo["xgb.json"], atol=1e-6, rtol=0)
 
 
-def test_predictions_no_worker_started_within_predict_expires_s_fail_as_expired(
-    app, zoo, monkeypatch, tmp_path
-):
+def test_predictions_no_worker_started_within_predict_expires_s_fail_as_expired(app, zoo, tmp_path):
     from tasks.web_clients.predictions import PredictionClient, PredictionTimeout
 
-    monkeypatch.setenv("PREDICT_EXPIRES_S", "1")
-    get_settings.cache_clear()
-    try:
-        predictions = PredictionClient()
-    finally:
-        monkeypatch.delenv("PREDICT_EXPIRES_S")
-        get_settings.cache_clear()
+    predictions = PredictionClient(expires_s=1)
     sent_at = time.time()
     with pytest.raises(PredictionTimeout) as timed_out:  # the direct lane, nobody serving it
         predictions.predict("xgb.json", ROWS.tolist(), None, timeout_s=0.2)

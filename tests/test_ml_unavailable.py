@@ -7,22 +7,18 @@ import uuid
 
 import pytest
 
-from config import get_settings
+from tests.support.apps import web_app
 
 
 @pytest.fixture
-def app_without_redis(monkeypatch):
+def app_without_redis():
     """An app whose broker and result store name a port nothing listens on: connections are refused."""
-    from web import create_app
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{port}/0")
-    monkeypatch.setenv("CELERY_RESULT_BACKEND", f"redis://127.0.0.1:{port}/1")
-    get_settings.cache_clear()
-    yield create_app()
-    get_settings.cache_clear()
+    return web_app(
+        celery_broker_url=f"redis://127.0.0.1:{port}/0", celery_result_backend=f"redis://127.0.0.1:{port}/1"
+    )
 
 
 def test_model_routes_answer_503_while_redis_is_down(app_without_redis):

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from config import get_settings
+from config import Settings
 from db.record import TradeRecord
 from tests.support.model_zoo import ROWS, SEQUENCES
 from tests.support.processes import Worker, wait_for
@@ -164,16 +164,12 @@ def test_the_docs_page_loads_everything_from_the_app(app):
 
 
 @pytest.fixture
-def api_token(monkeypatch):
-    monkeypatch.setenv("API_TOKEN", "docs-token")
-    get_settings.cache_clear()
-    yield "docs-token"
-    monkeypatch.delenv("API_TOKEN")
-    get_settings.cache_clear()
+def api_token() -> str:
+    return "docs-token"
 
 
-def test_with_a_token_set_the_documentation_stays_open(app, api_token):
-    client = app.test_client()
+def test_with_a_token_set_the_documentation_stays_open(database_url, api_token):
+    client = create_app(Settings(api_token=api_token)).test_client()
     assert client.get(DOCUMENT).status_code == 200
     assert client.get("/api/v1/docs/").status_code == 200
     assert client.get("/api/v1/trades").status_code == 401

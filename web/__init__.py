@@ -6,7 +6,7 @@ from pathlib import Path
 from flask import Flask
 from flask_migrate import Migrate
 
-from config import get_settings
+from config import Settings, get_settings
 from db.extension import database, flask_config
 from models.store import ModelStore
 from tasks.client import TradeJournal
@@ -15,13 +15,17 @@ from web import cli, dashboard, health, metrics, ml, openapi, preflight, trades
 from web.auth import require_token_for_api
 from web.errors import register_error_handlers
 from web.request_log import log_requests
+from web.settings import keep_settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_app() -> Flask:
-    settings = get_settings()
+def create_app(settings: Settings | None = None) -> Flask:
+    """The web app, on `settings` (the environment's, `get_settings()`, when None)."""
+    if settings is None:
+        settings = get_settings()
     app = Flask(__name__, static_folder=None)  # no static files: no /static route
+    keep_settings(app, settings)  # web code reads these (`web.settings`), never get_settings()
     app.config.from_mapping(
         flask_config(settings.database_url, settings.database_statement_timeout_s),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -29,9 +33,14 @@ def create_app() -> Flask:
     app.json.sort_keys = False
     database.init_app(app)
     Migrate(app, database, directory=str(MIGRATIONS))
-    app.extensions["trade_journal"] = TradeJournal()
+    app.extensions["trade_journal"] = TradeJournal(settings.celery_broker_url, settings.spool_dir)
     app.extensions["model_store"] = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
-    app.extensions["predictions"] = PredictionClient()
+    app.extensions["predictions"] = PredictionClient(
+        settings.celery_broker_url,
+        settings.celery_result_backend,
+        longest_wait_s=settings.predict_timeout_s,
+        expires_s=settings.predict_expires_s,
+    )
     register_error_handlers(app)
     # Order matters: the request id is bound first, so every later hook's lines carry it.
     log_requests(app)

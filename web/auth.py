@@ -10,8 +10,8 @@ import hmac
 
 from flask import Flask, request
 
-from config import get_settings
 from web.errors import ApiError
+from web.settings import current_settings
 
 API_PREFIX = "/api/v1"
 
@@ -31,7 +31,7 @@ def require_token_for_api(app: Flask, open_paths: tuple[str, ...] = ()) -> None:
 
     @app.before_request
     def _check_token() -> None:
-        token = get_settings().api_token
+        token = current_settings().api_token
         if token is None or not protects(request.path, open_paths):
             return
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")

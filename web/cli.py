@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from config import get_settings
 from models.store import ModelStore
 from tasks.client import TradeJournal
 from tasks.contract.names import OUTBOX_SPOOL
 from web import trade_import
+from web.settings import current_settings
 from web.trade_import import count
 
 trades_cli = AppGroup("trades", help="Trade journal commands.")
@@ -83,7 +83,7 @@ def import_trades(path: Path, naive_as_utc: bool, wait_s: float, no_wait: bool, 
         f"kept in the outbox {sent.kept}; refused {len(sent.refused)}"
     )
     trade_import.show_refused(sent.refused, show_refused)
-    outbox = get_settings().spool_dir / OUTBOX_SPOOL
+    outbox = current_settings().spool_dir / OUTBOX_SPOOL
     if sent.kept:
         click.echo(f"{count(sent.kept, 'entry')} kept in the outbox: " + OUTBOX_HINT.format(outbox=outbox))
     if sent.unavailable is not None:
@@ -122,9 +122,10 @@ def import_trades(path: Path, naive_as_utc: bool, wait_s: float, no_wait: bool, 
 
 
 @click.command("create-database")
+@with_appcontext  # reads the app's settings
 def create_database() -> None:
     """Create the database named in DATABASE_URL if it does not exist yet."""
-    url = make_url(get_settings().database_url)
+    url = make_url(current_settings().database_url)
     maintenance = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with maintenance.connect() as connection:
@@ -156,7 +157,7 @@ models_cli = AppGroup("models", help="Model store commands.")
 @click.option("--if-empty", is_flag=True, help="Only when MODEL_DIR holds no model yet.")
 def train_demo_models(if_empty: bool) -> None:
     """Train small XGBoost, LightGBM and LSTM demo models into MODEL_DIR."""
-    settings = get_settings()
+    settings = current_settings()
     if if_empty and ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models).list():
         click.echo(f"{settings.model_dir} already holds models; no demo models trained")
         return
@@ -169,7 +170,7 @@ def train_demo_models(if_empty: bool) -> None:
 @models_cli.command("list")
 def list_models() -> None:
     """List the models in MODEL_DIR (name, type, version, size)."""
-    store = ModelStore(get_settings().model_dir, allow_pickle=get_settings().allow_pickle_models)
+    store = ModelStore(current_settings().model_dir, allow_pickle=current_settings().allow_pickle_models)
     files = store.list()
     if not files:
         click.echo(f"no models in {store.directory}; try: flask --app web models train-demo")

@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, current_app, jsonify, redirect, render_templ
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import OperationalError
 
-from config import get_settings
+from config import Settings
 from db.extension import database
 from db.repository import TradeRepository, trade_as_dict
 from web.auth import API_PREFIX
@@ -31,6 +31,7 @@ from web.inputs import query
 from web.ml import model_entry
 from web.openapi.declare import BINARY, HTML, JSON, LOCATION, Answer, Documented, declare_endpoint, documented
 from web.schemas import StatsQuery, TradeQuery
+from web.settings import current_settings
 from web.stack_status import flower_url, stack_status
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ PERFORMANCE = {
 
 def register(app: Flask) -> None:
     """Mount the dashboard at `/` with a session cookie it can trust."""
-    app.secret_key = _secret_key()
+    app.secret_key = _secret_key(current_settings(app))
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.session_interface = DashboardSessions()
     app.register_blueprint(blueprint)
@@ -89,8 +90,7 @@ class DashboardSessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def _secret_key() -> str:
-    settings = get_settings()
+def _secret_key(settings: Settings) -> str:
     if settings.web_secret_key is not None:
         return settings.web_secret_key.get_secret_value()
     if settings.api_token is not None:
@@ -101,7 +101,7 @@ def _secret_key() -> str:
 
 
 def _token_required() -> bool:
-    return get_settings().api_token is not None
+    return current_settings().api_token is not None
 
 
 def _logged_in() -> bool:
@@ -140,7 +140,7 @@ def page():
     return render_template(
         "dashboard/page.html",
         refresh_s=REFRESH_S,
-        flower_url=flower_url(get_settings()),
+        flower_url=flower_url(current_settings()),
         token_required=_token_required(),
     )
 
@@ -156,7 +156,7 @@ def page():
     },
 )
 def login():
-    token = get_settings().api_token
+    token = current_settings().api_token
     if token is None:
         return redirect(url_for("dashboard.page"), 303)
     given = request.form.get("token", "").strip().encode()
@@ -222,7 +222,7 @@ def models_panel():
 )
 def health_panel():
     return render_template(
-        "dashboard/health.html", status=stack_status(), flower_url=flower_url(get_settings())
+        "dashboard/health.html", status=stack_status(), flower_url=flower_url(current_settings())
     )
 
 

@@ -23,11 +23,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from config import get_settings
+from config import Settings
 from models.store import ModelStore
 from tasks.web_clients import WorkerStatus, held_reports, loaded_descriptions
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
+from web.settings import current_settings
 
 blueprint = Blueprint("health", __name__)
 
@@ -72,13 +73,13 @@ def readiness() -> Readiness:
     """This process's readiness checks (the dashboard shows the same report)."""
     found = current_app.extensions.get("readiness")
     if found is None:
-        found = current_app.extensions["readiness"] = Readiness(current_app.extensions["model_store"])
+        store = current_app.extensions["model_store"]
+        found = current_app.extensions["readiness"] = Readiness(store, current_settings())
     return found
 
 
 class Readiness:
-    def __init__(self, store: ModelStore):
-        settings = get_settings()
+    def __init__(self, store: ModelStore, settings: Settings):
         self._store = store
         # A connection per check: a pooled one to a silent server could hang a probe.
         self._engine = create_engine(

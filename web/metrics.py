@@ -20,10 +20,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from config import get_settings
 from tasks.observability.metrics import ensure_multiprocess_directory
 from web.backlog import BacklogCollector
 from web.openapi.declare import Answer, documented
+from web.settings import current_settings
 
 ensure_multiprocess_directory()
 blueprint = Blueprint("metrics", __name__)
@@ -38,7 +38,7 @@ _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def measure_requests(app: Flask) -> None:
-    settings = get_settings()
+    settings = current_settings(app)
     app.extensions["metrics_backlog"] = BacklogCollector(settings.celery_broker_url, settings.spool_dir)
 
     @app.before_request
@@ -79,7 +79,7 @@ def metrics() -> Response:
 def metric_directories() -> list[Path]:
     """METRICS_DIR and its subdirectories, and this process's own PROMETHEUS_MULTIPROC_DIR."""
     directories: list[Path] = []
-    root = get_settings().metrics_dir
+    root = current_settings().metrics_dir
     if root is not None and root.is_dir():
         directories += [root, *(path for path in sorted(root.iterdir()) if path.is_dir())]
     own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -17,7 +17,6 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
-from config import get_settings
 from models.base import check_type
 from models.store import ModelFile, ModelStore
 from models.validation import features_array
@@ -27,6 +26,7 @@ from web.errors import ApiError, error_response
 from web.inputs import body_as
 from web.openapi import responses as r
 from web.openapi.declare import LOCATION, Answer, documented
+from web.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,15 @@ def predict():
     try:
         nan_free = not numpy.isnan(checked).any()
         payload = _client().predict(
-            file.name, body.features, body.model_type, get_settings().predict_timeout_s, nan_free
+            file.name, body.features, body.model_type, current_settings().predict_timeout_s, nan_free
         )
     except PredictionTimeout as timeout:
         status_url = _status_url(timeout.job_id)
         raise ApiError(
             504,
             "prediction_timeout",
-            f"no answer within {get_settings().predict_timeout_s:g}s; the job goes on, poll its status_url",
+            f"no answer within {current_settings().predict_timeout_s:g}s; "
+            "the job goes on, poll its status_url",
             {"job_id": timeout.job_id, "status_url": status_url},
         ) from None
     # orjson: the hot path's encoding costs a tenth of the standard library's.

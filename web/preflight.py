@@ -7,16 +7,18 @@ when one does not it says which and how to start it, instead of a traceback late
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 
-from config import get_settings
 from db.probe import postgres_hint, postgres_problem
 from tasks.contract.connections import REDIS_HINT, redis_problem
+from web.settings import current_settings
 
 
 @click.command("preflight")
+@with_appcontext  # reads the app's settings
 def preflight() -> None:
     """Check that PostgreSQL (DATABASE_URL) and Redis (CELERY_BROKER_URL) answer."""
-    settings = get_settings()
+    settings = current_settings()
     problems = []
     if (problem := postgres_problem(settings.database_url)) is not None:
         problems.append(f"{problem}\n  {postgres_hint()}")
@@ -30,9 +32,10 @@ def preflight() -> None:
 
 
 @click.command("urls")
+@with_appcontext
 def urls() -> None:
     """Print where the web server and Flower listen."""
-    found = get_settings().service_urls()
+    found = current_settings().service_urls()
     click.echo(f"web:    {found['web']}  (health: {found['web']}/healthz, {found['web']}/readyz)")
     click.echo(f"flower: {found['flower']}")
     click.echo("Ctrl-C stops every process.")

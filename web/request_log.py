@@ -14,6 +14,7 @@ from flask import Flask, Response, g, request
 
 from tasks.observability import request_id
 from tasks.observability.logs import configure_root
+from web.settings import current_settings
 
 HEADER = "X-Request-ID"
 
@@ -21,7 +22,7 @@ log = logging.getLogger("web.access")
 
 
 def log_requests(app: Flask) -> None:
-    configure_root()
+    configure_root(json_lines=current_settings(app).log_format == "json")
 
     @app.before_request
     def _bind_request_id() -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from config import Settings, get_settings
+from config import Settings
 from db.spool import Spool
 from tasks.contract import OUTBOX_SPOOL, REPLAY_SPOOL, SPOOLS
 from web.health import readiness
+from web.settings import current_settings
 
 
 def stack_status() -> dict[str, Any]:
@@ -20,7 +21,7 @@ def stack_status() -> dict[str, Any]:
 
 def spool_backlog() -> dict[str, Any]:
     """Entries waiting in each spool folder of this host; ok while nothing waits to be sent."""
-    spool_dir = get_settings().spool_dir
+    spool_dir = current_settings().spool_dir
     backlog = {folder: Spool(spool_dir / folder).waiting() for folder in SPOOLS}
     return {"ok": backlog[REPLAY_SPOOL] == 0 and backlog[OUTBOX_SPOOL] == 0, **backlog}
 

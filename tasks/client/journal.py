@@ -65,8 +65,7 @@ class TradeJournal:
         retry_interval_s: float = 5.0,
         connect_timeout_s: float = 2.0,
     ):
-        settings = get_settings()
-        broker_url = broker_url or settings.celery_broker_url
+        broker_url = broker_url or get_settings().celery_broker_url
         self._celery = client_app(
             "trade-journal-client",
             broker_url,
@@ -75,7 +74,7 @@ class TradeJournal:
         )
         self._connection = self._celery.connection_for_write(broker_url)
         self._publisher = LeanPublisher(self._celery, self._connection)
-        self._outbox = Spool(Path(spool_dir or settings.spool_dir) / OUTBOX_SPOOL)
+        self._outbox = Spool(Path(spool_dir or get_settings().spool_dir) / OUTBOX_SPOOL)
         self._retry_interval_s = retry_interval_s
         self._failed_at: float | None = None
         self._order_lock = threading.RLock()

@@ -46,6 +46,10 @@ def client_app(
     the broker is down, the caller's own fallback (outbox, 503) takes over."""
     app = Celery(name, set_as_current=False, broker=broker_url, backend=backend)
     app.conf.update(
+        # Celery prefers CELERY_BROKER_URL to `broker`, but not to these (its remote control
+        # and default connections use them).
+        broker_read_url=broker_url,
+        broker_write_url=broker_url,
         broker_transport=transport_for(broker_url),
         broker_connection_timeout=timeout_s,
         broker_connection_retry=connection_retry,

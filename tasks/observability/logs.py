@@ -38,25 +38,30 @@ def json_formatter() -> logging.Formatter:
 
 
 def json_logs() -> bool:
+    # Celery's logging signals carry no app: workers and beat go by the process's settings.
     return get_settings().log_format == "json"
 
 
-def formatter() -> logging.Formatter | None:
-    """The JSON formatter when LOG_FORMAT=json; None keeps the process's own text format."""
-    return json_formatter() if json_logs() else None
+def formatter(json_lines: bool | None = None) -> logging.Formatter | None:
+    """The JSON formatter for JSON lines (by default when LOG_FORMAT=json); None keeps the
+    process's own text format."""
+    if json_lines is None:
+        json_lines = json_logs()
+    return json_formatter() if json_lines else None
 
 
-def adopt(handler: logging.Handler) -> None:
+def adopt(handler: logging.Handler, json_lines: bool | None = None) -> None:
     """Give a handler the request id filter and, in JSON mode, the JSON format."""
     if not any(isinstance(existing, RequestIdFilter) for existing in handler.filters):
         handler.addFilter(RequestIdFilter())
-    chosen = formatter()
+    chosen = formatter(json_lines)
     if chosen is not None:
         handler.setFormatter(chosen)
 
 
-def configure_root(level: int = logging.INFO) -> None:
-    """Log to stderr from the root logger (the web's own lines), unless already set up."""
+def configure_root(level: int = logging.INFO, json_lines: bool | None = None) -> None:
+    """Log to stderr from the root logger (the web's own lines), unless already set up;
+    `json_lines` as in `formatter`."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -67,7 +72,7 @@ def configure_root(level: int = logging.INFO) -> None:
             # Alembic announces each of its plugins at INFO when Flask-Migrate loads it.
             logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for handler in root.handlers:
-        adopt(handler)
+        adopt(handler, json_lines)
 
 
 # -- Celery worker and beat ---------------------------------------------------------

@@ -60,11 +60,18 @@ class Job:
 
 class PredictionClient:
     def __init__(
-        self, broker_url: str | None = None, result_url: str | None = None, direct_lane: bool | None = None
+        self,
+        broker_url: str | None = None,
+        result_url: str | None = None,
+        direct_lane: bool | None = None,
+        *,
+        longest_wait_s: float | None = None,
+        expires_s: float | None = None,
     ):
-        settings = get_settings()
-        broker_url = broker_url or settings.celery_broker_url
-        result_url = result_url or settings.celery_result_backend
+        """What is not given comes from `get_settings()`: CELERY_BROKER_URL,
+        CELERY_RESULT_BACKEND, PREDICT_TIMEOUT_S (the longest wait), PREDICT_EXPIRES_S."""
+        broker_url = broker_url or get_settings().celery_broker_url
+        result_url = result_url or get_settings().celery_result_backend
         if direct_lane is None:
             direct_lane = is_redis_url(broker_url)
         self._lane = None
@@ -79,7 +86,7 @@ class PredictionClient:
         # Waits block in Redis (BRPOP with the caller's timeout): the socket waits a little
         # longer than the longest wait, so a Redis gone silent fails the request instead
         # of holding its thread for ever.
-        self._longest_wait_s = settings.predict_timeout_s
+        self._longest_wait_s = get_settings().predict_timeout_s if longest_wait_s is None else longest_wait_s
         waits = redis.Redis.from_url(
             result_url,
             socket_connect_timeout=2,
@@ -88,7 +95,7 @@ class PredictionClient:
         )
         self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.worker.outcomes
         self._keep_s = int(self._celery.backend.expires or 86400)
-        self._expires_s = settings.predict_expires_s
+        self._expires_s = get_settings().predict_expires_s if expires_s is None else expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
         self._loaded: tuple[float, dict[str, dict[str, Any]]] | None = None
 

@@ -29,12 +29,11 @@ from billiard.einfo import ExceptionInfo
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
-from config import get_settings
 from tasks.contract.failures import brief, classify
 from tasks.contract.names import REDELIVERIES_PREFIX
 from tasks.internals.celery_batches import run_in_pool
 from tasks.observability import metrics
-from tasks.worker.app import FlaskTask
+from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.held import report_held
 from tasks.worker.journal import count_outage
 
@@ -91,8 +90,6 @@ class JournalBatches(FlaskTask, Batches):
     acks_late = True
     reject_on_worker_lost = True
     ignore_result = True
-    flush_every = get_settings().journal_batch_size
-    flush_interval = get_settings().journal_batch_wait_s
 
     #: Called in the consumer with a request that exceeded its redeliveries.
     on_poison: Callable[[SimpleRequest, int], None] | None = None
@@ -110,6 +107,10 @@ class JournalBatches(FlaskTask, Batches):
         self._reporter = f"{socket.gethostname()}:{self.name}"
 
     def Strategy(self, task: Batches, app: Any, consumer: Any) -> Callable:
+        # How many messages make a batch, how long one waits: the app's settings
+        # (celery-batches reads both on every message).
+        settings = worker_settings(app)
+        self.flush_every, self.flush_interval = settings.journal_batch_size, settings.journal_batch_wait_s
         handler = super().Strategy(task, app, consumer)
         self._timer = consumer.timer  # the consumer's event loop: held messages are retried on it
         self._reporter = f"{consumer.hostname}:{self.name}"
@@ -132,7 +133,7 @@ class JournalBatches(FlaskTask, Batches):
             count_outage(classify(exc), exc)
             self._hold([request])
             return
-        limit = get_settings().journal_max_redeliveries
+        limit = worker_settings(self.app).journal_max_redeliveries
         if deliveries <= limit:
             self._run_batch([request], suspect=True)
             return
@@ -156,7 +157,7 @@ class JournalBatches(FlaskTask, Batches):
 
     def _ledger(self) -> JournalLedger:
         if JournalBatches._shared_ledger is None:
-            JournalBatches._shared_ledger = JournalLedger(get_settings().celery_result_backend)
+            JournalBatches._shared_ledger = JournalLedger(worker_settings(self.app).celery_result_backend)
         return JournalBatches._shared_ledger
 
     # -- running a batch ---------------------------------------------------------------
@@ -219,7 +220,7 @@ class JournalBatches(FlaskTask, Batches):
         self._waiting.extend(requests)
         self._count_held()
         if self._retry_timer is None and self._timer is not None:
-            base = max(0.1, get_settings().journal_db_backoff_s)
+            base = max(0.1, worker_settings(self.app).journal_db_backoff_s)
             self._hold_backoff_s = min(MAX_HOLD_BACKOFF_S, max(base, self._hold_backoff_s * 2))
             log.warning(
                 "%d %s messages held unacknowledged; trying them again in %.1fs",

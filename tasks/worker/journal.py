@@ -16,7 +16,6 @@ from typing import Any
 
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential
 
-from config import get_settings
 from db.entries import Entry, entry_from_json
 from db.extension import database
 from db.record import describe_errors
@@ -25,6 +24,7 @@ from db.spool import DrainReport, Spool
 from tasks.contract.failures import Failure, Verdict, brief, classify
 from tasks.contract.names import DEAD_LETTER_SPOOL, REPLAY_SPOOL
 from tasks.observability import metrics
+from tasks.worker.app import worker_settings
 from tasks.worker.dead_letters import json_safe
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ class StoredNowhere(Exception):
 
 
 def replay_spool() -> Spool:
-    return Spool(get_settings().spool_dir / REPLAY_SPOOL)
+    return Spool(worker_settings().spool_dir / REPLAY_SPOOL)
 
 
 def dead_letters() -> Spool:
-    return Spool(get_settings().spool_dir / DEAD_LETTER_SPOOL)
+    return Spool(worker_settings().spool_dir / DEAD_LETTER_SPOOL)
 
 
 def dead_letter(reason: str, payload: Any) -> None:
@@ -112,7 +112,7 @@ def drain_replay_spool() -> DrainReport | None:
 
 
 def _write_with_retries(entries: Sequence[Entry], retries: int | None) -> WriteOutcome:
-    settings = get_settings()
+    settings = worker_settings()
     attempts = (settings.journal_db_retries if retries is None else retries) + 1
     retrying = Retrying(
         retry=retry_if_exception(lambda exc: classify(exc, talking_to="database").unavailable),

@@ -23,7 +23,6 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
-from config import get_settings
 from models.base import ModelError
 from models.store import LoadedModel, ModelStore
 from models.threads import limit_threads
@@ -34,7 +33,7 @@ from tasks.contract.names import PREDICT_QUEUE, PREDICT_TASK
 from tasks.contract.outcomes import Call, Outcome, PredictionExpired, PredictionFailed, waits_on_reply
 from tasks.internals.celery_batches import run_in_pool
 from tasks.observability import metrics
-from tasks.worker.app import FlaskTask
+from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.batching import BATCH_DONE
 from tasks.worker.lane_server import LaneServer
 from tasks.worker.model_registry import report_loaded
@@ -52,7 +51,7 @@ _watch: ModelWatch | None = None
 def store() -> ModelStore:
     global _store
     if _store is None:
-        settings = get_settings()
+        settings = worker_settings()
         _store = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
     return _store
 
@@ -78,7 +77,7 @@ def _start_lane(threads: int) -> None:
     if not _serves_predictions or not is_redis_url(app.conf.broker_url):
         return
     client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, health_check_interval=30)
-    settings = get_settings()
+    settings = worker_settings()
     _lane = LaneServer(
         client, serve_waiting, settings.predict_max_batch, settings.predict_batch_wait_s
     ).start(threads)
@@ -124,8 +123,12 @@ def _let_fresh_files_settle() -> None:
 class PredictBatches(FlaskTask, Batches):
     abstract = True
     ignore_result = True  # outcomes are stored per request by publish_outcomes
-    flush_every = get_settings().predict_max_batch
-    flush_interval = get_settings().predict_batch_wait_s
+
+    def Strategy(self, task: Batches, app: Any, consumer: Any) -> Any:
+        # The batch limits are the app's settings (celery-batches reads both on every message).
+        settings = worker_settings(app)
+        self.flush_every, self.flush_interval = settings.predict_max_batch, settings.predict_batch_wait_s
+        return super().Strategy(task, app, consumer)
 
     def flush(self, requests: Collection[Request]) -> None:
         now = time.time()

@@ -86,6 +86,8 @@ class Worker(Service):
 
     def wait_ready(self, timeout: float = 60) -> Worker:
         app = Celery(broker=self.broker_url, set_as_current=False)
+        # The worker's broker, not this process's CELERY_BROKER_URL (which Celery prefers to `broker`).
+        app.conf.update(broker_read_url=self.broker_url, broker_write_url=self.broker_url)
         try:
 
             def answers() -> bool:
