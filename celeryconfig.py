@@ -8,8 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from config import Settings
-from tasks.contract.connections import transport_for
-from tasks.contract.names import PREDICT_QUEUE, REPLAY_TASK, TRADES_QUEUE
+from tasks.contract import PREDICT_QUEUE, REPLAY_TASK, TRADES_QUEUE, transport_for
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -11,8 +11,7 @@ from celery import Celery
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from db.models import TradeHistory
-from db.record import TradeRecord
+from db import TradeHistory, TradeRecord
 
 app = Celery("plan_style", broker=os.environ["CELERY_BROKER_URL"])
 app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)

@@ -11,7 +11,7 @@ that work costs; what separates it from the in-process baseline is the dispatch 
 import orjson
 from flask import Flask, request
 
-from tasks.web_clients.predictions import PredictionClient
+from tasks.web_clients import PredictionClient
 
 
 def create_app() -> Flask:

@@ -25,7 +25,14 @@ _EXPORTS = {
         "describe_errors",
         "utc_now",
     ),
-    "db.repository": ("BUCKET_PATTERN", "MAX_LIST_LIMIT", "TradeRepository", "WriteOutcome", "trade_as_dict"),
+    "db.repository": (
+        "BUCKET_PATTERN",
+        "MAX_LIST_LIMIT",
+        "Conflict",
+        "TradeRepository",
+        "WriteOutcome",
+        "trade_as_dict",
+    ),
     "db.spool": ("ACTIVE", "DrainReport", "Spool"),
     "db.timescale": ("TimescaleState", "timescale_status"),
 }

@@ -23,9 +23,9 @@ import click
 from sqlalchemy.engine import make_url
 
 from config import Settings, get_settings
-from db.probe import postgres_hint, postgres_problem
+from db import postgres_hint, postgres_problem
 from devstack.embedded import REDIS_PORT, EmbeddedPostgres, EmbeddedRedis
-from tasks.contract.connections import REDIS_HINT, redis_problem
+from tasks.contract import REDIS_HINT, redis_problem
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

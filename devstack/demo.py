@@ -16,7 +16,7 @@ import click
 
 from config import get_settings
 from devstack.embedded import REDIS_PORT
-from tasks.contract.connections import REDIS_HINT, redis_problem
+from tasks.contract import REDIS_HINT, redis_problem
 
 PRIVATE_REDIS = f"redis://127.0.0.1:{REDIS_PORT}"
 

@@ -24,9 +24,11 @@ from models.base import (
 )
 from models.store import LoadedModel, ModelFile, ModelStore, check_name
 from models.threads import limit_threads
-from models.validation import features_array
+from models.validation import MAX_ROWS, MAX_VALUES, features_array
 
 __all__ = [
+    "MAX_ROWS",
+    "MAX_VALUES",
     "Adapter",
     "InputMismatch",
     "InvalidModelName",

@@ -10,10 +10,7 @@ import socket
 import pytest
 import redis
 
-from db.entries import RecordEntry, UpdateEntry
-from db.extension import database
-from db.record import TradeRecord, TradeUpdate
-from db.repository import TradeRepository
+from db import RecordEntry, TradeRecord, TradeRepository, TradeUpdate, UpdateEntry, database
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_URL
 from tests.support.apps import web_app

@@ -11,9 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from db.entries import RecordEntry
-from db.record import TradeRecord
-from db.repository import TradeRepository
+from db import RecordEntry, TradeRecord, TradeRepository
 from tests.support.apps import web_app
 from tests.support.processes import free_port
 

@@ -16,9 +16,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.entries import RecordEntry
-from db.record import TradeRecord
-from db.repository import TradeRepository
+from db import RecordEntry, TradeRecord, TradeRepository
 from tests.support.demo_models import demo_services
 from tests.support.processes import WebServer, Worker
 

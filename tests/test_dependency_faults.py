@@ -16,7 +16,7 @@ from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from db.spool import Spool
+from db import Spool
 from tasks.client import TradeJournal
 from tasks.web_clients import held_reports
 from tests.bots.send_task_bot import trade

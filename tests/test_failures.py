@@ -15,9 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from db.entries import UnstorableEntry, entry_from_json
-from db.record import TradeRecord
-from tasks.contract.failures import Failure, classify, sqlstate
+from db import TradeRecord, UnstorableEntry, entry_from_json
+from tasks.contract import Failure, classify, sqlstate
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 

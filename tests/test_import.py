@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import text
 
 from tasks.client import TradeJournal
-from tasks.contract.names import TRADES_QUEUE
+from tasks.contract import TRADES_QUEUE
 from tasks.worker.journal import dead_letter
 from tasks.worker.journal import dead_letters as dead_letter_spool
 from tests.bots.send_task_bot import trade

@@ -19,9 +19,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 import models.xgboost_native
-from models.base import ModelLoading
-from tasks.contract.connections import REDIS_TRANSPORT
-from tasks.contract.outcomes import error_result
+from models import ModelLoading
+from tasks.contract import REDIS_TRANSPORT, error_result
 from tasks.internals import UnsupportedRelease, written_for
 from tasks.internals.celery_results import result_meta
 from tasks.internals.kombu_redis import Transport

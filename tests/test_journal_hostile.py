@@ -14,7 +14,7 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from db.spool import Spool
+from db import Spool
 from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
 from tests.conftest import RESULT_URL

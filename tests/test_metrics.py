@@ -11,7 +11,7 @@ from pathlib import Path
 from celery import Celery
 
 from config import get_settings
-from db.spool import Spool
+from db import Spool
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_DB, BROKER_URL, RESULT_URL
 from tests.support.http import call

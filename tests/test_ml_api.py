@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 
 from config import get_settings
-from models.base import InputMismatch
+from models import InputMismatch
 from tests.conftest import BROKER_DB, BROKER_URL, RESULT_URL
 from tests.support.model_zoo import LABELS, ROWS, SEQUENCES, train_lightgbm, version_of
 from tests.support.processes import Worker, wait_for

@@ -20,9 +20,8 @@ import pytest
 import torch
 import xgboost
 
-from models.base import InputMismatch, ModelRefused, ModelTypeMismatch, ModelUnloadable
+from models import InputMismatch, ModelRefused, ModelStore, ModelTypeMismatch, ModelUnloadable
 from models.lstm import LSTMForecaster, save_checkpoint
-from models.store import ModelStore
 
 # torch 2.13 deprecates TorchScript (torch.jit); it is still one of the formats served.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch", "ignore::torch.jit.TracerWarning")
@@ -250,9 +249,9 @@ def test_listing_imports_no_ml_library(zoo: Path):
     code = f"""
 import json, sys
 import models, models.base, models.store, models.validation
-from models.base import ModelRefused
-from models.store import ModelStore
-from models.validation import features_array
+from models import ModelRefused
+from models import ModelStore
+from models import features_array
 store = ModelStore({str(zoo)!r})
 listed = {{file.name: file.to_dict()["type"] for file in store.list()}}
 store.resolve("xgb_named")

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 import xgboost
 
-from models.base import (
+from models import (
     InvalidModelName,
     ModelError,
     ModelLoading,
     ModelNotFound,
     ModelRefused,
+    ModelStore,
     ModelUnloadable,
 )
-from models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_S = 0.2
@@ -370,7 +370,7 @@ def test_errors_render_as_the_api_expects(folder: Path):
 def test_limit_threads_sets_one_thread_everywhere():
     code = """
 import os
-from models.threads import limit_threads
+from models import limit_threads
 limit_threads()
 import torch
 limit_threads()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.store import ModelStore
+from models import ModelStore
 from models.training import FEATURE_NAMES, train_demo
 
 PLAN_EXAMPLE = [[1.5, 2.3, 0.8, 1.2, 0.5]]

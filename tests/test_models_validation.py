@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.base import InputMismatch
-from models.validation import MAX_ROWS, MAX_VALUES, features_array
+from models import MAX_ROWS, MAX_VALUES, InputMismatch, features_array
 
 ROWS = {"input_kind": "rows", "n_features": 3}
 SEQUENCES = {"input_kind": "sequences", "n_features": 2}

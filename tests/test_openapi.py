@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config import Settings
-from db.record import TradeRecord
+from db import TradeRecord
 from tests.support.model_zoo import ROWS, SEQUENCES
 from tests.support.processes import Worker, wait_for
 from web import create_app

@@ -8,8 +8,7 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.engine import make_url
 
-from db.record import TradeRecord
-from db.spool import Spool
+from db import Spool, TradeRecord
 from tasks.client import TradeJournal
 from tests.bots.send_task_bot import trade
 from tests.conftest import BROKER_DB, RESULT_URL

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from db.record import TradeRecord, TradeUpdate
+from db import TradeRecord, TradeUpdate
 
 
 def test_a_record_is_a_dataclass_that_round_trips_through_json():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from db.spool import Spool
+from db import Spool
 
 WRITERS, ROUNDS, PER_ROUND = 4, 150, 3
 
@@ -71,7 +71,7 @@ def test_a_failing_apply_keeps_what_it_did_not_finish(tmp_path: Path):
 
 CRASHING_DRAIN = """
 import json, os, sys
-from db.spool import Spool
+from db import Spool
 log = open(sys.argv[2], "a")
 def apply(chunk):
     if chunk[0]["n"] >= 8:

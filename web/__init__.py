@@ -7,10 +7,10 @@ from flask import Flask
 from flask_migrate import Migrate
 
 from config import Settings, get_settings
-from db.extension import database, flask_config
-from models.store import ModelStore
+from db import database, flask_config
+from models import ModelStore
 from tasks.client import TradeJournal
-from tasks.web_clients.predictions import PredictionClient
+from tasks.web_clients import PredictionClient
 from web import cli, dashboard, health, metrics, ml, openapi, preflight, trades
 from web.auth import require_token_for_api
 from web.errors import register_error_handlers

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from db.spool import ACTIVE, Spool
+from db import ACTIVE, Spool
 from tasks.contract import LANE_KEY, OUTBOX_SPOOL, PREDICT_QUEUE, REPLAY_SPOOL, TRADES_QUEUE, is_redis_url
 
 SPOOLS = (REPLAY_SPOOL, OUTBOX_SPOOL)

@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from models.store import ModelStore
+from models import ModelStore
 from tasks.client import TradeJournal
-from tasks.contract.names import OUTBOX_SPOOL
+from tasks.contract import OUTBOX_SPOOL
 from web import trade_import
 from web.settings import current_settings
 from web.trade_import import count

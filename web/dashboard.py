@@ -23,8 +23,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import OperationalError
 
 from config import Settings
-from db.extension import database
-from db.repository import TradeRepository, trade_as_dict
+from db import TradeRepository, database, trade_as_dict
 from web.auth import API_PREFIX
 from web.errors import ApiError, error_response
 from web.inputs import query

@@ -9,8 +9,8 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from db.record import describe_errors
-from models.base import ModelError
+from db import describe_errors
+from models import ModelError
 
 log = logging.getLogger(__name__)
 

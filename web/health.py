@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from config import Settings
-from models.store import ModelStore
+from models import ModelStore
 from tasks.web_clients import WorkerStatus, held_reports, loaded_descriptions
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented

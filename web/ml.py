@@ -17,11 +17,9 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
-from models.base import check_type
-from models.store import ModelFile, ModelStore
-from models.validation import features_array
-from tasks.contract.failures import BROKER_ERRORS
-from tasks.web_clients.predictions import PredictionClient, PredictionTimeout
+from models import ModelFile, ModelStore, check_type, features_array
+from tasks.contract import BROKER_ERRORS
+from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, error_response
 from web.inputs import body_as
 from web.openapi import responses as r

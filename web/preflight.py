@@ -9,8 +9,8 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from db.probe import postgres_hint, postgres_problem
-from tasks.contract.connections import REDIS_HINT, redis_problem
+from db import postgres_hint, postgres_problem
+from tasks.contract import REDIS_HINT, redis_problem
 from web.settings import current_settings
 
 

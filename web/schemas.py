@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from db.record import Symbol, UtcDatetime
-from db.repository import BUCKET_PATTERN, MAX_LIST_LIMIT
+from db import BUCKET_PATTERN, MAX_LIST_LIMIT, Symbol, UtcDatetime
 
 
 def _plus_restored(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from config import Settings
-from db.spool import Spool
+from db import Spool
 from tasks.contract import OUTBOX_SPOOL, REPLAY_SPOOL, SPOOLS
 from web.health import readiness
 from web.settings import current_settings

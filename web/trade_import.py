@@ -35,13 +35,19 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.entries import Entry, RecordEntry, UnstorableEntry, UpdateEntry, entry_from_json
-from db.extension import database
-from db.record import describe_errors
-from db.repository import Conflict, TradeRepository
+from db import (
+    Conflict,
+    Entry,
+    RecordEntry,
+    TradeRepository,
+    UnstorableEntry,
+    UpdateEntry,
+    database,
+    describe_errors,
+    entry_from_json,
+)
 from tasks.client import JournalUnavailable, TradeJournal
-from tasks.contract.failures import brief
-from tasks.contract.messages import entry_json_of_call, record_entry
+from tasks.contract import brief, entry_json_of_call, record_entry
 
 SUFFIXES = (".json", ".jsonl")
 MAX_JOB_ID = 255

@@ -8,11 +8,9 @@ from flask import Blueprint, current_app, jsonify, url_for
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.extension import database
-from db.record import TRADE_ID, TradeId, TradeRecord, TradeUpdate
-from db.repository import TradeRepository, trade_as_dict
+from db import TRADE_ID, TradeId, TradeRecord, TradeRepository, TradeUpdate, database, trade_as_dict
 from tasks.client import Enqueued, JournalUnavailable, TradeJournal
-from tasks.contract.failures import brief
+from tasks.contract import brief
 from web.errors import ApiError, error_response, invalid
 from web.inputs import body_as, query
 from web.openapi import responses as r

@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from config import get_settings
-from db.timescale import TimescaleState, timescale_status
+from db import TimescaleState, timescale_status
 
 revision = "001"
 down_revision = None

@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from config import get_settings
-from db.entries import Entry, RecordEntry, UpdateEntry
-from db.record import TRADE_ID, TradeRecord, TradeUpdate, utc_now
-from db.spool import Spool
-from tasks.contract.connections import client_app
-from tasks.contract.failures import brief
-from tasks.contract.messages import message_of
-from tasks.contract.names import OUTBOX_SPOOL, TRADES_QUEUE
-from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from db import TRADE_ID, Entry, RecordEntry, Spool, TradeRecord, TradeUpdate, UpdateEntry, utc_now
+from tasks.contract import (
+    BROKER_DOWN,
+    OUTBOX_SPOOL,
+    TRADES_QUEUE,
+    LeanPublisher,
+    brief,
+    client_app,
+    message_of,
+)
 from tasks.observability import metrics
 
 log = logging.getLogger(__name__)

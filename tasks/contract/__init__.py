@@ -9,9 +9,24 @@
 - `redis_commands`: several Redis commands in one round trip.
 """
 
-from tasks.contract.connections import client_app, is_redis_url, transport_for
-from tasks.contract.failures import BROKER_ERRORS, BROKER_UNAVAILABLE, Failure, Verdict, brief, classify
-from tasks.contract.messages import TaskMessage, message_of, record_entry, update_entry
+from tasks.contract.connections import (
+    REDIS_HINT,
+    REDIS_TRANSPORT,
+    client_app,
+    is_redis_url,
+    redis_problem,
+    transport_for,
+)
+from tasks.contract.failures import (
+    BROKER_ERRORS,
+    BROKER_UNAVAILABLE,
+    Failure,
+    Verdict,
+    brief,
+    classify,
+    sqlstate,
+)
+from tasks.contract.messages import TaskMessage, entry_json_of_call, message_of, record_entry, update_entry
 from tasks.contract.names import (
     DEAD_LETTER_SPOOL,
     HELD_PREFIX,
@@ -33,15 +48,21 @@ from tasks.contract.names import (
     reply_key,
 )
 from tasks.contract.outcomes import (
+    REPLY_TTL_S,
     BrokerUnavailable,
     Call,
+    Outcome,
     PredictionExpired,
     PredictionFailed,
     error_from_result,
     error_result,
+    waits_on_reply,
 )
+from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from tasks.contract.redis_commands import kept_connection, send_all
 
 __all__ = [
+    "BROKER_DOWN",
     "BROKER_ERRORS",
     "BROKER_UNAVAILABLE",
     "DEAD_LETTER_SPOOL",
@@ -55,15 +76,20 @@ __all__ = [
     "QUEUES",
     "RECORD_TASK",
     "REDELIVERIES_PREFIX",
+    "REDIS_HINT",
+    "REDIS_TRANSPORT",
     "REPLAY_SPOOL",
     "REPLAY_TASK",
     "REPLY_PREFIX",
+    "REPLY_TTL_S",
     "SPOOLS",
     "TRADES_QUEUE",
     "UPDATE_TASK",
     "BrokerUnavailable",
     "Call",
     "Failure",
+    "LeanPublisher",
+    "Outcome",
     "PredictionExpired",
     "PredictionFailed",
     "TaskMessage",
@@ -71,12 +97,18 @@ __all__ = [
     "brief",
     "classify",
     "client_app",
+    "entry_json_of_call",
     "error_from_result",
     "error_result",
     "is_redis_url",
+    "kept_connection",
     "message_of",
     "record_entry",
+    "redis_problem",
     "reply_key",
+    "send_all",
+    "sqlstate",
     "transport_for",
     "update_entry",
+    "waits_on_reply",
 ]

@@ -22,7 +22,7 @@ import redis.exceptions
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from db.entries import UnstorableEntry
+from db import UnstorableEntry
 
 try:  # RabbitMQ's client library, installed with Celery
     import amqp.exceptions

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from db.entries import RecordEntry, UnstorableEntry, UpdateEntry
-from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from db import TRADE_ID, RecordEntry, TradeRecord, TradeUpdate, UnstorableEntry, UpdateEntry
 from tasks.contract.names import RECORD_TASK, UPDATE_TASK
 
 # A record sent by name must say who it is: a default made at each delivery (a new id, the

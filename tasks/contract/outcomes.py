@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from models import ModelError
 from models import base as model_errors
-from models.base import ModelError
 from tasks.contract.names import REPLY_PREFIX
 
 REPLY_TTL_S = 60

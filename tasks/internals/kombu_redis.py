@@ -45,7 +45,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 
-from tasks.contract.failures import BROKER_UNAVAILABLE, brief
+from tasks.contract import BROKER_UNAVAILABLE, brief
 from tasks.internals import written_for
 
 written_for("kombu", "5.7", __name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from models.base import ModelError
+from models import ModelError
 
 HOSTNAME_PLACEHOLDER = "{hostname}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from tasks.contract.names import HELD_PREFIX
+from tasks.contract import HELD_PREFIX
 
 
 def held_reports(client: redis.Redis) -> dict[str, int]:

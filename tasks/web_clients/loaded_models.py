@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from tasks.contract.names import LOADED_MODELS_KEY
+from tasks.contract import LOADED_MODELS_KEY
 
 
 def loaded_descriptions(client: redis.Redis) -> dict[str, dict[str, Any]]:

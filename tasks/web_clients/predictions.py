@@ -23,11 +23,20 @@ import redis
 from celery import states
 
 from config import get_settings
-from models.base import ModelError
-from tasks.contract.connections import client_app, is_redis_url
-from tasks.contract.names import ISSUED_PREFIX, LANE_KEY, PREDICT_QUEUE, PREDICT_TASK, reply_key
-from tasks.contract.outcomes import BrokerUnavailable, error_from_result
-from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from models import ModelError
+from tasks.contract import (
+    BROKER_DOWN,
+    ISSUED_PREFIX,
+    LANE_KEY,
+    PREDICT_QUEUE,
+    PREDICT_TASK,
+    BrokerUnavailable,
+    LeanPublisher,
+    client_app,
+    error_from_result,
+    is_redis_url,
+    reply_key,
+)
 from tasks.web_clients.lane import encode_request
 from tasks.web_clients.loaded_models import loaded_descriptions
 from tasks.web_clients.replies import Replies

@@ -14,8 +14,7 @@ from typing import Any
 
 import redis
 
-from tasks.contract.names import reply_key
-from tasks.contract.redis_commands import kept_connection
+from tasks.contract import kept_connection, reply_key
 
 
 class Replies:

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from kombu.exceptions import KombuError
 
 from config import get_settings
-from tasks.contract.connections import client_app
-from tasks.contract.names import QUEUES
-from tasks.contract.publisher import BROKER_DOWN
+from tasks.contract import BROKER_DOWN, QUEUES, client_app
 
 
 @dataclass(frozen=True)

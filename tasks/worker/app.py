@@ -14,7 +14,7 @@ from flask import Flask
 import tasks.observability.logs  # noqa: F401  (connects the logging signals of workers and beat)
 from celeryconfig import celery_config
 from config import Settings, get_settings
-from db.extension import database, flask_config
+from db import database, flask_config
 
 TASK_MODULES = ("tasks.worker.trades", "tasks.worker.ml")
 SETTINGS_KEY = "settings"

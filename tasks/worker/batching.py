@@ -29,8 +29,7 @@ from billiard.einfo import ExceptionInfo
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
-from tasks.contract.failures import brief, classify
-from tasks.contract.names import REDELIVERIES_PREFIX
+from tasks.contract import REDELIVERIES_PREFIX, brief, classify
 from tasks.internals.celery_batches import run_in_pool
 from tasks.observability import metrics
 from tasks.worker.app import FlaskTask, worker_settings

@@ -14,8 +14,7 @@ import logging
 
 from celery.worker.consumer import Consumer
 
-from tasks.contract.failures import brief
-from tasks.contract.names import TRADES_QUEUE
+from tasks.contract import TRADES_QUEUE, brief
 from tasks.worker.journal import dead_letter
 
 log = logging.getLogger(__name__)

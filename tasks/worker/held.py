@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis
 
-from tasks.contract.names import HELD_PREFIX
+from tasks.contract import HELD_PREFIX
 
 REPORT_TTL_S = 90
 

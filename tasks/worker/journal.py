@@ -16,13 +16,17 @@ from typing import Any
 
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential
 
-from db.entries import Entry, entry_from_json
-from db.extension import database
-from db.record import describe_errors
-from db.repository import TradeRepository, WriteOutcome
-from db.spool import DrainReport, Spool
-from tasks.contract.failures import Failure, Verdict, brief, classify
-from tasks.contract.names import DEAD_LETTER_SPOOL, REPLAY_SPOOL
+from db import (
+    DrainReport,
+    Entry,
+    Spool,
+    TradeRepository,
+    WriteOutcome,
+    database,
+    describe_errors,
+    entry_from_json,
+)
+from tasks.contract import DEAD_LETTER_SPOOL, REPLAY_SPOOL, Failure, Verdict, brief, classify
 from tasks.observability import metrics
 from tasks.worker.app import worker_settings
 from tasks.worker.dead_letters import json_safe

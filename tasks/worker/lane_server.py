@@ -26,9 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from tasks.contract.names import LANE_KEY, reply_key
-from tasks.contract.outcomes import Call
-from tasks.contract.redis_commands import kept_connection
+from tasks.contract import LANE_KEY, Call, kept_connection, reply_key
 
 log = logging.getLogger(__name__)
 

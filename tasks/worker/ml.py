@@ -23,14 +23,18 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
-from models.base import ModelError
-from models.store import LoadedModel, ModelStore
-from models.threads import limit_threads
-from models.validation import features_array
+from models import LoadedModel, ModelError, ModelStore, features_array, limit_threads
 from tasks import app
-from tasks.contract.connections import is_redis_url
-from tasks.contract.names import PREDICT_QUEUE, PREDICT_TASK
-from tasks.contract.outcomes import Call, Outcome, PredictionExpired, PredictionFailed, waits_on_reply
+from tasks.contract import (
+    PREDICT_QUEUE,
+    PREDICT_TASK,
+    Call,
+    Outcome,
+    PredictionExpired,
+    PredictionFailed,
+    is_redis_url,
+    waits_on_reply,
+)
 from tasks.internals.celery_batches import run_in_pool
 from tasks.observability import metrics
 from tasks.worker.app import FlaskTask, worker_settings

@@ -12,8 +12,8 @@ import time
 
 import redis
 
-from models.store import ModelStore
-from tasks.contract.names import LOADED_MODELS_KEY
+from models import ModelStore
+from tasks.contract import LOADED_MODELS_KEY
 
 
 def report_loaded(client: redis.Redis, store: ModelStore) -> None:

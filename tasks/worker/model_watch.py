@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from models.store import ModelStore
+from models import ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 
 from celery import Celery, states
 
-from models.base import ModelError
-from tasks.contract.outcomes import REPLY_TTL_S, Outcome, error_result, waits_on_reply
-from tasks.contract.redis_commands import send_all
+from models import ModelError
+from tasks.contract import REPLY_TTL_S, Outcome, error_result, send_all, waits_on_reply
 from tasks.internals.celery_results import result_meta
 from tasks.observability.metrics import count_predictions
 

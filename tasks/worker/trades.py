@@ -10,12 +10,18 @@ from typing import Any
 
 from celery_batches import SimpleRequest
 
-from db.entries import Entry
-from db.record import describe_errors
+from db import Entry, describe_errors
 from tasks import app
-from tasks.contract.failures import Failure, brief, classify
-from tasks.contract.messages import record_entry, update_entry
-from tasks.contract.names import RECORD_TASK, REPLAY_TASK, UPDATE_TASK
+from tasks.contract import (
+    RECORD_TASK,
+    REPLAY_TASK,
+    UPDATE_TASK,
+    Failure,
+    brief,
+    classify,
+    record_entry,
+    update_entry,
+)
 from tasks.observability import request_id
 from tasks.worker.batching import BATCH_DONE, JournalBatches
 from tasks.worker.journal import StoredNowhere, count_outage, dead_letter, drain_replay_spool, persist

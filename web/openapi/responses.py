@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from db.record import TradeId, TradeRecord
+from db import TradeId, TradeRecord
 
 
 class ErrorInfo(BaseModel):
