@@ -175,7 +175,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     env = {
         **os.environ,
-        "MODEL_DIR": str(workdir / "models"),
+        "MODEL_DIR": str(workdir / "model_store"),  # not "models": that would shadow the package
         "SPOOL_DIR": str(workdir / "spool"),
         "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
         "CELERY_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",

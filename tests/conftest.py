@@ -49,6 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "JOURNAL_BATCH_WAIT_S": "0.02",
             "SPOOL_REPLAY_INTERVAL_S": "1",
             "PYTHONUNBUFFERED": "1",
+            # The checkout first on every process's path, as the image's PYTHONPATH=/app: a
+            # test's working directory holds a `models/` folder (MODEL_DIR), which would
+            # otherwise shadow the `models` package as a namespace package.
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
             "LOG_FORMAT": "text",
         }
     )
