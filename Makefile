@@ -48,4 +48,4 @@ bench-predict: install
 	$(PY) bench/predict.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache test-artifacts *.egg-info
