@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     # fails with prediction_expired): its caller has long stopped waiting, and its market
     # data is stale.
     predict_expires_s: float = Field(default=60.0, gt=0)
+    # The prediction log (`prediction_log`): every prediction, written off the answer's
+    # path in batches; its input rows kept (at most PREDICTION_LOG_MAX_ROWS a prediction)
+    # unless PREDICTION_LOG_FEATURES=off; entries older than PREDICTION_LOG_RETENTION_DAYS
+    # removed by beat (0 keeps them for ever).
+    prediction_log: bool = True
+    prediction_log_features: bool = True
+    prediction_log_max_rows: int = Field(default=1000, ge=0)
+    prediction_log_retention_days: int = Field(default=90, ge=0)
+    prediction_log_flush_s: float = Field(default=0.2, gt=0)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
     # The longest a database statement may run (or wait for a lock); the client gives up
     # a few seconds later on a server that stopped answering (db/timeouts.py).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, Identity, Index, String, text
+from sqlalchemy import BigInteger, DateTime, Float, Identity, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -29,6 +29,13 @@ class TradeHistory(Base):
     __table_args__ = (
         Index("ix_trade_history_symbol_timestamp", "symbol", text("timestamp DESC")),
         Index("ix_trade_history_timestamp", text("timestamp DESC")),
+        # Lineage: a prediction's log entry finds the trades waiting for its model version.
+        Index(
+            "ix_trade_history_prediction_id",
+            "prediction_id",
+            postgresql_where=text("prediction_id IS NOT NULL"),
+        ),
+        Index("ix_trade_history_model", "model_name", "model_version", text("timestamp DESC")),
     )
 
     trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -54,6 +61,11 @@ class TradeHistory(Base):
     # Per update field, the order of the change it holds (`TradeUpdate.updated_at` in µs):
     # an older change arriving late (replayed, redelivered) leaves the field alone.
     update_stamps: Mapped[dict[str, Any] | None]
+    # Lineage: the prediction that caused the trade, and the model version that made it
+    # (given by the bot, or filled in from prediction_log once its entry lands).
+    prediction_id: Mapped[str | None] = mapped_column(String(64))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
 
 
 class PendingTradeUpdate(Base):
@@ -68,3 +80,30 @@ class PendingTradeUpdate(Base):
     received_at: Mapped[datetime] = mapped_column(primary_key=True, server_default=text("now()"))
     trade_id: Mapped[str] = mapped_column(String(64))
     updates: Mapped[dict[str, Any]]
+
+
+class PredictionLog(Base):
+    """One prediction as a worker served it (`prediction_id` is the job's id).
+
+    A hypertable on `created_at` where TimescaleDB is used, so its key holds that column;
+    a log entry is written once (its retries and replays carry the same `created_at`).
+    """
+
+    __tablename__ = "prediction_log"
+    __table_args__ = (
+        Index("ix_prediction_log_created_at", text("created_at DESC")),
+        Index("ix_prediction_log_model", "model_name", "model_version", text("created_at DESC")),
+    )
+
+    prediction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_type: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer)
+    predictions: Mapped[Any] = mapped_column(JSONB)
+    latency_ms: Mapped[float]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # The input rows (at most PREDICTION_LOG_MAX_ROWS of them; none with PREDICTION_LOG_FEATURES=off).
+    features: Mapped[Any | None] = mapped_column(JSONB)
+    contributions: Mapped[Any | None] = mapped_column(JSONB)

@@ -49,7 +49,11 @@ OPENING_FIELDS = (
     "decision_confidence",
     "agent_votes",
     "signals",
+    "prediction_id",
 )
+# The model version behind a trade's prediction: given by a bot that predicts elsewhere,
+# else filled in from the prediction log (so not compared between two copies of a record).
+LINEAGE_FIELDS = ("model_name", "model_version")
 UPDATE_FIELDS = (
     "exit_price",
     "realized_pnl",
@@ -131,6 +135,17 @@ Symbol = Annotated[
     Strict(),
     StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9/._:-]*$"),
 ]
+PredictionId = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"),
+]
+ModelName = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=255), AfterValidator(_storable_text)
+]
+ModelVersion = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=64), AfterValidator(_storable_text)
+]
 ShortText = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=32), AfterValidator(_storable_text)
 ]
@@ -176,12 +191,19 @@ class TradeRecord:
     close_timestamp: UtcDatetime | None = None
     agent_votes: JsonObject | None = None
     signals: JsonObject | None = None
+    # Lineage: the `prediction_id` of the prediction behind the trade (the model version is
+    # then looked up in the prediction log), or the model's name and version directly.
+    prediction_id: PredictionId | None = None
+    model_name: ModelName | None = None
+    model_version: ModelVersion | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TradeRecord:
         _stamp_outcome(self)
         if self.close_timestamp is not None and self.close_timestamp < self.timestamp:
             raise ValueError("close_timestamp must not be before timestamp")
+        if self.model_version is not None and self.model_name is None:
+            raise ValueError("model_version needs model_name")
         return self
 
     def to_dict(self) -> dict[str, Any]:

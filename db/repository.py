@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from db.entries import Entry, RecordEntry, UpdateEntry
 from db.models import PendingTradeUpdate, TradeHistory
-from db.record import OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
+from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.timescale import timescale_installed
 
 MAX_LIST_LIMIT = 1000
@@ -303,7 +303,8 @@ def _filtered(query, symbol, since, until, closed):
 
 
 def _row_of(record: TradeRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in (*OPENING_FIELDS, "trade_id", *UPDATE_FIELDS)}
+    fields = (*OPENING_FIELDS, "trade_id", *UPDATE_FIELDS, *LINEAGE_FIELDS)
+    return {name: getattr(record, name) for name in fields}
 
 
 def _merge_newest(target: dict[str, Any], stamps: dict[str, int], update_: TradeUpdate) -> bool:
@@ -330,7 +331,7 @@ def update_values(update_: TradeUpdate) -> dict[str, Any]:
 def trade_as_dict(trade: TradeHistory) -> dict[str, Any]:
     """A stored trade as JSON-ready fields (timestamps in ISO-8601, UTC)."""
     fields = {}
-    for name in ("trade_id", *OPENING_FIELDS, *UPDATE_FIELDS):
+    for name in ("trade_id", *OPENING_FIELDS, *UPDATE_FIELDS, *LINEAGE_FIELDS):
         value = getattr(trade, name)
         fields[name] = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
     return fields
