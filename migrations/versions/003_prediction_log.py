@@ -56,7 +56,9 @@ def upgrade():
     )
     op.create_index("ix_prediction_log_created_at", "prediction_log", [sa.text("created_at DESC")])
     op.create_index(
-        "ix_prediction_log_model", "prediction_log", ["model_name", "model_version", sa.text("created_at DESC")]
+        "ix_prediction_log_model",
+        "prediction_log",
+        ["model_name", "model_version", sa.text("created_at DESC")],
     )
     if _timescale_in_use():
         # Predictions come by the thousand a minute: a chunk a day keeps retention fine-grained.
