@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from config import Settings
-from tasks.contract import PREDICT_QUEUE, REPLAY_TASK, TRADES_QUEUE, transport_for
+from tasks.contract import PREDICT_QUEUE, PRUNE_PREDICTIONS_TASK, REPLAY_TASK, TRADES_QUEUE, transport_for
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -53,6 +53,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": REPLAY_TASK,
                 "schedule": timedelta(seconds=settings.spool_replay_interval_s),
                 "options": {"expires": settings.spool_replay_interval_s},
+            },
+            # PREDICTION_LOG_RETENTION_DAYS: hourly is fine-grained enough for a count of days.
+            "prune-prediction-log": {
+                "task": PRUNE_PREDICTIONS_TASK,
+                "schedule": timedelta(hours=1),
+                "options": {"expires": 3600},
             },
         },
     }

@@ -11,12 +11,24 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "db.entries": ("Entry", "RecordEntry", "UnstorableEntry", "UpdateEntry", "entry_from_json"),
+    "db.entries": (
+        "Entry",
+        "LoggedPrediction",
+        "PredictionEntry",
+        "RecordEntry",
+        "TradeEntry",
+        "UnstorableEntry",
+        "UpdateEntry",
+        "entry_from_json",
+    ),
     "db.extension": ("database", "flask_config"),
-    "db.models": ("PendingTradeUpdate", "TradeHistory"),
+    "db.models": ("PendingTradeUpdate", "PredictionLog", "TradeHistory"),
+    "db.prediction_log": ("logged_prediction", "prune_prediction_log", "served_versions"),
     "db.probe": ("postgres_hint", "postgres_problem"),
     "db.record": (
         "TRADE_ID",
+        "PREDICTION_ID",
+        "PredictionId",
         "Symbol",
         "TradeId",
         "TradeRecord",

@@ -1,16 +1,20 @@
 """Journal entries: a record or an update, as the writer applies them and the spool keeps them.
 
 A spool line is one entry as JSON:
-`{"kind": "record", "trade": {...}}` or
-`{"kind": "update", "trade_id": "...", "updates": {...}}`, with an optional `"job_id"`.
+`{"kind": "record", "trade": {...}}`,
+`{"kind": "update", "trade_id": "...", "updates": {...}}`, with an optional `"job_id"`, or
+`{"kind": "prediction", "prediction": {...}}` (a prediction log entry, `db.prediction_log`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from db.record import TRADE_ID, TradeRecord, TradeUpdate
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, StringConstraints
+
+from db.record import TRADE_ID, ModelName, ModelVersion, PredictionId, TradeRecord, TradeUpdate, UtcDatetime
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,10 @@ class RecordEntry:
     def trade_id(self) -> str:
         return self.record.trade_id
 
+    @property
+    def subject(self) -> str:
+        return f"trade {self.trade_id}"
+
     def to_json(self) -> dict[str, Any]:
         return _with_job({"kind": "record", "trade": self.record.to_dict()}, self.job_id)
 
@@ -32,12 +40,55 @@ class UpdateEntry:
     update: TradeUpdate
     job_id: str | None = None
 
+    @property
+    def subject(self) -> str:
+        return f"update of trade {self.trade_id}"
+
     def to_json(self) -> dict[str, Any]:
         body = {"kind": "update", "trade_id": self.trade_id, "updates": self.update.to_dict()}
         return _with_job(body, self.job_id)
 
 
-Entry = RecordEntry | UpdateEntry
+class LoggedPrediction(BaseModel):
+    """A prediction log entry as a spool line holds it (checked again when replayed)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    prediction_id: PredictionId
+    created_at: UtcDatetime
+    model_name: ModelName
+    model_version: ModelVersion
+    model_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=16)]
+    rows: Annotated[int, Strict(), Field(ge=0)]
+    predictions: list[JsonValue]
+    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    request_id: Annotated[str, Strict(), StringConstraints(max_length=128)] | None = None
+    features: list[JsonValue] | None = None
+    contributions: list[JsonValue] | None = None
+
+
+@dataclass(frozen=True)
+class PredictionEntry:
+    """One served prediction, for the log. `fields` are JSON-ready but `created_at`, a datetime."""
+
+    fields: dict[str, Any]
+    job_id: str | None = None
+
+    @property
+    def prediction_id(self) -> str:
+        return self.fields["prediction_id"]
+
+    @property
+    def subject(self) -> str:
+        return f"prediction {self.prediction_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        created_at: datetime = self.fields["created_at"]
+        return {"kind": "prediction", "prediction": {**self.fields, "created_at": created_at.isoformat()}}
+
+
+Entry = RecordEntry | UpdateEntry | PredictionEntry
+TradeEntry = RecordEntry | UpdateEntry
 
 
 class UnstorableEntry(ValueError):
@@ -60,4 +111,6 @@ def entry_from_json(data: Any) -> Entry:
     if data.get("kind") == "update":
         trade_id = TRADE_ID.validate_python(data.get("trade_id"))
         return UpdateEntry(trade_id, TradeUpdate.from_dict(data.get("updates")), job_id)
+    if data.get("kind") == "prediction":
+        return PredictionEntry(LoggedPrediction.model_validate(data.get("prediction")).model_dump())
     raise UnstorableEntry(f"unknown entry kind {data.get('kind')!r}")

@@ -269,6 +269,7 @@ class TradeUpdate:
 _RECORD = TypeAdapter(TradeRecord)
 _UPDATE = TypeAdapter(TradeUpdate)
 TRADE_ID = TypeAdapter(TradeId)
+PREDICTION_ID = TypeAdapter(PredictionId)
 
 
 def stamp_of(moment: datetime) -> int:

@@ -8,7 +8,9 @@ Writes go through `TradeRepository.write`, one transaction per batch of entries:
 * a record already stored with the same opening fields is a duplicate and a no-op; one
   with different opening fields is a conflict, reported and not written;
 * an update for a trade not yet recorded is parked in `trade_pending_updates` and applied
-  in the same transaction that later inserts the trade.
+  in the same transaction that later inserts the trade;
+* prediction log entries are inserted first (`db.prediction_log`), so that a trade of the
+  same batch finds the model version of its prediction.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 from sqlalchemy import Interval, Numeric, cast, delete, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
-from db.entries import Entry, RecordEntry, UpdateEntry
+from db import prediction_log
+from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
 from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.timescale import timescale_installed
@@ -64,6 +67,9 @@ class WriteOutcome:
     updated: int = 0
     stale: int = 0  # updates older than what each of their fields already holds
     pending: int = 0
+    predictions_logged: int = 0
+    predictions_repeated: int = 0  # logged before (a retry, a replay)
+    trades_linked: int = 0  # trades given their prediction's model version
 
 
 class TradeRepository:
@@ -84,6 +90,13 @@ class TradeRepository:
 
     def _write(self, entries: Sequence[Entry]) -> WriteOutcome:
         outcome = WriteOutcome()
+        predictions = [entry.fields for entry in entries if isinstance(entry, PredictionEntry)]
+        if predictions:
+            inserted, linked = prediction_log.log_predictions(self.session, predictions)
+            outcome.predictions_logged = inserted
+            outcome.predictions_repeated = len(predictions) - inserted
+            outcome.trades_linked = linked
+        entries = [entry for entry in entries if not isinstance(entry, PredictionEntry)]
         if not entries:
             return outcome
         trade_ids = sorted({entry.trade_id for entry in entries})
@@ -112,6 +125,7 @@ class TradeRepository:
                 outcome.stale += 1
 
         if new_rows:
+            self._link_to_predictions(new_rows, outcome)
             for trade_id, row in new_rows.items():
                 row["update_stamps"] = stamps[trade_id] or None
             # A plain INSERT goes out as SQLAlchemy's batched "insertmanyvalues"; with
@@ -151,6 +165,18 @@ class TradeRepository:
             outcome.duplicates.append(record.trade_id)
         else:
             outcome.conflicts.append(Conflict(entry, known))
+
+    def _link_to_predictions(self, new_rows: dict[str, dict[str, Any]], outcome: WriteOutcome) -> None:
+        """Give new trades that name a prediction, but no model, that prediction's model
+        version; a prediction not logged yet fills it in when it is (`db.prediction_log`)."""
+        waiting = [row for row in new_rows.values() if row["prediction_id"] and row["model_name"] is None]
+        if not waiting:
+            return
+        models = prediction_log.models_of(self.session, [row["prediction_id"] for row in waiting])
+        for row in waiting:
+            if (model := models.get(row["prediction_id"])) is not None:
+                row["model_name"], row["model_version"] = model
+                outcome.trades_linked += 1
 
     def _stored_of(self, trade_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
         """The stored trades' opening fields, and the order of each field's last change."""

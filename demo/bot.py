@@ -44,7 +44,8 @@ class PredictionApi:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout_s = timeout_s
 
-    def probability_up(self, model_name: str, features: list[float]) -> float:
+    def probability_up(self, model_name: str, features: list[float]) -> tuple[float, str | None]:
+        """The model's probability that the price rises, and the prediction's id."""
         body = json.dumps({"model_name": model_name, "features": [features]}).encode()
         request = urllib.request.Request(self._url, data=body, headers=self._headers, method="POST")  # noqa: S310
         try:
@@ -54,7 +55,7 @@ class PredictionApi:
             raise PredictionFailed(f"{model_name}: HTTP {exc.code} {_error_message(exc)}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise PredictionFailed(f"{model_name}: {exc}") from None
-        return float(_flatten(payload["predictions"])[0])
+        return float(_flatten(payload["predictions"])[0]), payload.get("prediction_id")
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -162,15 +163,16 @@ class DemoBot:
     def _decide(self, market: Market) -> None:
         features = market.features()
         try:
-            votes = {name: self.api.probability_up(name, features) for name in self.models}
+            answers = {name: self.api.probability_up(name, features) for name in self.models}
         except PredictionFailed as exc:
             self.echo(f"{_now()} {market.symbol:<9} no prediction ({exc}); skipping this tick")
             return
+        votes = {name: p for name, (p, _) in answers.items()}
         p_up = sum(votes.values()) / len(votes)
         position = self.positions.get(market.symbol)
         if position is None:
             if p_up >= 0.6 or p_up <= 0.4:
-                self._open(market, "buy" if p_up >= 0.6 else "sell", p_up, votes, features)
+                self._open(market, "buy" if p_up >= 0.6 else "sell", p_up, answers, features)
             return
         position.ticks += 1
         against = (position.side == "buy" and p_up < 0.4) or (position.side == "sell" and p_up > 0.6)
@@ -178,9 +180,18 @@ class DemoBot:
             self._close(market, position, "signal reversed" if against else "held long enough")
 
     def _open(
-        self, market: Market, side: str, p_up: float, votes: dict[str, float], features: list[float]
+        self,
+        market: Market,
+        side: str,
+        p_up: float,
+        answers: dict[str, tuple[float, str | None]],
+        features: list[float],
     ) -> None:
         amount = round(self.notional / market.price, 6)
+        votes = {name: p for name, (p, _) in answers.items()}
+        # Lineage: the trade is the prediction of the model most sure of its side; the
+        # journal looks that prediction's model version up in the prediction log.
+        lead = max(answers, key=lambda name: votes[name] if side == "buy" else -votes[name])
         sent = self.journal.record_trade(
             {
                 "symbol": market.symbol,
@@ -194,6 +205,7 @@ class DemoBot:
                 "decision_confidence": round(abs(p_up - 0.5) * 2, 4),
                 "agent_votes": {name: round(p, 4) for name, p in votes.items()},
                 "signals": dict(zip(FEATURES, features, strict=True)),
+                "prediction_id": answers[lead][1],
             }
         )
         self.positions[market.symbol] = Position(sent.trade_id, side, amount, round(market.price, 4))

@@ -180,7 +180,8 @@ def test_models_and_spool_live_on_volumes(env_file: Path) -> None:
     for name in ["web", "worker-predict"]:
         assert model_mount in services[name]["volumes"], name
         assert services[name]["environment"]["MODEL_DIR"] == "/app/model_store"
-    for name in ["web", "worker-trades"]:
+    # The predict worker spools its prediction log there while the database is down.
+    for name in ["web", "worker-trades", "worker-predict"]:
         assert "spool:/app/data:rw" in services[name]["volumes"], name
         assert services[name]["environment"]["SPOOL_DIR"] == "/app/data/trades"
 

@@ -35,7 +35,7 @@ from db.timescale import (
 from tests.conftest import PG_ADMIN_URL
 from tests.support.processes import flask
 
-JOURNAL_TABLES = {"trade_history", "trade_pending_updates"}
+JOURNAL_TABLES = {"trade_history", "trade_pending_updates", "prediction_log"}
 ROOT = Path(__file__).resolve().parent.parent
 ENABLED = "TimescaleDB enabled: trade_history is a hypertable on timestamp"
 NOT_INSTALLED = "TimescaleDB is not installed on this server: trade_history is a plain PostgreSQL table"
@@ -95,16 +95,23 @@ def extension_created(url: str) -> bool:
     return bool(query(url, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"))
 
 
-def hypertable_dimension(url: str) -> str | None:
-    """trade_history's time column if it is a hypertable (TimescaleDB's own catalog), else None."""
+def hypertable_dimension(url: str, table: str = "trade_history") -> str | None:
+    """The table's time column if it is a hypertable (TimescaleDB's own catalog), else None."""
     if not extension_created(url):
         return None
-    return query(
-        url,
-        "SELECT d.column_name FROM timescaledb_information.hypertables h"
-        " JOIN timescaledb_information.dimensions d USING (hypertable_schema, hypertable_name)"
-        " WHERE h.hypertable_schema = 'public' AND h.hypertable_name = 'trade_history'",
-    )
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(
+                text(
+                    "SELECT d.column_name FROM timescaledb_information.hypertables h"
+                    " JOIN timescaledb_information.dimensions d USING (hypertable_schema, hypertable_name)"
+                    " WHERE h.hypertable_schema = 'public' AND h.hypertable_name = :table"
+                ),
+                {"table": table},
+            )
+    finally:
+        engine.dispose()
 
 
 def lines(output: str, start: str) -> list[str]:
@@ -118,7 +125,9 @@ def assert_auto_outcome(server: str, url: str, stderr: str) -> None:
     warnings = lines(stderr, "WARN")
     if server == "preloaded":
         assert hypertable_dimension(url) == "timestamp"
+        assert hypertable_dimension(url, "prediction_log") == "created_at"
         assert ENABLED in stderr
+        assert "prediction_log is a hypertable on created_at" in stderr
         assert warnings == []
     elif server == "not_preloaded":
         assert not extension_created(url)  # never tried: CREATE EXTENSION would be FATAL here
@@ -130,6 +139,8 @@ def assert_auto_outcome(server: str, url: str, stderr: str) -> None:
         assert not extension_created(url)
         assert len(warnings) == 1, stderr
         assert NOT_INSTALLED in warnings[0]
+    if server != "preloaded":
+        assert "prediction_log is a plain PostgreSQL table, as trade_history is" in stderr
 
 
 def test_the_server_kind_is_what_timescale_status_reports(server, scratch_database):
@@ -171,8 +182,10 @@ def test_upgrade_downgrade_upgrade_round_trip(server, scratch_database, tmp_path
     engine = create_engine(url)
     with engine.connect() as connection:
         key = inspect(connection).get_pk_constraint("trade_history")["constrained_columns"]
+        log_key = inspect(connection).get_pk_constraint("prediction_log")["constrained_columns"]
     engine.dispose()
     assert key == ["trade_id", "timestamp"]  # a hypertable's key must hold its time column
+    assert log_key == ["prediction_id", "created_at"]
 
 
 @pytest.mark.parametrize("mode", ["auto", "off"])

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from db import describe_errors
 from models import ModelError
+from tasks.contract import brief
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,15 @@ def invalid(
     problems = describe_errors(error, root)
     fields = ", ".join(sorted({problem["field"] for problem in problems}))
     return ApiError(status, "invalid_input", f"invalid {what}: {fields}", problems)
+
+
+def database_unavailable(error: Exception):
+    """503 for a read the database cannot answer now (down, silent, read-only, mid-migration):
+    input is checked before it reaches a query, so a database error here is the server's."""
+    log.warning("database unavailable: %s", brief(error))
+    response = error_response(503, "database_unavailable", "the trade database does not answer; try again")
+    response[0].headers["Retry-After"] = "5"
+    return response
 
 
 def register_error_handlers(app: Flask) -> None:

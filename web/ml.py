@@ -17,7 +17,7 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
-from models import ModelFile, ModelStore, check_type, features_array
+from models import TREE_TYPES, ExplanationUnsupported, ModelFile, ModelStore, check_type, features_array
 from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, error_response
@@ -43,6 +43,7 @@ class PredictRequest(BaseModel):
     model_name: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=255)]
     model_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32)] | None = None
     features: Annotated[list[Any], Strict()]
+    explain: Annotated[bool, Strict()] = False
 
 
 def _redis_down(error: Exception):
@@ -125,6 +126,10 @@ def get_model(name: str):
     },
     description="`features`: rows of numbers for tree models (one prediction per row); for an "
     "LSTM one sequence `[[...], ...]` (time x features) or a batch of them `[[[...]]]`. "
+    "`explain: true` adds `contributions` (tree models): per row, each feature's contribution "
+    "and the bias last, the libraries' own (XGBoost `pred_contribs`, LightGBM `pred_contrib`); "
+    "422 `explanation_unsupported` for the LSTM. Every answer carries its `prediction_id` (the "
+    "job's id), under which the prediction is logged (`GET /predictions/<prediction_id>`). "
     "Waits up to PREDICT_TIMEOUT_S; then 504 with `details.job_id` and `details.status_url` "
     "(the job goes on). 422 when `model_type` disagrees with the model or the input's shape "
     "does not fit it; 503 when Redis (broker, results) is down, or `model_loading` (with "
@@ -134,12 +139,14 @@ def predict():
     body = body_as(PredictRequest.model_validate)
     file = _store().resolve(body.model_name)
     check_type(file.type, body.model_type)
+    if body.explain and file.type not in TREE_TYPES:
+        raise ExplanationUnsupported.for_type(file.type)
     description = _client().loaded_models().get(f"{file.name}@{file.version}")
     # An early 422, without a round trip; the worker checks again.
     checked = features_array(description or file.to_dict(), body.features)
 
     if "respond-async" in request.headers.get("Prefer", "").lower():
-        job_id = _client().submit(file.name, body.features, body.model_type)
+        job_id = _client().submit(file.name, body.features, body.model_type, explain=body.explain)
         response = jsonify(job_id=job_id, status_url=_status_url(job_id))
         response.status_code = 202
         response.headers["Location"] = _status_url(job_id)
@@ -148,7 +155,12 @@ def predict():
     try:
         nan_free = not numpy.isnan(checked).any()
         payload = _client().predict(
-            file.name, body.features, body.model_type, current_settings().predict_timeout_s, nan_free
+            file.name,
+            body.features,
+            body.model_type,
+            current_settings().predict_timeout_s,
+            nan_free,
+            explain=body.explain,
         )
     except PredictionTimeout as timeout:
         status_url = _status_url(timeout.job_id)

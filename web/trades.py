@@ -10,8 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db import TRADE_ID, TradeId, TradeRecord, TradeRepository, TradeUpdate, database, trade_as_dict
 from tasks.client import Enqueued, JournalUnavailable, TradeJournal
-from tasks.contract import brief
-from web.errors import ApiError, error_response, invalid
+from web.errors import ApiError, database_unavailable, error_response, invalid
 from web.inputs import body_as, query
 from web.openapi import responses as r
 from web.openapi.declare import LOCATION, Answer, documented
@@ -24,15 +23,8 @@ blueprint = Blueprint("trades", __name__)
 TRADE_ID_PATH = {"trade_id": TypeAdapter(TradeId).json_schema()}
 
 
-@blueprint.errorhandler(SQLAlchemyError)
-def _database_down(error: SQLAlchemyError):
-    # Writes go through the broker (or the outbox); only reads need the database. Input
-    # is checked before it reaches a query, so any database error here is the server's:
-    # down, silent, read-only, mid-migration.
-    log.warning("trade database unavailable: %s", brief(error))
-    response = error_response(503, "database_unavailable", "the trade database does not answer; try again")
-    response[0].headers["Retry-After"] = "5"
-    return response
+# Writes go through the broker (or the outbox); only reads need the database.
+blueprint.register_error_handler(SQLAlchemyError, database_unavailable)
 
 
 @blueprint.errorhandler(JournalUnavailable)

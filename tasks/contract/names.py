@@ -16,6 +16,7 @@ QUEUES = (PREDICT_QUEUE, TRADES_QUEUE)
 RECORD_TASK = "trades.record"
 UPDATE_TASK = "trades.update"
 REPLAY_TASK = "trades.replay_spool"
+PRUNE_PREDICTIONS_TASK = "trades.prune_prediction_log"
 PREDICT_TASK = "ml.predict"
 
 # Redis keys. The lane is a list in the broker's database; the rest live in the results'.

@@ -47,6 +47,7 @@ class Call:
     args: tuple
     kwargs: dict
     expires: float | None = None  # epoch seconds; not worth a model call after that
+    request_id: str | None = None  # the HTTP request it came from, for the prediction log
 
 
 Outcome = tuple[Call, "dict[str, Any] | ModelError"]

@@ -57,6 +57,15 @@ HELD = Gauge(
     multiprocess_mode="livesum",
 )
 
+PREDICTIONS_LOGGED = Counter(
+    "prediction_log_entries_written",
+    "Prediction log entries written to the database (duplicate: logged before, by a retry or replay)",
+    ["outcome"],
+)
+TRADES_LINKED = Counter(
+    "journal_trades_linked", "Trades given the model version of their prediction (lineage)"
+)
+
 # -- trade journal (publishing side: the web's TradeJournal, or a bot's) ---------------
 OUTBOX_SPOOLED = Counter(
     "journal_outbox_spooled_entries", "Trade messages kept in the local outbox because the broker was down"
@@ -68,6 +77,10 @@ PREDICTIONS = Counter(
     "predictions",
     "Prediction requests answered, by model, version and outcome",
     ["model", "version", "outcome"],
+)
+PREDICTION_LOG_DROPPED = Counter(
+    "prediction_log_dropped_entries",
+    "Prediction log entries given up: neither the database nor the spool took them for too long",
 )
 BATCH_SIZE = Histogram(
     "prediction_batch_size",

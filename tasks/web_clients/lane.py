@@ -2,7 +2,8 @@
 document per synchronous prediction, pushed onto `LANE_KEY` in the broker's Redis.
 
 A message is `{"id", "model_name", "model_type", "items": [[job_id, features], ...], "expires"}`,
-`expires` in seconds since the epoch; each job's outcome goes to its reply key.
+`expires` in seconds since the epoch, plus `"explain": true` when contributions are asked
+for and the `"request_id"` of the HTTP request; each job's outcome goes to its reply key.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ def encode_request(
     items: list,
     expires: float,
     nan_free: bool = False,
+    *,
+    explain: bool = False,
+    request_id: str | None = None,
 ) -> bytes:
     """The lane message. `nan_free`: the caller knows the features hold no NaN, so orjson
     (which would write NaN as null) may encode them, several times faster."""
@@ -29,6 +33,10 @@ def encode_request(
         "items": items,
         "expires": expires,
     }
+    if explain:
+        message["explain"] = True
+    if request_id is not None:
+        message["request_id"] = request_id
     if nan_free:
         return orjson.dumps(message)
     return json.dumps(message, separators=(",", ":")).encode()

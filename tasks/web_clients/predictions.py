@@ -37,6 +37,7 @@ from tasks.contract import (
     is_redis_url,
     reply_key,
 )
+from tasks.observability import request_id
 from tasks.web_clients.lane import encode_request
 from tasks.web_clients.loaded_models import loaded_descriptions
 from tasks.web_clients.replies import Replies
@@ -116,20 +117,37 @@ class PredictionClient:
         return self._loaded[1]
 
     def predict(
-        self, model_name: str, features: Any, model_type: str | None, timeout_s: float, nan_free: bool = False
+        self,
+        model_name: str,
+        features: Any,
+        model_type: str | None,
+        timeout_s: float,
+        nan_free: bool = False,
+        *,
+        explain: bool = False,
     ) -> dict:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id.
-        `nan_free`: the caller checked that the features hold no NaN (a faster encoding)."""
+        `nan_free`: the caller checked that the features hold no NaN (a faster encoding);
+        `explain`: per-feature contributions too (tree models)."""
         job_id = str(uuid.uuid4())
         timeout_s = min(timeout_s, self._longest_wait_s)
         try:
             if self._lane is not None:
                 items = [[job_id, features]]
                 expires = time.time() + self._expires_s
-                message = encode_request(job_id, model_name, model_type, items, expires, nan_free)
+                message = encode_request(
+                    job_id,
+                    model_name,
+                    model_type,
+                    items,
+                    expires,
+                    nan_free,
+                    explain=explain,
+                    request_id=request_id.current(),
+                )
                 meta = self._replies.send_and_wait(self._lane, LANE_KEY, message, job_id, timeout_s)
             else:  # a broker other than Redis: an `ml.predict` task
-                args = [model_name, features, model_type]
+                args = [model_name, features, model_type, *([True] if explain else [])]
                 argsrepr = f"({model_name!r}, ...)"
                 self._publish(PREDICT_TASK, args, job_id, reply_key(job_id), argsrepr, self._expiry())
                 meta = self._replies.wait(job_id, timeout_s)
@@ -141,13 +159,13 @@ class PredictionClient:
             raise PredictionTimeout(job_id)
         return _outcome(meta)
 
-    def submit(self, model_name: str, features: Any, model_type: str | None) -> str:
+    def submit(self, model_name: str, features: Any, model_type: str | None, *, explain: bool = False) -> str:
         """Queue a prediction and return its job id at once."""
         job_id = str(uuid.uuid4())
         rows = len(features) if isinstance(features, list) else "?"
         try:
             self._mark_issued(job_id)
-            args = [model_name, features, model_type]
+            args = [model_name, features, model_type, *([True] if explain else [])]
             self._publish(PREDICT_TASK, args, job_id, None, f"<{rows} rows>", self._expiry())
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"the broker cannot take the job ({exc}); nothing was queued") from exc

@@ -157,7 +157,7 @@ def _isolate_unstorable(
     # The database (or its driver) refused the data itself: halve the batch until the
     # entry at fault is alone, so that only it is dead-lettered, at its first try.
     if len(entries) == 1:
-        log.error("entry %s can never be stored, dead-lettered: %s", entries[0].trade_id, brief(exc))
+        log.error("%s can never be stored, dead-lettered: %s", entries[0].subject, brief(exc))
         try:
             dead_letter(f"unstorable: {brief(exc)}", entries[0].to_json())
         except Exception as spool_error:  # only the disk can refuse (json_safe never raises)
@@ -177,6 +177,10 @@ def _report(outcome: WriteOutcome) -> list[Entry]:
     metrics.WRITTEN.labels(outcome="updated").inc(outcome.updated)
     metrics.WRITTEN.labels(outcome="stale").inc(outcome.stale)
     metrics.WRITTEN.labels(outcome="pending").inc(outcome.pending)
+    if outcome.predictions_logged or outcome.predictions_repeated:
+        metrics.PREDICTIONS_LOGGED.labels(outcome="inserted").inc(outcome.predictions_logged)
+        metrics.PREDICTIONS_LOGGED.labels(outcome="duplicate").inc(outcome.predictions_repeated)
+    metrics.TRADES_LINKED.inc(outcome.trades_linked)
     kept = []
     for conflict in outcome.conflicts:
         fields = conflict.differing_fields()

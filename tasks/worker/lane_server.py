@@ -10,7 +10,8 @@ a little longer for more), stack them and answer through the same outcome path a
 on). Queued jobs and bots keep using the `ml.predict` task.
 
 A message is `{"id", "model_name", "model_type", "items": [[job_id, features], ...], "expires"}`,
-`expires` in seconds since the epoch; each job's outcome goes to its reply key.
+`expires` in seconds since the epoch, with optional `"explain"` and `"request_id"`; each
+job's outcome goes to its reply key.
 A message popped by a process that then dies is not retried: its callers time out
 with a job id whose status stays pending, as with any prediction lost with its worker.
 """
@@ -27,6 +28,7 @@ import orjson
 import redis
 
 from tasks.contract import LANE_KEY, Call, kept_connection, reply_key
+from tasks.observability import request_id
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ def lane_calls(raw: bytes) -> list[Call]:
         message = _decode(raw)
         args = (message["model_name"], message["model_type"])
         expires = float(message["expires"]) if message.get("expires") is not None else None
+        kwargs = {"explain": True} if message.get("explain") is True else {}
+        rid = request_id.of_message(message)
         return [
-            Call(str(job_id), reply_key(str(job_id)), (args[0], features, args[1]), {}, expires)
+            Call(str(job_id), reply_key(str(job_id)), (args[0], features, args[1]), kwargs, expires, rid)
             for job_id, features in message["items"]
         ]
     except (ValueError, KeyError, TypeError) as exc:

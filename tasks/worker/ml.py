@@ -5,7 +5,9 @@ PREDICT_BATCH_WAIT_S or PREDICT_MAX_BATCH messages and runs them in one pool cal
 requests for the same model and input shape are stacked into one model call, the way
 MLServer and BentoML batch adaptively. Each request still gets its own outcome
 (`tasks.worker.outcomes`). Every process that holds the models also serves the direct lane
-(`tasks.worker.lane_server`), where the web's waiting callers skip Celery's consumer.
+(`tasks.worker.lane_server`), where the web's waiting callers skip Celery's consumer, and
+hands what it served to the prediction log (`tasks.worker.prediction_log`) once the
+callers have their answers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
-from models import LoadedModel, ModelError, ModelStore, features_array, limit_threads
+from models import InputMismatch, LoadedModel, ModelError, ModelStore, features_array, limit_threads
 from tasks import app
 from tasks.contract import (
     PREDICT_QUEUE,
@@ -36,13 +39,14 @@ from tasks.contract import (
     waits_on_reply,
 )
 from tasks.internals.celery_batches import run_in_pool
-from tasks.observability import metrics
+from tasks.observability import metrics, request_id
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.batching import BATCH_DONE
 from tasks.worker.lane_server import LaneServer
 from tasks.worker.model_registry import report_loaded
 from tasks.worker.model_watch import ModelWatch
 from tasks.worker.outcomes import mark_started, publish_outcomes
+from tasks.worker.prediction_log import PredictionLogWriter, Served
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ _serves_predictions = False
 _store: ModelStore | None = None
 _lane: LaneServer | None = None
 _watch: ModelWatch | None = None
+_prediction_log: PredictionLogWriter | None = None
 
 
 def store() -> ModelStore:
@@ -67,13 +72,22 @@ def _note_queues(sender: Any = None, **_: Any) -> None:
     if "prefork" not in sender.pool_cls.__module__:
         # A threads or solo pool never forks: the worker process itself predicts.
         _preload_models()
+        _start_prediction_log()
         _start_lane(threads=sender.concurrency)
 
 
 @worker_process_init.connect
 def _load_and_serve(**_: Any) -> None:
     _preload_models()
+    _start_prediction_log()
     _start_lane(threads=1)
+
+
+def _start_prediction_log() -> None:
+    global _prediction_log
+    settings = worker_settings()
+    if _serves_predictions and settings.prediction_log and _prediction_log is None:
+        _prediction_log = PredictionLogWriter(app.flask_app, settings).start()
 
 
 def _start_lane(threads: int) -> None:
@@ -94,6 +108,8 @@ def _stop_lane(**_: Any) -> None:
         _watch.stop()
     if _lane is not None:
         _lane.stop()
+    if _prediction_log is not None:
+        _prediction_log.stop()  # after the lane: what it answered last is logged too
 
 
 def _preload_models() -> None:
@@ -182,17 +198,27 @@ def predict(requests: list[SimpleRequest]) -> str:
 
 def batch_calls(requests: Iterable[Any]) -> list[Call]:
     return [
-        Call(request.id, request.reply_to, tuple(request.args), dict(request.kwargs)) for request in requests
+        Call(
+            request.id,
+            request.reply_to,
+            tuple(request.args),
+            dict(request.kwargs),
+            request_id=request_id.of_message(request.request_dict),
+        )
+        for request in requests
     ]
 
 
 def serve(calls: list[Call]) -> str:
     # Only queued jobs (no caller waiting on a reply key) are polled for "running".
     mark_started(app, [call for call in calls if not waits_on_reply(call)])
+    served: list[Served] = []
     try:
-        publish_outcomes(app, run_batch(calls))
+        publish_outcomes(app, run_batch(calls, served))
     finally:
         metrics.observe_batch_size(len(calls))  # once the callers have their answers
+    if _prediction_log is not None and served:
+        _prediction_log.record(served)
     _report_new_versions()
     return BATCH_DONE
 
@@ -230,28 +256,41 @@ def _report_new_versions() -> None:
         _reported = loaded
 
 
-def run_batch(requests: list[Call]) -> list[Outcome]:
-    groups: dict[tuple[Any, Any], list[tuple[Call, Any]]] = defaultdict(list)
+def run_batch(requests: list[Call], served: list[Served] | None = None) -> list[Outcome]:
+    """The outcome of every request; what succeeded is added to `served` (for the log)."""
+    started = time.perf_counter()
+    groups: dict[tuple[Any, Any, bool], list[tuple[Call, Any]]] = defaultdict(list)
     outcomes: list[Outcome] = []
     for request in requests:
         try:
-            name, features, model_type = _arguments(*request.args, **request.kwargs)
+            name, features, model_type, explain = _arguments(*request.args, **request.kwargs)
         except TypeError as exc:
-            outcomes.append(
-                (request, ModelError(f"ml.predict takes model_name, features, model_type: {exc}"))
-            )
+            message = f"ml.predict takes model_name, features, model_type, explain: {exc}"
+            outcomes.append((request, ModelError(message)))
             continue
-        groups[(name, model_type)].append((request, features))
-    for (name, model_type), members in groups.items():
-        outcomes.extend(_run_group(name, model_type, members))
+        if not isinstance(explain, bool):
+            outcomes.append((request, InputMismatch("explain must be true or false", {"received": explain})))
+            continue
+        groups[(name, model_type, explain)].append((request, features))
+    for (name, model_type, explain), members in groups.items():
+        outcomes.extend(_run_group(name, model_type, explain, members, started, served))
     return outcomes
 
 
-def _arguments(model_name: Any, features: Any, model_type: Any = None) -> tuple[Any, Any, Any]:
-    return model_name, features, model_type
+def _arguments(
+    model_name: Any, features: Any, model_type: Any = None, explain: Any = False
+) -> tuple[Any, Any, Any, Any]:
+    return model_name, features, model_type, explain
 
 
-def _run_group(name: Any, model_type: Any, members: list[tuple[Call, Any]]) -> list[Outcome]:
+def _run_group(
+    name: Any,
+    model_type: Any,
+    explain: bool,
+    members: list[tuple[Call, Any]],
+    started: float,
+    served: list[Served] | None,
+) -> list[Outcome]:
     try:
         loaded = store().load(name, model_type)
     except ModelError as error:
@@ -267,25 +306,57 @@ def _run_group(name: Any, model_type: Any, members: list[tuple[Call, Any]]) -> l
             continue
         stacks[array.shape[1:]].append((request, array))
 
+    features_of = {id(request): features for request, features in members}
     for stack in stacks.values():
+        inputs = np.concatenate([array for _, array in stack])
         try:
-            predictions = loaded.adapter.predict(np.concatenate([array for _, array in stack]))
+            predictions = loaded.adapter.predict(inputs)
+            contributions = loaded.adapter.contributions(inputs) if explain else None
         except ModelError as error:
             outcomes.extend((request, error) for request, _ in stack)
             continue
+        latency_ms = (time.perf_counter() - started) * 1000
+        created_at = datetime.now(UTC)
         start = 0
         for request, array in stack:
-            outcomes.append((request, _payload(loaded, predictions[start : start + len(array)])))
+            rows = slice(start, start + len(array))
+            payload = _payload(
+                request, loaded, predictions[rows], None if contributions is None else contributions[rows]
+            )
+            outcomes.append((request, payload))
+            if served is not None:
+                served.append(
+                    Served(
+                        request,
+                        created_at,
+                        loaded.file.name,
+                        loaded.file.version,
+                        loaded.file.type,
+                        features_of[id(request)],
+                        len(array),
+                        payload,
+                        latency_ms,
+                    )
+                )
             start += len(array)
     return outcomes
 
 
-def _payload(loaded: LoadedModel, predictions: np.ndarray) -> dict[str, Any]:
-    values = np.asarray(predictions, dtype=np.float64)
-    cleaned = np.where(np.isfinite(values), values, None).tolist()  # JSON has no NaN
-    return {
-        "predictions": cleaned,
+def _json_numbers(values: np.ndarray) -> list:
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values), values, None).tolist()  # JSON has no NaN
+
+
+def _payload(
+    call: Call, loaded: LoadedModel, predictions: np.ndarray, contributions: np.ndarray | None
+) -> dict[str, Any]:
+    payload = {
+        "predictions": _json_numbers(predictions),
         "model_name": loaded.file.name,
         "model_type": loaded.file.type,
         "model_version": loaded.file.version,
+        "prediction_id": call.id,  # the job's id: GET /api/v1/ml/predictions/<prediction_id>
     }
+    if contributions is not None:
+        payload["contributions"] = _json_numbers(contributions)
+    return payload

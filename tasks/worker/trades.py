@@ -10,9 +10,10 @@ from typing import Any
 
 from celery_batches import SimpleRequest
 
-from db import Entry, describe_errors
+from db import Entry, database, describe_errors, prune_prediction_log, utc_now
 from tasks import app
 from tasks.contract import (
+    PRUNE_PREDICTIONS_TASK,
     RECORD_TASK,
     REPLAY_TASK,
     UPDATE_TASK,
@@ -23,6 +24,7 @@ from tasks.contract import (
     update_entry,
 )
 from tasks.observability import request_id
+from tasks.worker.app import worker_settings
 from tasks.worker.batching import BATCH_DONE, JournalBatches
 from tasks.worker.journal import StoredNowhere, count_outage, dead_letter, drain_replay_spool, persist
 
@@ -110,6 +112,30 @@ def replay_spool() -> dict[str, int] | None:
     if report.applied or report.skipped:
         log.info("replayed %d spooled entries (%d unreadable lines skipped)", report.applied, report.skipped)
     return {"applied": report.applied, "skipped": report.skipped, "segments": report.segments}
+
+
+@app.task(name=PRUNE_PREDICTIONS_TASK, ignore_result=False)
+def prune_predictions() -> dict[str, int] | None:
+    """Remove prediction log entries older than PREDICTION_LOG_RETENTION_DAYS; beat runs it hourly."""
+    days = worker_settings().prediction_log_retention_days
+    if days == 0:
+        return None  # kept for ever
+    try:
+        removed, unit = prune_prediction_log(database.session, utc_now(), days)
+    except Exception as exc:
+        verdict = classify(exc, talking_to="database")
+        count_outage(verdict, exc)
+        log.warning(
+            "prediction log not pruned, %s unavailable (%s): the next run tries again",
+            verdict.dependency,
+            brief(exc),
+        )
+        return None
+    finally:
+        database.session.remove()
+    if removed:
+        log.info("prediction log pruned: %d %s older than %d days", removed, unit, days)
+    return {unit: removed}
 
 
 def _dead_letter_poison(request: SimpleRequest, deliveries: int) -> None:

@@ -76,6 +76,21 @@ class StatsBucket(TradeStats):
     start: datetime = Field(description="start of the bucket, UTC")
 
 
+class VersionPerformance(TradeStats):
+    model_version: str | None = Field(description="null: trades recorded without a version")
+    predictions: int = Field(ge=0, description="predictions of this version in the log")
+    first_served: datetime | None
+    last_served: datetime | None
+
+
+class ModelPerformance(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    current_version: str | None = Field(description="the version in MODEL_DIR now; null if the file is gone")
+    versions: list[VersionPerformance] = Field(description="oldest first served first")
+
+
 class StatsResponse(TradeStats):
     buckets: list[StatsBucket] | None = Field(default=None, description="present when `bucket` is given")
 
@@ -118,6 +133,31 @@ class Prediction(BaseModel):
     model_name: str
     model_type: Literal["xgboost", "lightgbm", "lstm"]
     model_version: str
+    prediction_id: str = Field(description="the job's id; the prediction log keeps it under this id")
+    contributions: list[Any] | None = Field(
+        default=None,
+        description="with `explain: true`: per row, each feature's contribution then the bias "
+        "(per class for multi-class models)",
+    )
+
+
+class LoggedPrediction(BaseModel):
+    """A prediction as the log keeps it."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    prediction_id: str
+    model_name: str
+    model_version: str
+    model_type: Literal["xgboost", "lightgbm", "lstm"]
+    created_at: datetime = Field(description="when the worker served it, UTC")
+    rows: int = Field(ge=0, description="rows (or sequences) predicted")
+    predictions: list[Any]
+    latency_ms: float = Field(ge=0, description="the worker's time, from taking the batch to the answer")
+    request_id: str | None = Field(description="the HTTP request's X-Request-ID")
+    features: list[Any] | None = Field(description="the input rows, at most PREDICTION_LOG_MAX_ROWS")
+    contributions: list[Any] | None = Field(description="where `explain` was asked")
+    trade_ids: list[str] = Field(description="trades recorded with this prediction_id")
 
 
 class JobAccepted(BaseModel):

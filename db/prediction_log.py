@@ -1,0 +1,184 @@
+"""The prediction log's SQL: write logged predictions, link trades to them, read, prune.
+
+A logged prediction is written once: `ON CONFLICT DO NOTHING` on its key
+`(prediction_id, created_at)`, which a retry or a replay repeats exactly.
+
+Lineage is resolved whichever side lands second. A trade recorded with a `prediction_id`
+but no model looks the prediction up when it is inserted; a prediction, when it is
+logged, fills in the trades that wait for it. Both sides take advisory locks on the
+prediction ids' buckets (the log's shared, the trades' exclusive) before they read, so
+the two can never miss each other in concurrent transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from db.models import PredictionLog, TradeHistory
+from db.timescale import timescale_installed
+
+PRUNE_BATCH_ROWS = 10_000
+PRUNE_MAX_BATCHES = 100  # a run deletes at most this many batches; the next run goes on
+_LOCK_NAMESPACE = 0x7072  # "pr": apart from the trade locks ("tr") and other users'
+_LOCK_BUCKETS = 256  # bounds the locks a transaction holds, however large its batch
+_INSERT_CHUNK = 500
+LOGGED_FIELDS = (
+    "prediction_id",
+    "created_at",
+    "model_name",
+    "model_version",
+    "model_type",
+    "rows",
+    "predictions",
+    "latency_ms",
+    "request_id",
+    "features",
+    "contributions",
+)
+
+_LOCK_BUCKETS_SQL = (
+    "SELECT {function}(:namespace, bucket) FROM ("
+    " SELECT DISTINCT hashtext(prediction_id) & :mask AS bucket"
+    " FROM unnest(CAST(:prediction_ids AS text[])) AS prediction_id ORDER BY bucket"
+    ") AS buckets"
+)
+_LOCK_SHARED = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock_shared"))
+_LOCK_EXCLUSIVE = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock"))
+_LINK_WAITING_TRADES = text(
+    "UPDATE trade_history AS trade"
+    " SET model_name = logged.model_name, model_version = logged.model_version"
+    " FROM unnest(CAST(:ids AS text[]), CAST(:names AS text[]), CAST(:versions AS text[]))"
+    " AS logged(prediction_id, model_name, model_version)"
+    " WHERE trade.prediction_id = logged.prediction_id AND trade.model_name IS NULL"
+)
+_IS_HYPERTABLE = text(
+    "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
+    " WHERE hypertable_schema = current_schema() AND hypertable_name = 'prediction_log')"
+)
+_DROP_CHUNKS = text(
+    "SELECT count(*) FROM drop_chunks('prediction_log', older_than => CAST(:cutoff AS timestamptz))"
+)
+
+
+def _lock(session: Session, statement, prediction_ids: Sequence[str]) -> None:
+    session.execute(
+        statement,
+        {
+            "namespace": _LOCK_NAMESPACE,
+            "mask": _LOCK_BUCKETS - 1,
+            "prediction_ids": sorted(set(prediction_ids)),
+        },
+    )
+
+
+def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Insert logged predictions (JSON-ready dicts of LOGGED_FIELDS) and link the trades
+    waiting for them; returns (inserted, trades linked). Does not commit."""
+    if not rows:
+        return 0, 0
+    _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
+    inserted = 0
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = [
+            {name: row.get(name) for name in LOGGED_FIELDS} for row in rows[start : start + _INSERT_CHUNK]
+        ]
+        statement = insert(PredictionLog).values(chunk).on_conflict_do_nothing()
+        inserted += session.execute(statement).rowcount
+    linked = session.execute(
+        _LINK_WAITING_TRADES,
+        {
+            "ids": [row["prediction_id"] for row in rows],
+            "names": [row["model_name"] for row in rows],
+            "versions": [row["model_version"] for row in rows],
+        },
+    ).rowcount
+    return inserted, linked
+
+
+def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """prediction_id -> (model_name, model_version) of those logged; locks them against a
+    concurrent `log_predictions` first (call before inserting the trades)."""
+    if not prediction_ids:
+        return {}
+    _lock(session, _LOCK_EXCLUSIVE, prediction_ids)
+    found = session.execute(
+        select(PredictionLog.prediction_id, PredictionLog.model_name, PredictionLog.model_version).where(
+            PredictionLog.prediction_id.in_(sorted(set(prediction_ids)))
+        )
+    )
+    return {row.prediction_id: (row.model_name, row.model_version) for row in found}
+
+
+def logged_prediction(session: Session, prediction_id: str) -> dict[str, Any] | None:
+    """One logged prediction, with the ids of the trades linked to it; None if never logged."""
+    entry = session.scalars(
+        select(PredictionLog).where(PredictionLog.prediction_id == prediction_id).limit(1)
+    ).first()
+    if entry is None:
+        return None
+    fields = {name: getattr(entry, name) for name in LOGGED_FIELDS}
+    fields["trade_ids"] = list(
+        session.scalars(
+            select(TradeHistory.trade_id)
+            .where(TradeHistory.prediction_id == prediction_id)
+            .order_by(TradeHistory.timestamp, TradeHistory.trade_id)
+            .limit(1000)
+        )
+    )
+    return fields
+
+
+def served_versions(session: Session, model_name: str) -> dict[str, dict[str, Any]]:
+    """model_version -> predictions logged, first and last served, for one model."""
+    rows = session.execute(
+        select(
+            PredictionLog.model_version,
+            func.count().label("predictions"),
+            func.min(PredictionLog.created_at).label("first_served"),
+            func.max(PredictionLog.created_at).label("last_served"),
+        )
+        .where(PredictionLog.model_name == model_name)
+        .group_by(PredictionLog.model_version)
+    )
+    return {
+        row.model_version: {
+            "predictions": row.predictions,
+            "first_served": row.first_served,
+            "last_served": row.last_served,
+        }
+        for row in rows
+    }
+
+
+def prune_prediction_log(session: Session, now: datetime, retention_days: int) -> tuple[int, str]:
+    """Remove what is older than the retention: whole chunks on TimescaleDB (a chunk goes
+    once all of it is older), else bounded DELETEs, each its own transaction. Returns
+    how many chunks or rows went, and which of the two. Commits."""
+    cutoff = now - timedelta(days=retention_days)
+    if timescale_installed(session) and session.scalar(_IS_HYPERTABLE):
+        dropped = session.scalar(_DROP_CHUNKS, {"cutoff": cutoff})
+        session.commit()
+        return int(dropped or 0), "chunks"
+    deleted = 0
+    oldest = select(PredictionLog.prediction_id, PredictionLog.created_at).where(
+        PredictionLog.created_at < cutoff
+    )
+    for _ in range(PRUNE_MAX_BATCHES):
+        batch = oldest.limit(PRUNE_BATCH_ROWS).subquery()
+        count = session.execute(
+            delete(PredictionLog).where(
+                PredictionLog.prediction_id == batch.c.prediction_id,
+                PredictionLog.created_at == batch.c.created_at,
+            )
+        ).rowcount
+        session.commit()
+        deleted += count
+        if count < PRUNE_BATCH_ROWS:
+            break
+    return deleted, "rows"
