@@ -17,6 +17,7 @@ _EXPORTS = {
     "db.probe": ("postgres_hint", "postgres_problem"),
     "db.record": (
         "TRADE_ID",
+        "ModelName",
         "Symbol",
         "TradeId",
         "TradeRecord",
@@ -34,6 +35,7 @@ _EXPORTS = {
         "trade_as_dict",
     ),
     "db.spool": ("ACTIVE", "DrainReport", "Spool"),
+    "db.stats": ("GROUP_KEYS", "STAT_FIELDS"),
     "db.timescale": ("TimescaleState", "timescale_status"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
