@@ -29,6 +29,7 @@ _EXPORTS = {
         "TRADE_ID",
         "PREDICTION_ID",
         "PredictionId",
+        "ModelName",
         "Symbol",
         "TradeId",
         "TradeRecord",
@@ -46,6 +47,7 @@ _EXPORTS = {
         "trade_as_dict",
     ),
     "db.spool": ("ACTIVE", "DrainReport", "Spool"),
+    "db.stats": ("GROUP_KEYS", "STAT_FIELDS"),
     "db.timescale": ("TimescaleState", "timescale_status"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

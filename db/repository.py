@@ -1,4 +1,4 @@
-"""All SQL of the trade journal.
+"""All SQL of the trade journal (the statistics' and equity curves' queries are built in `db.stats`).
 
 Writes go through `TradeRepository.write`, one transaction per batch of entries:
 
@@ -15,20 +15,20 @@ Writes go through `TradeRepository.write`, one transaction per batch of entries:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Interval, Numeric, cast, delete, func, insert, literal, select, text, update
+from sqlalchemy import Interval, cast, delete, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from db import prediction_log
 from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
 from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
+from db.stats import GROUP_KEYS, equity_curves, trade_statistics
 from db.timescale import timescale_installed
 
 MAX_LIST_LIMIT = 1000
@@ -225,7 +225,7 @@ class TradeRepository:
         limit: int = 100,
     ) -> list[TradeHistory]:
         """Trades newest first, at most `limit` (capped at MAX_LIST_LIMIT)."""
-        query = _filtered(select(TradeHistory), symbol, since, until, closed)
+        query = select(TradeHistory).where(*_conditions(symbol, since, until, closed))
         query = query.order_by(TradeHistory.timestamp.desc(), TradeHistory.trade_id)
         return list(self.session.scalars(query.limit(min(limit, MAX_LIST_LIMIT))))
 
@@ -235,17 +235,57 @@ class TradeRepository:
         symbol: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        model_name: str | None = None,
+        group_by: str | None = None,
         bucket: str | None = None,
     ) -> dict[str, Any]:
-        """Count, win rate, total and average PnL and fees; per time bucket when asked."""
-        totals = self.session.execute(_filtered(select(*_STAT_COLUMNS), symbol, since, until, None)).one()
-        result = _stats_of(totals)
+        """The statistics (`db.stats.STAT_FIELDS`) of the matching trades: of the whole;
+        per time bucket (`"buckets"`) when `bucket` is given; per group (`"groups"`, each
+        with its key fields, and its own `"buckets"` with `bucket`) with `group_by` (one of
+        GROUP_KEYS). Groups come sorted by key, nulls (trades without a model) last."""
+        if group_by is not None and group_by not in GROUP_KEYS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
+        keys = () if group_by is None else GROUP_KEYS[group_by]
+        levels: list[tuple[str, ...]] = [()]
         if bucket is not None:
-            start = self._bucket_expression(bucket).label("bucket")
-            query = _filtered(select(start, *_STAT_COLUMNS), symbol, since, until, None)
-            rows = self.session.execute(query.group_by(start).order_by(start))
-            result["buckets"] = [{"start": row.bucket, **_stats_of(row)} for row in rows]
+            levels.append(("bucket",))
+        if group_by is not None:
+            levels.append(keys)
+            if bucket is not None:
+                levels.append((*keys, "bucket"))
+        expression = None if bucket is None else self._bucket_expression(bucket)
+        where = _conditions(symbol, since, until, None, model_name)
+        whole, *parts = trade_statistics(self.session, where, levels, expression)
+        result = whole[0]
+        if bucket is not None:
+            result["buckets"] = [_bucket_of(row) for row in parts.pop(0)]
+        if group_by is not None:
+            groups = parts.pop(0)
+            result["groups"] = groups
+            if bucket is not None:
+                by_key = {tuple(group[name] for name in keys): group for group in groups}
+                for group in groups:
+                    group["buckets"] = []
+                for row in parts.pop(0):
+                    by_key[tuple(row.pop(name) for name in keys)]["buckets"].append(_bucket_of(row))
         return result
+
+    def stats_by_version(self, model_name: str) -> dict[str | None, dict[str, Any]]:
+        """The statistics of the trades of `model_name`, per `model_version` (None: trades
+        without one), sorted by version, nulls last. A version without trades is absent."""
+        where = _conditions(None, None, None, None, model_name)
+        [rows] = trade_statistics(self.session, where, [("model_version",)])
+        return {row.pop("model_version"): row for row in rows}
+
+    def equity_curves(
+        self, model_name: str, limit_per_version: int = 500
+    ) -> dict[str | None, list[dict[str, Any]]]:
+        """Per `model_version` of the trades of `model_name`, the cumulative realized PnL
+        (`{"at", "equity"}`) after each of its closed trades, oldest first: the last
+        `limit_per_version` points (at most MAX_LIST_LIMIT). A version without a closed
+        trade with PnL is absent."""
+        where = _conditions(None, None, None, None, model_name)
+        return equity_curves(self.session, where, "model_version", min(limit_per_version, MAX_LIST_LIMIT))
 
     def equity_curve(
         self,
@@ -256,23 +296,8 @@ class TradeRepository:
         limit: int = MAX_LIST_LIMIT,
     ) -> list[dict[str, Any]]:
         """Cumulative realized PnL after each closed trade, oldest first: the last `limit` points."""
-        closed_at = func.coalesce(TradeHistory.close_timestamp, TradeHistory.timestamp)
-        order = (closed_at, TradeHistory.trade_id)
-        points = _filtered(
-            select(
-                closed_at.label("at"),
-                TradeHistory.trade_id,
-                # Summed as numeric, as in the stats: a running sum of doubles can overflow.
-                func.sum(cast(TradeHistory.realized_pnl, Numeric)).over(order_by=order).label("equity"),
-            ).where(TradeHistory.realized_pnl.is_not(None)),
-            symbol,
-            since,
-            until,
-            True,
-        ).subquery()
-        query = select(points.c.at, points.c.equity).order_by(points.c.at.desc(), points.c.trade_id.desc())
-        rows = self.session.execute(query.limit(min(limit, MAX_LIST_LIMIT))).all()
-        return [{"at": row.at, "equity": _as_double(row.equity)} for row in reversed(rows)]
+        where = _conditions(symbol, since, until, None, None)
+        return equity_curves(self.session, where, None, min(limit, MAX_LIST_LIMIT)).get(None, [])
 
     def _bucket_expression(self, bucket: str):
         if not BUCKET_PATTERN.match(bucket):
@@ -284,48 +309,24 @@ class TradeRepository:
         return func.date_bin(width, TradeHistory.timestamp, origin)
 
 
-_STAT_COLUMNS = (
-    func.count().label("trades"),
-    func.count().filter(TradeHistory.closed).label("closed"),
-    func.count().filter(TradeHistory.won.is_(True)).label("wins"),
-    func.count().filter(TradeHistory.won.is_not(None)).label("decided"),
-    # Summed as numeric: a sum of doubles overflows (an SQL error) once it passes ~1.8e308.
-    func.sum(cast(TradeHistory.realized_pnl, Numeric)).label("total_pnl"),
-    func.avg(cast(TradeHistory.realized_pnl, Numeric)).label("average_pnl"),
-    func.sum(cast(TradeHistory.fees, Numeric)).label("total_fees"),
-)
+def _bucket_of(row: dict[str, Any]) -> dict[str, Any]:
+    start = row.pop("bucket")
+    return {"start": start, **row}
 
 
-def _stats_of(row: Any) -> dict[str, Any]:
-    return {
-        "trades": row.trades,
-        "closed": row.closed,
-        "wins": row.wins,
-        "win_rate": row.wins / row.decided if row.decided else None,
-        "total_pnl": _as_double(row.total_pnl or 0),
-        "average_pnl": _as_double(row.average_pnl),
-        "total_fees": _as_double(row.total_fees or 0),
-    }
-
-
-def _as_double(value: Any) -> float | None:
-    """A JSON number, or None for one beyond a double's range (JSON has no infinity)."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _filtered(query, symbol, since, until, closed):
+def _conditions(symbol, since, until, closed, model_name=None) -> list[Any]:
+    conditions = []
     if symbol is not None:
-        query = query.where(TradeHistory.symbol == symbol)
+        conditions.append(TradeHistory.symbol == symbol)
     if since is not None:
-        query = query.where(TradeHistory.timestamp >= since)
+        conditions.append(TradeHistory.timestamp >= since)
     if until is not None:
-        query = query.where(TradeHistory.timestamp < until)
+        conditions.append(TradeHistory.timestamp < until)
     if closed is not None:
-        query = query.where(TradeHistory.closed.is_(closed))
-    return query
+        conditions.append(TradeHistory.closed.is_(closed))
+    if model_name is not None:
+        conditions.append(TradeHistory.model_name == model_name)
+    return conditions
 
 
 def _row_of(record: TradeRecord) -> dict[str, Any]:

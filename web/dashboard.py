@@ -29,7 +29,7 @@ from web.errors import ApiError, error_response
 from web.inputs import query
 from web.ml import model_entry
 from web.openapi.declare import BINARY, HTML, JSON, LOCATION, Answer, Documented, declare_endpoint, documented
-from web.schemas import StatsQuery, TradeQuery
+from web.schemas import PerformanceQuery, TradeQuery
 from web.settings import current_settings
 from web.stack_status import flower_url, stack_status
 
@@ -232,11 +232,11 @@ def health_panel():
     tag="dashboard",
     answers={200: Answer("totals and two series (times in Unix seconds)", media={JSON: PERFORMANCE})},
     errors=(400, 401, 503),
-    query=StatsQuery,
+    query=PerformanceQuery,
 )
 def performance():
     """The charts' data: the equity curve (cumulative realized PnL) and PnL per day."""
-    filters = query(StatsQuery)
+    filters = query(PerformanceQuery)
     if filters.bucket is None:
         filters.bucket = "1 day"
     repository = TradeRepository(database.session)

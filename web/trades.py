@@ -113,17 +113,24 @@ def list_trades():
 @blueprint.get("/stats")
 @documented(
     operation_id="tradeStats",
-    summary="Trade statistics",
+    summary="Trade statistics: counts, win rate, PnL, fees and risk",
     tag="trades",
-    answers={200: Answer("count, win rate, PnL and fees; per bucket when asked", r.StatsResponse)},
+    answers={200: Answer("statistics of the whole; per bucket, per group when asked", r.StatsResponse)},
     errors=(400, 401, 503),
     query=StatsQuery,
+    description="Counts, win rate, total and average PnL, fees, profit factor, maximum drawdown, "
+    "Sharpe and Sortino ratios (per trade, of `pnl_pct`) of the trades matching the filters, "
+    "computed by the database. With `bucket`, the same per time bucket of the opening time "
+    "(`buckets`); with `group_by`, per model version, model or symbol (`groups`, sorted by "
+    "key, trades without a model last), each group with its own `buckets` when `bucket` is "
+    "given too.",
 )
 def trade_stats():
     filters = query(StatsQuery)
     stats = TradeRepository(database.session).stats(**filters.model_dump())
-    for bucket in stats.get("buckets", []):
-        bucket["start"] = bucket["start"].isoformat()
+    for part in (stats, *stats.get("groups", [])):
+        for bucket in part.get("buckets", []):
+            bucket["start"] = bucket["start"].isoformat()
     return jsonify(stats)
 
 

@@ -62,18 +62,51 @@ class TradeList(BaseModel):
 
 
 class TradeStats(BaseModel):
-    trades: int = Field(ge=0)
-    closed: int = Field(ge=0)
-    wins: int = Field(ge=0)
+    """Statistics of a set of trades (definitions in the README, "Trade statistics").
+
+    PnL figures are null where there is nothing to compute them from, or beyond a double's range.
+    """
+
+    trades: int = Field(ge=0, description="trades matching the filters")
+    closed: int = Field(ge=0, description="of them, closed")
+    wins: int = Field(ge=0, description="of them, won")
     win_rate: float | None = Field(description="wins over trades with a known outcome; null without any")
-    # PnL and fees: null when there is none to average, or beyond a double's range.
-    total_pnl: float | None
-    average_pnl: float | None
-    total_fees: float | None
+    total_pnl: float | None = Field(description="sum of realized PnL (0 without any)")
+    avg_pnl: float | None = Field(description="average realized PnL of the trades that have one")
+    fees: float | None = Field(description="sum of fees (0 without any)")
+    profit_factor: float | None = Field(
+        description="closed trades: gross profit over gross loss; null without a loss"
+    )
+    max_drawdown: float | None = Field(
+        description="closed trades in close order: the largest fall of cumulative realized PnL "
+        "from its running peak (which starts at 0), as a non-negative number"
+    )
+    sharpe: float | None = Field(
+        description="closed trades: mean over sample standard deviation of `pnl_pct`, per trade, "
+        "not annualized; null below 2 trades or with no deviation"
+    )
+    sortino: float | None = Field(
+        description="closed trades: mean of `pnl_pct` over its downside deviation (target 0); "
+        "null below 2 trades or without a negative one"
+    )
 
 
 class StatsBucket(TradeStats):
     start: datetime = Field(description="start of the bucket, UTC")
+
+
+class StatsGroup(TradeStats):
+    """The trades of one group: its key fields (those of `group_by`), then its statistics."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str | None = Field(
+        default=None,
+        description="with `group_by` `model_name` or `model_version`; null: trades without a model",
+    )
+    model_version: str | None = Field(default=None, description="with `group_by` `model_version`")
+    symbol: str | None = Field(default=None, description="with `group_by` `symbol`")
+    buckets: list[StatsBucket] | None = Field(default=None, description="present when `bucket` is given")
 
 
 class VersionPerformance(TradeStats):
@@ -92,7 +125,12 @@ class ModelPerformance(BaseModel):
 
 
 class StatsResponse(TradeStats):
+    """The statistics of every matching trade, with buckets and groups when asked."""
+
     buckets: list[StatsBucket] | None = Field(default=None, description="present when `bucket` is given")
+    groups: list[StatsGroup] | None = Field(
+        default=None, description="present when `group_by` is given; sorted by key, nulls last"
+    )
 
 
 # -- model serving ----------------------------------------------------------------

@@ -75,8 +75,8 @@
       ["closed", String(totals.closed)],
       ["win rate", rate],
       ["total PnL", money(totals.total_pnl), sign],
-      ["average PnL", money(totals.average_pnl)],
-      ["fees", money(totals.total_fees)],
+      ["average PnL", money(totals.avg_pnl)],
+      ["fees", money(totals.fees)],
     ];
     for (const [label, value, className] of facts) {
       const item = document.createElement("span");
