@@ -47,7 +47,7 @@ _EXPORTS = {
         "trade_as_dict",
     ),
     "db.spool": ("ACTIVE", "DrainReport", "Spool"),
-    "db.stats": ("GROUP_KEYS", "STAT_FIELDS"),
+    "db.stats": ("GROUP_KEYS", "STAT_FIELDS", "no_trades"),
     "db.timescale": ("TimescaleState", "timescale_status"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -93,6 +94,12 @@ def trade_statistics(
         keys = {name: getattr(row, name) for name in levels[row.level]}
         results[row.level].append({**keys, **_stats_of(row)})
     return results
+
+
+def no_trades() -> dict[str, Any]:
+    """The statistics of no trades at all (what the whole reports without any)."""
+    counts = {"trades": 0, "closed": 0, "wins": 0, "decided": 0}
+    return _stats_of(SimpleNamespace(**counts, **dict.fromkeys(STAT_FIELDS[3:])))
 
 
 def _stats_of(row: Any) -> dict[str, Any]:

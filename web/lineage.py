@@ -10,7 +10,15 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import PREDICTION_ID, PredictionId, TradeRepository, database, logged_prediction, served_versions
+from db import (
+    PREDICTION_ID,
+    PredictionId,
+    TradeRepository,
+    database,
+    logged_prediction,
+    no_trades,
+    served_versions,
+)
 from models import ModelNotFound, ModelStore, check_name
 from web.errors import ApiError, database_unavailable, invalid
 from web.openapi import responses as r
@@ -77,9 +85,7 @@ def model_performance(name: str):
     versions = []
     for version in sorted(set(served) | set(traded), key=lambda v: _first_served(served, v)):
         facts = served.get(version, {"predictions": 0, "first_served": None, "last_served": None})
-        stats = traded.get(version) or TradeRepository(database.session).stats(
-            model_name=model_name, model_version="\x00"
-        )
+        stats = traded.get(version) or no_trades()
         versions.append(
             {
                 "model_version": version,
