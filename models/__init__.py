@@ -11,6 +11,7 @@ Callers import from the package: `from models import ModelStore, ModelError`.
 
 from models.base import (
     Adapter,
+    ExplanationUnsupported,
     InputMismatch,
     InvalidModelName,
     ModelError,
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_ROWS",
     "MAX_VALUES",
     "Adapter",
+    "ExplanationUnsupported",
     "InputMismatch",
     "InvalidModelName",
     "LoadedModel",

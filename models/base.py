@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 TYPES = ("xgboost", "lightgbm", "lstm")
 TYPE_ALIASES = {"pytorch": "lstm", "torch": "lstm"}
 INPUT_KINDS = {"xgboost": "rows", "lightgbm": "rows", "lstm": "sequences"}
+EXPLAINABLE_TYPES = ("xgboost", "lightgbm")  # the types whose adapters give contributions
 
 
 class ModelError(Exception):
@@ -88,6 +89,10 @@ class InputMismatch(ModelError, status=422, code="input_mismatch"):
     """Rows of the wrong shape or type for the model."""
 
 
+class ExplanationUnsupported(ModelError, status=422, code="explanation_unsupported"):
+    """Per-feature contributions asked of a model that cannot give them (not a tree model)."""
+
+
 def normalize_type(name: str) -> str:
     """The canonical type for a type a caller names ("pytorch" and "torch" mean "lstm")."""
     key = name.strip().lower() if isinstance(name, str) else name
@@ -131,6 +136,22 @@ class Adapter(ABC):
 
     @abstractmethod
     def predict(self, features: numpy.ndarray) -> numpy.ndarray: ...
+
+    def contributions(self, features: numpy.ndarray) -> numpy.ndarray:
+        """Each feature's contribution to each row's raw prediction (the margin, before a
+        link function such as the sigmoid), as the tree library computes it (SHAP values).
+
+        `features` is checked by `models.validation` first; NaN is a missing value. The
+        result is (rows, n_features + 1), the bias last, or for a model of several outputs
+        (multi-class) (rows, outputs, n_features + 1); each row's (or output's) values sum
+        to the raw prediction. Only tree models have them: the others raise
+        ExplanationUnsupported.
+        """
+        raise ExplanationUnsupported(
+            "explanations (per-feature contributions) are for tree models (XGBoost, LightGBM), "
+            f"not for this model of type {self.type!r} ({self.format})",
+            {"type": self.type, "supported_types": list(EXPLAINABLE_TYPES)},
+        )
 
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {

@@ -9,7 +9,7 @@ from typing import Any
 import lightgbm
 import numpy
 
-from models.base import Adapter
+from models.base import Adapter, ExplanationUnsupported
 
 
 class LightGBMAdapter(Adapter):
@@ -25,6 +25,9 @@ class LightGBMAdapter(Adapter):
         invented = [f"Column_{index}" for index in range(len(names))]
         self.feature_names = list(names) if names and names != invented else None
         self._facts = _facts(booster, header)
+        # One model per class and iteration for multiclass objectives, one otherwise.
+        self._outputs = booster.num_model_per_iteration()
+        self._linear_trees = bool(booster.params.get("linear_tree"))
 
     @classmethod
     def load(cls, path: Path) -> LightGBMAdapter:
@@ -39,6 +42,20 @@ class LightGBMAdapter(Adapter):
     def predict(self, features: numpy.ndarray) -> numpy.ndarray:
         # One thread: the pool of worker processes, not threads inside one, uses the cores.
         return self.booster.predict(features, num_threads=1)
+
+    def contributions(self, features: numpy.ndarray) -> numpy.ndarray:
+        if self._linear_trees:
+            raise ExplanationUnsupported(
+                "LightGBM computes no per-feature contributions for models with linear trees "
+                "(linear_tree); this model has them",
+                {"type": self.type, "linear_tree": True},
+            )
+        values = self.booster.predict(features, pred_contrib=True, num_threads=1)
+        if self._outputs > 1:
+            # LightGBM gives (rows, classes * (n_features + 1)), class after class: shaped
+            # like XGBoost's (rows, classes, n_features + 1), the bias last in each class.
+            values = values.reshape(len(features), self._outputs, -1)
+        return values
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self._facts}

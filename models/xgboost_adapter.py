@@ -38,16 +38,23 @@ class XGBoostAdapter(Adapter):
         if not self._categorical:
             # No DMatrix to build. The width is checked before (models.validation).
             return predict_dense(self.booster, features)
-        matrix = xgboost.DMatrix(
+        return self.booster.predict(self._matrix(features))
+
+    def contributions(self, features: numpy.ndarray) -> numpy.ndarray:
+        # XGBoost's layout as it is: (rows, n_features + 1) with the bias last, or
+        # (rows, classes, n_features + 1) for a multi-class model.
+        return self.booster.predict(self._matrix(features), pred_contribs=True)
+
+    def _matrix(self, features: numpy.ndarray) -> xgboost.DMatrix:
+        return xgboost.DMatrix(
             features,
             missing=numpy.nan,
             nthread=1,
             # A booster trained with names insists that its input carry the same ones.
             feature_names=self.feature_names,
             feature_types=self._feature_types,
-            enable_categorical=True,
+            enable_categorical=self._categorical,
         )
-        return self.booster.predict(matrix)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self._facts}
