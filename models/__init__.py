@@ -10,6 +10,7 @@ Callers import from the package: `from models import ModelStore, ModelError`.
 """
 
 from models.base import (
+    EXPLAINABLE_TYPES,
     Adapter,
     ExplanationUnsupported,
     InputMismatch,
@@ -28,6 +29,7 @@ from models.threads import limit_threads
 from models.validation import MAX_ROWS, MAX_VALUES, features_array
 
 __all__ = [
+    "EXPLAINABLE_TYPES",
     "MAX_ROWS",
     "MAX_VALUES",
     "Adapter",

@@ -92,6 +92,15 @@ class InputMismatch(ModelError, status=422, code="input_mismatch"):
 class ExplanationUnsupported(ModelError, status=422, code="explanation_unsupported"):
     """Per-feature contributions asked of a model that cannot give them (not a tree model)."""
 
+    @classmethod
+    def for_type(cls, model_type: str, detail: str | None = None) -> ExplanationUnsupported:
+        kind = f"{model_type!r} ({detail})" if detail else repr(model_type)
+        return cls(
+            "explanations (per-feature contributions) are for tree models (XGBoost, LightGBM), "
+            f"not for this model of type {kind}",
+            {"type": model_type, "supported_types": list(EXPLAINABLE_TYPES)},
+        )
+
 
 def normalize_type(name: str) -> str:
     """The canonical type for a type a caller names ("pytorch" and "torch" mean "lstm")."""
@@ -147,11 +156,7 @@ class Adapter(ABC):
         to the raw prediction. Only tree models have them: the others raise
         ExplanationUnsupported.
         """
-        raise ExplanationUnsupported(
-            "explanations (per-feature contributions) are for tree models (XGBoost, LightGBM), "
-            f"not for this model of type {self.type!r} ({self.format})",
-            {"type": self.type, "supported_types": list(EXPLAINABLE_TYPES)},
-        )
+        raise ExplanationUnsupported.for_type(self.type, self.format)
 
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {

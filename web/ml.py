@@ -17,7 +17,14 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
-from models import TREE_TYPES, ExplanationUnsupported, ModelFile, ModelStore, check_type, features_array
+from models import (
+    EXPLAINABLE_TYPES,
+    ExplanationUnsupported,
+    ModelFile,
+    ModelStore,
+    check_type,
+    features_array,
+)
 from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, error_response
@@ -139,7 +146,7 @@ def predict():
     body = body_as(PredictRequest.model_validate)
     file = _store().resolve(body.model_name)
     check_type(file.type, body.model_type)
-    if body.explain and file.type not in TREE_TYPES:
+    if body.explain and file.type not in EXPLAINABLE_TYPES:
         raise ExplanationUnsupported.for_type(file.type)
     description = _client().loaded_models().get(f"{file.name}@{file.version}")
     # An early 422, without a round trip; the worker checks again.

@@ -96,6 +96,7 @@ _MODEL_EXISTS = {
     "model_unloadable",
     "model_refused",
     "model_loading",
+    "explanation_unsupported",
 }
 
 
