@@ -5,9 +5,11 @@ must land in the database."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,14 +58,15 @@ def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, 
         with engine.connect() as connection:
             rows = connection.execute(
                 text(
-                    "SELECT trade_id, side, closed, realized_pnl, exit_price, won, agent_votes, signals"
-                    " FROM trade_history WHERE trade_id = ANY(:ids) AND closed"
+                    "SELECT trade_id, side, closed, realized_pnl, exit_price, won, agent_votes, signals,"
+                    " prediction_id, model_name, model_version"
+                    " FROM trade_history WHERE trade_id = ANY(:ids) AND closed AND model_version IS NOT NULL"
                 ),
                 {"ids": ids},
             ).all()
         return rows if len(rows) == len(ids) else []
 
-    rows = {row.trade_id: row for row in wait_for(journaled, 60, "every demo trade closed in the database")}
+    rows = {row.trade_id: row for row in wait_for(journaled, 60, "every demo trade closed and linked")}
     printed_pnl = {trade_id: float(pnl) for pnl, trade_id in closed}
     for side, trade_id in opened:
         row = rows[trade_id]
@@ -74,6 +77,18 @@ def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, 
         assert set(row.agent_votes) == demo_stack["models"]
         assert all(0 <= vote <= 1 for vote in row.agent_votes.values())
         assert set(row.signals) == {"return_1", "return_5", "volatility", "rsi", "volume_z"}
+        # Lineage: the trade names the prediction behind it, and so its model version.
+        assert row.prediction_id and row.model_name in demo_stack["models"]
+
+    # What the operators read: the realized performance of each model version.
+    traded = {row.model_name for row in rows.values()}
+    for name in traded:
+        url = f"http://{demo_stack['env']['WEB_BIND']}/api/v1/ml/models/{name}/performance"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            versions = json.load(response)["versions"]
+        linked = sum(version["trades"] for version in versions)
+        assert linked >= sum(row.model_name == name for row in rows.values())
+        assert all(version["predictions"] > 0 for version in versions)
 
 
 def test_the_demo_bot_says_when_a_prediction_fails_and_goes_on(demo_stack, tmp_path):
