@@ -9,8 +9,10 @@ design. One interleaved run measures single-row latency at 1 client (p50, p99), 
 at 32 clients (wrk, from Debian's `wrk` package), and a 10,000-row request, then prints
 the ratios. A third side, `relay` (bench/relay_app.py), sends the same predictions over the
 same lane and worker with none of the API's per-request work, so the output separates the
-cost of the dispatch from the cost of that work. Needs the README's PostgreSQL-free part
-only: Redis.
+cost of the dispatch from the cost of that work. A fourth, `no-log`, is the stack with
+PREDICTION_LOG=off (its own web server, worker and Redis databases): `stack / no-log` is
+what the prediction log costs. Needs Redis and PostgreSQL (a scratch database for the
+prediction log, created and dropped here; BENCH_PG_ADMIN_URL says where).
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ from pathlib import Path
 
 import psutil
 import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 BROKER_DB, RESULT_DB = os.environ.get("BENCH_REDIS_DBS", "10,11").split(",")
+NOLOG_BROKER_DB, NOLOG_RESULT_DB = os.environ.get("BENCH_NOLOG_REDIS_DBS", "12,13").split(",")
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROW = [1.5, 2.3, 0.8, 1.2, 0.5]
 BODY = json.dumps({"model_name": "xgboost_model.json", "features": [ROW]})
 
@@ -112,6 +118,30 @@ def cpu_seconds(processes: dict[str, list[subprocess.Popen]], redis_client) -> d
     return used
 
 
+def scratch_database(admin_url: str, name: str, drop: bool = False) -> str:
+    """Create (or drop) a database of its own on the admin URL's server; returns its URL."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            quoted = connection.dialect.identifier_preparer.quote(name)  # DDL takes no parameters
+            if drop:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+            else:
+                connection.execute(text(f"CREATE DATABASE {quoted}"))
+    finally:
+        engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(False)
+
+
+def logged_predictions(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM prediction_log"))
+    finally:
+        engine.dispose()
+
+
 def throughput(port: int, seconds: int, workdir: Path) -> tuple[float, int]:
     script = workdir / "post.lua"
     lua = [f"wrk.method = {json.dumps('POST')}", f"wrk.body = {json.dumps(BODY)}"]
@@ -173,6 +203,8 @@ def main() -> None:
         raise SystemExit("bench/predict.py needs wrk: apt-get install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    database = f"bench_predict_{workdir.name.rsplit('-', 1)[-1].lower()}"
+    database_url = scratch_database(PG_ADMIN, database)
     env = {
         **os.environ,
         "MODEL_DIR": str(workdir / "model_store"),  # not "models": that would shadow the package
@@ -180,11 +212,19 @@ def main() -> None:
         "CELERY_BROKER_URL": f"{REDIS}/{BROKER_DB}",
         "CELERY_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": database_url,
     }
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "web", "models", "train-demo"], env=env, check=True, capture_output=True
-    )
-    stack_port, baseline_port, relay_port = free_port(), free_port(), free_port()
+    nolog_env = {
+        **env,
+        "CELERY_BROKER_URL": f"{REDIS}/{NOLOG_BROKER_DB}",
+        "CELERY_RESULT_BACKEND": f"{REDIS}/{NOLOG_RESULT_DB}",
+        "PREDICTION_LOG": "off",
+    }
+    for command in (["db", "upgrade"], ["models", "train-demo"]):
+        subprocess.run(
+            [str(BIN / "flask"), "--app", "web", *command], env=env, check=True, capture_output=True
+        )
+    stack_port, baseline_port, relay_port, nolog_port = free_port(), free_port(), free_port(), free_port()
     gunicorn = [
         str(BIN / "gunicorn"),
         "--no-control-socket",  # gunicorn 27's default socket path is one per user
@@ -221,11 +261,22 @@ def main() -> None:
     processes = [
         subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=log) for command in commands
     ]
+    nolog = [
+        subprocess.Popen(command, env=nolog_env, cwd=workdir, stdout=log, stderr=log)
+        for command in (worker, [*gunicorn, "--bind", f"127.0.0.1:{nolog_port}", "web:create_app()"])
+    ]
     try:
         wait_http(stack_port, processes[1])
         wait_http(baseline_port, processes[2])
-        sides = {"stack": stack_port, "baseline": baseline_port}
-        groups = {"web": [processes[1]], "worker": [processes[0]], "baseline": [processes[2]]}
+        wait_http(nolog_port, nolog[1])
+        sides = {"stack": stack_port, "no-log": nolog_port, "baseline": baseline_port}
+        groups = {
+            "web": [processes[1]],
+            "worker": [processes[0]],
+            "baseline": [processes[2]],
+            "web-nolog": [nolog[1]],
+            "worker-nolog": [nolog[0]],
+        }
         if options.relay:
             wait_http(relay_port, processes[3])
             sides["relay"] = relay_port
@@ -278,13 +329,22 @@ def main() -> None:
                 f"throughput ratio at 32 clients ({side} / in-process, median of the rounds' ratios): "
                 f"{rate:.2f}x{goal}"
             )
+        # What the log costs: the stack against itself with PREDICTION_LOG=off.
+        p50 = percentile(single["stack"], 0.5) / percentile(single["no-log"], 0.5)
+        pairs = zip(rates["stack"], rates["no-log"], strict=True)
+        rate = statistics.median(own / base for own, base in pairs)
+        print(f"\nprediction log's cost: p50 ratio (stack / no-log) {p50:.2f}x, throughput ratio {rate:.2f}x")
     finally:
-        for process in processes:
+        for process in [*processes, *nolog]:
             process.send_signal(signal.SIGTERM)
-        for process in processes:
+        for process in [*processes, *nolog]:
             process.wait(30)
         log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            print(f"predictions logged by the stack: {logged_predictions(database_url):,}")
+        finally:
+            scratch_database(PG_ADMIN, database, drop=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
