@@ -118,7 +118,11 @@ def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tupl
 def logged_prediction(session: Session, prediction_id: str) -> dict[str, Any] | None:
     """One logged prediction, with the ids of the trades linked to it; None if never logged."""
     entry = session.scalars(
-        select(PredictionLog).where(PredictionLog.prediction_id == prediction_id).limit(1)
+        # One row per id, but for a bot that reused a task id: then the first served.
+        select(PredictionLog)
+        .where(PredictionLog.prediction_id == prediction_id)
+        .order_by(PredictionLog.created_at)
+        .limit(1)
     ).first()
     if entry is None:
         return None
