@@ -23,7 +23,12 @@ _EXPORTS = {
     ),
     "db.extension": ("database", "flask_config"),
     "db.models": ("PendingTradeUpdate", "PredictionLog", "TradeHistory"),
-    "db.prediction_log": ("logged_prediction", "prune_prediction_log", "served_versions"),
+    "db.prediction_log": (
+        "logged_model_names",
+        "logged_prediction",
+        "prune_prediction_log",
+        "served_versions",
+    ),
     "db.probe": ("postgres_hint", "postgres_problem"),
     "db.record": (
         "TRADE_ID",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, union
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -158,6 +158,15 @@ def served_versions(session: Session, model_name: str) -> dict[str, dict[str, An
         }
         for row in rows
     }
+
+
+def logged_model_names(session: Session) -> list[str]:
+    """Every model name the prediction log or the trades (their lineage) carry, sorted."""
+    names = union(
+        select(PredictionLog.model_name),
+        select(TradeHistory.model_name).where(TradeHistory.model_name.is_not(None)),
+    ).subquery("names")
+    return list(session.scalars(select(names.c.model_name).order_by(names.c.model_name)))
 
 
 def prune_prediction_log(session: Session, now: datetime, retention_days: int) -> tuple[int, str]:

@@ -5,14 +5,17 @@ The page in a real browser is tested in test_dashboard_browser.py.
 
 from __future__ import annotations
 
+import re
+import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from db import RecordEntry, TradeRecord, TradeRepository
+from db import PredictionEntry, RecordEntry, TradeRecord, TradeRepository
 from tests.support.apps import web_app
+from tests.support.model_zoo import version_of
 from tests.support.processes import free_port
 
 DAY_1 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -91,6 +94,8 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
         "/dashboard/models",
         "/dashboard/health",
         "/dashboard/performance.json",
+        "/dashboard/model-performance",
+        "/dashboard/model-performance.json",
     ):
         refused = http.get(panel)
         assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"
@@ -108,6 +113,8 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
     assert api_token not in cookie
     assert 'id="trades"' in http.get("/").get_data(as_text=True)
     assert http.get("/dashboard/trades").status_code == 200
+    assert http.get("/dashboard/model-performance").status_code == 200
+    assert http.get("/dashboard/model-performance.json").get_json() == {"models": []}
     # The API itself still wants the bearer header: the dashboard's session is not an API key.
     assert http.get("/api/v1/trades").status_code == 401
 
@@ -218,6 +225,8 @@ def test_a_panel_whose_source_is_down_says_so_with_a_503(database_url):
         ("/dashboard/trades", "database_unavailable"),
         ("/dashboard/performance.json", "database_unavailable"),
         ("/dashboard/models", "broker_unavailable"),
+        ("/dashboard/model-performance", "database_unavailable"),
+        ("/dashboard/model-performance.json", "database_unavailable"),
     ]:
         response = client.get(path)
         assert response.status_code == 503, path
@@ -225,3 +234,150 @@ def test_a_panel_whose_source_is_down_says_so_with_a_503(database_url):
     health = client.get("/dashboard/health").get_data(as_text=True)
     assert '<tr data-check="database"><th>database</th><td><span class="state bad">' in health
     assert '<tr data-check="broker"><th>broker</th><td><span class="state ok">' in health
+
+
+# -- the models performance panel ------------------------------------------------------
+
+MODEL = "xgb.json"  # a file of the zoo's MODEL_DIR, whose current version is neither of these
+OLD, NEW = "v-old", "v-new"
+# Per version: (realized PnL, PnL %) of its closed trades, in close order.
+CLOSED = {OLD: [(10.0, 1.0), (-4.0, -0.4), (6.0, 0.6)], NEW: [(-2.0, -0.2), (-3.0, -0.3), (8.0, 0.8)]}
+SERVED = {OLD: 3, NEW: 2}
+
+
+def logged(prediction_id: str, created_at: datetime, version: str, model: str = MODEL) -> PredictionEntry:
+    return PredictionEntry(
+        {
+            "prediction_id": prediction_id,
+            "created_at": created_at,
+            "model_name": model,
+            "model_version": version,
+            "model_type": "xgboost",
+            "rows": 1,
+            "predictions": [0.5],
+            "latency_ms": 1.0,
+        }
+    )
+
+
+def version_trades() -> list[TradeRecord]:
+    """v-old's trades name their predictions (linked by the log); v-new's name the model."""
+    records = []
+    for index, (pnl, pct) in enumerate(CLOSED[OLD]):
+        opened = DAY_1 + timedelta(hours=index)
+        records.append(
+            trade(f"old-{index}", "BTC/USDT", opened, pnl, pnl_pct=pct, prediction_id=f"p-old-{index}")
+        )
+    records.append(trade("old-open", "BTC/USDT", DAY_2, None, prediction_id="p-old-0"))
+    for index, (pnl, pct) in enumerate(CLOSED[NEW]):
+        opened = DAY_2 + timedelta(hours=index)
+        lineage = {"model_name": MODEL, "model_version": NEW}
+        records.append(trade(f"new-{index}", "ETH/USDT", opened, pnl, pnl_pct=pct, **lineage))
+    records.append(trade("unlinked", "ETH/USDT", DAY_2, 99.0))  # no model: in no version's figures
+    return records
+
+
+@pytest.fixture
+def versions(http, engine, zoo):
+    served = [logged(f"p-old-{n}", DAY_1 - timedelta(hours=3 - n), OLD) for n in range(SERVED[OLD])]
+    served += [logged(f"p-new-{n}", DAY_2 - timedelta(hours=2 - n), NEW) for n in range(SERVED[NEW])]
+    with Session(engine) as session:
+        TradeRepository(session).write(served)
+        outcome = TradeRepository(session).write([RecordEntry(record) for record in version_trades()])
+    assert outcome.trades_linked == 4
+    return http
+
+
+def expected_figures(closed: list[tuple[float, float]]) -> dict[str, float]:
+    """Win rate, total PnL, max drawdown (the largest fall of the running PnL from its
+    peak, which starts at 0) and Sharpe (mean PnL % over its sample deviation)."""
+    pnls = [pnl for pnl, _ in closed]
+    equity, peak, drawdown = 0.0, 0.0, 0.0
+    for pnl in pnls:
+        equity += pnl
+        peak = max(peak, equity)
+        drawdown = max(drawdown, peak - equity)
+    pcts = [pct for _, pct in closed]
+    return {
+        "win_rate": sum(pnl > 0 for pnl in pnls) / len(pnls),
+        "total_pnl": sum(pnls),
+        "max_drawdown": drawdown,
+        "sharpe": statistics.mean(pcts) / statistics.stdev(pcts),
+        "equity": [sum(pnls[: n + 1]) for n in range(len(pnls))],
+    }
+
+
+def cells(html: str, version: str, model: str = MODEL) -> dict[str, str]:
+    """The panel's row of `version`: its cells' text by data-field."""
+    pattern = rf'<tr data-performance-model="{re.escape(model)}" data-model-version="{version}">(.*?)</tr>'
+    row = re.search(pattern, html, re.S)
+    assert row is not None, f"no row for {model} {version}"
+    found = re.findall(r'<td class="[^"]*" data-field="(\w+)">(.*?)</td>', row.group(1), re.S)
+    return {field: re.sub(r"<[^>]+>", "", text).strip() for field, text in found}
+
+
+def test_the_models_performance_panel_shows_each_version(versions, zoo):
+    response = versions.get("/dashboard/model-performance")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    # Oldest first served first.
+    assert re.findall(r'data-model-version="([^"]*)"', html) == [OLD, NEW]
+    for version, trades in ((OLD, 4), (NEW, 3)):
+        figures = expected_figures(CLOSED[version])
+        assert cells(html, version) == {
+            "version": version,
+            "predictions": str(SERVED[version]),
+            "trades": str(trades),
+            "closed": "3",
+            "win_rate": f"{100 * figures['win_rate']:.1f} %",
+            "total_pnl": f"{figures['total_pnl']:,.2f}",
+            "max_drawdown": f"{figures['max_drawdown']:,.2f}",
+            "sharpe": f"{figures['sharpe']:,.2f}",
+        }
+    # The numbers themselves, so a formatting slip cannot hide a wrong figure.
+    assert cells(html, OLD)["win_rate"] == "66.7 %" and cells(html, NEW)["max_drawdown"] == "5.00"
+    assert 'class="pnl-positive">12.00' in html and 'class="pnl-positive">3.00' in html
+    assert "99.00" not in html  # the trade without a model is no version's
+    # The zoo's other files served nothing yet; the current version is neither seeded one.
+    others = sorted(set(zoo) - {MODEL})
+    assert f"Nothing served or traded yet by {', '.join(others)}." in html
+    assert '<span class="current">' not in html
+
+
+def test_the_models_performance_json_gives_an_equity_curve_per_version(versions):
+    body = versions.get("/dashboard/model-performance.json").get_json()
+    [model] = body["models"]
+    assert model["model_name"] == MODEL
+    assert [version["model_version"] for version in model["versions"]] == [OLD, NEW]
+    for version, opened in ((OLD, DAY_1), (NEW, DAY_2)):
+        close_times = [(opened + timedelta(hours=n, minutes=30)).timestamp() for n in range(3)]
+        expected = expected_figures(CLOSED[version])["equity"]
+        [curve] = [entry["equity"] for entry in model["versions"] if entry["model_version"] == version]
+        assert curve == [
+            {"at": at, "equity": pytest.approx(e)} for at, e in zip(close_times, expected, strict=True)
+        ]
+
+
+def test_the_models_performance_panel_without_predictions_or_linked_trades_says_what_to_do(seeded):
+    html = seeded.get("/dashboard/model-performance").get_data(as_text=True)  # trades, none linked
+    assert "No predictions logged and no trades linked to a model yet; run <code>make demo</code>" in html
+    assert "data-performance-model" not in html
+    assert seeded.get("/dashboard/model-performance.json").get_json() == {"models": []}
+
+
+def test_a_version_that_served_but_traded_nothing_is_listed_and_marked_current(http, engine, zoo):
+    current = version_of(get_settings().model_dir / "gbm.txt")
+    with Session(engine) as session:
+        TradeRepository(session).write([logged("p-gbm", DAY_1, current, model="gbm.txt")])
+    html = http.get("/dashboard/model-performance").get_data(as_text=True)
+    assert cells(html, current, model="gbm.txt") == {
+        "version": f"{current} current",
+        "predictions": "1",
+        "trades": "0",
+        "closed": "0",
+        "win_rate": "—",
+        "total_pnl": "0.00",
+        "max_drawdown": "—",
+        "sharpe": "—",
+    }
+    assert http.get("/dashboard/model-performance.json").get_json() == {"models": []}  # nothing closed

@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db import RecordEntry, TradeRecord, TradeRepository
+from db import PredictionEntry, RecordEntry, TradeRecord, TradeRepository
 from tests.support.demo_models import demo_services
 from tests.support.processes import WebServer, Worker
 
@@ -25,6 +25,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 GREEN, RED = "rgb(21, 128, 61)", "rgb(185, 28, 28)"  # --ok and --bad in dashboard.css
 WAIT_MS = 30_000
+LINKED_MODEL = "xgboost_model.json"  # one of the demo models
+VERSIONS = ("0a1b2c3d4e5f6071", "8192a3b4c5d6e7f8")  # the journal's first five trades, its next five
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def record(trade_id: str, symbol: str, opened: datetime, pnl: float | None) -> TradeRecord:
+def record(trade_id: str, symbol: str, opened: datetime, pnl: float | None, **fields) -> TradeRecord:
     closed = pnl is not None
     return TradeRecord.from_dict(
         {
@@ -74,6 +76,22 @@ def record(trade_id: str, symbol: str, opened: datetime, pnl: float | None) -> T
             "realized_pnl": pnl,
             "fees": 0.4 if closed else None,
             "close_timestamp": opened + timedelta(hours=2) if closed else None,
+            **fields,
+        }
+    )
+
+
+def prediction(prediction_id: str, created_at: datetime, version: str) -> PredictionEntry:
+    return PredictionEntry(
+        {
+            "prediction_id": prediction_id,
+            "created_at": created_at,
+            "model_name": LINKED_MODEL,
+            "model_version": version,
+            "model_type": "xgboost",
+            "rows": 1,
+            "predictions": [0.5],
+            "latency_ms": 1.0,
         }
     )
 
@@ -85,14 +103,28 @@ def write(engine, records: list[TradeRecord]) -> None:
 
 @pytest.fixture
 def journal(engine) -> list[TradeRecord]:
-    """Ten closed trades over five days, winners and losers, and two open ones."""
+    """Ten closed trades over five days, winners and losers, and two open ones. Each closed
+    trade names a logged prediction: the first five of one version of a demo model, the
+    next five of another."""
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE trade_history, trade_pending_updates"))
+        connection.execute(text("TRUNCATE trade_history, trade_pending_updates, prediction_log"))
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=5, hours=3)
     pnls = [42.0, -13.5, 27.25, 8.0, -31.0, 55.5, -6.75, 19.0, -22.0, 36.5]
+    with Session(engine) as session:
+        TradeRepository(session).write(
+            [
+                prediction(f"seed-p-{index:02d}", start + timedelta(hours=12 * index), VERSIONS[index // 5])
+                for index in range(len(pnls))
+            ]
+        )
     records = [
         record(
-            f"seed-{index:02d}", ["BTC/USDT", "ETH/USDT"][index % 2], start + timedelta(hours=12 * index), pnl
+            f"seed-{index:02d}",
+            ["BTC/USDT", "ETH/USDT"][index % 2],
+            start + timedelta(hours=12 * index),
+            pnl,
+            pnl_pct=pnl / 100,
+            prediction_id=f"seed-p-{index:02d}",
         )
         for index, pnl in enumerate(pnls)
     ]
@@ -112,9 +144,9 @@ def colour(page: Page, selector: str) -> str:
     return page.locator(selector).evaluate("element => getComputedStyle(element).color")
 
 
-def chart_pixels(page: Page, chart_id: str) -> dict:
-    """The size of the chart's canvas and how many of its pixels are painted."""
-    return page.locator(f"#{chart_id} canvas").evaluate(
+def chart_pixels(page: Page, chart: str) -> dict:
+    """The size of the canvas of the chart `chart` (a selector) and how many of its pixels are painted."""
+    return page.locator(f"{chart} canvas").evaluate(
         """canvas => {
              const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
              let painted = 0;
@@ -140,8 +172,29 @@ def test_the_dashboard_shows_trades_performance_models_and_health(stack, page, j
 
     for chart in ("equity-chart", "daily-chart"):
         page.wait_for_selector(f"#{chart} canvas", timeout=WAIT_MS)
-        drawn = chart_pixels(page, chart)
+        drawn = chart_pixels(page, f"#{chart}")
         assert drawn["width"] > 200 and drawn["height"] > 100 and drawn["painted"] > 500, drawn
+
+    # Models performance: a row per version of the linked model, and its equity chart.
+    page.wait_for_selector("#model-performance tr[data-performance-model]", timeout=WAIT_MS)
+    rows = page.locator("#model-performance tr[data-performance-model]")
+    assert rows.evaluate_all(
+        "rows => rows.map(r => [r.dataset.performanceModel, r.dataset.modelVersion])"
+    ) == [[LINKED_MODEL, version] for version in VERSIONS]
+    for version, won, total in ((VERSIONS[0], "60.0 %", "32.75"), (VERSIONS[1], "60.0 %", "82.25")):
+        row = page.locator(f'#model-performance tr[data-model-version="{version}"]')
+        assert row.locator('[data-field="predictions"]').inner_text() == "5"
+        assert row.locator('[data-field="trades"]').inner_text() == "5"
+        assert row.locator('[data-field="win_rate"]').inner_text() == won
+        assert row.locator('[data-field="total_pnl"]').inner_text() == total
+        assert row.locator('[data-field="sharpe"]').inner_text() != "—"
+    assert colour(page, f'#model-performance tr[data-model-version="{VERSIONS[0]}"] .pnl span') == GREEN
+    curves = f'#model-curves figure[data-curves-model="{LINKED_MODEL}"]'
+    page.wait_for_selector(f"{curves} canvas", timeout=WAIT_MS)
+    drawn = chart_pixels(page, f"{curves} .chart")
+    assert drawn["width"] > 200 and drawn["height"] > 100 and drawn["painted"] > 500, drawn
+    legend = page.locator(f"{curves} .u-legend").inner_text()
+    assert all(version in legend for version in VERSIONS), legend
 
     for name in stack["models"]:
         row = page.locator(f'#models tr[data-model="{name}"]')

@@ -1,4 +1,5 @@
-"""The operators' dashboard at `/`: trades, performance, models and health on one page.
+"""The operators' dashboard at `/`: trades, performance, models, the models' performance
+per version and health on one page.
 
 The page and its panels are rendered here (Jinja templates); a small script re-fetches
 each panel's HTML and the charts' JSON every few seconds. It reads what the API reads:
@@ -16,6 +17,7 @@ import hmac
 import logging
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, session, url_for
@@ -23,7 +25,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import OperationalError
 
 from config import Settings
-from db import TradeRepository, database, trade_as_dict
+from db import TradeRepository, database, logged_model_names, no_trades, served_versions, trade_as_dict
 from web.auth import API_PREFIX
 from web.errors import ApiError, error_response
 from web.inputs import query
@@ -55,6 +57,32 @@ PERFORMANCE = {
         "bucket": {"type": "string"},
         "per_bucket": _POINTS,
         "equity": _POINTS,
+    },
+}
+# What /dashboard/model-performance.json answers: per model, an equity curve per version.
+_VERSION = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+MODEL_CURVES = {
+    "type": "object",
+    "required": ["models"],
+    "properties": {
+        "models": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["model_name", "versions"],
+                "properties": {
+                    "model_name": {"type": "string"},
+                    "versions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["model_version", "equity"],
+                            "properties": {"model_version": _VERSION, "equity": _POINTS},
+                        },
+                    },
+                },
+            },
+        }
     },
 }
 
@@ -211,6 +239,78 @@ def models_panel():
     return render_template("dashboard/models.html", models=models)
 
 
+@blueprint.get("/dashboard/model-performance")
+@documented(
+    operation_id="dashboardModelPerformance",
+    summary="The models performance panel (HTML): per model version, predictions served and "
+    "the linked trades' win rate, PnL, drawdown and Sharpe",
+    tag="dashboard",
+    answers={200: Answer("the panel", media=HTML)},
+    errors=(401, 503),
+)
+def model_performance_panel():
+    session = database.session
+    repository = TradeRepository(session)
+    current = {file.name: file.version for file in current_app.extensions["model_store"].list()}
+    models, idle = [], []
+    for name in sorted(set(logged_model_names(session)) | set(current)):
+        served = served_versions(session, name)
+        traded = repository.stats_by_version(name)
+        if not served and not traded:
+            idle.append(name)  # a file of MODEL_DIR that served nothing yet
+            continue
+        versions = [
+            {
+                "model_version": version,
+                "predictions": served.get(version, {}).get("predictions", 0),
+                "last_served": _utc_text(served.get(version, {}).get("last_served")),
+                **(traded.get(version) or no_trades()),
+            }
+            for version in sorted(set(served) | set(traded), key=lambda v: _served_order(served, v))
+        ]
+        models.append({"name": name, "current_version": current.get(name), "versions": versions})
+    return render_template("dashboard/model_performance.html", models=models, idle=idle)
+
+
+def _served_order(served: dict[str, dict[str, Any]], version: str | None) -> tuple:
+    """First served first; then the versions only trades name; trades without a version last."""
+    first = served.get(version, {}).get("first_served")
+    return (version is None, first is None, _epoch(first) if first else 0.0, version or "")
+
+
+@blueprint.get("/dashboard/model-performance.json")
+@documented(
+    operation_id="dashboardModelCurves",
+    summary="The models performance chart's data: per model, the equity curve of each version",
+    tag="dashboard",
+    answers={
+        200: Answer(
+            "per model, per version (oldest curve first) the cumulative realized PnL of its linked "
+            "trades after each close, the last 500 (times in Unix seconds)",
+            media={JSON: MODEL_CURVES},
+        )
+    },
+    errors=(401, 503),
+)
+def model_curves():
+    repository = TradeRepository(database.session)
+    models = []
+    for name in logged_model_names(database.session):
+        curves = repository.equity_curves(name)
+        if not curves:
+            continue
+        ordered = sorted(curves.items(), key=lambda item: (item[1][0]["at"], item[0] or ""))
+        versions = [
+            {
+                "model_version": version,
+                "equity": [{"at": _epoch(point["at"]), "equity": point["equity"]} for point in points],
+            }
+            for version, points in ordered
+        ]
+        models.append({"model_name": name, "versions": versions})
+    return jsonify(models=models)
+
+
 @blueprint.get("/dashboard/health")
 @documented(
     operation_id="dashboardHealth",
@@ -253,3 +353,7 @@ def performance():
 
 def _epoch(moment: datetime) -> float:
     return moment.astimezone(UTC).timestamp()
+
+
+def _utc_text(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else None

@@ -1,14 +1,19 @@
-// Refreshes the dashboard's panels (HTML rendered by the server) and its two charts
-// (uPlot, vendored) every few seconds, without reloading the page.
+// Refreshes the dashboard's panels (HTML rendered by the server) and its charts (uPlot,
+// vendored: the equity curve, PnL per day, and per model an equity curve per version)
+// every few seconds, without reloading the page.
 (function () {
   "use strict";
 
   const root = document.getElementById("dashboard");
   const refreshMs = Number(root.dataset.refreshS) * 1000;
   const performanceUrl = JSON.parse(document.getElementById("chart-source").textContent);
+  const modelCurvesUrl = JSON.parse(document.getElementById("model-curves-source").textContent);
   const filter = document.getElementById("trade-filter");
   const knownSymbols = new Set();
   const charts = {};
+  const modelCharts = new Map(); // model name -> {figure, element, chart, signature}
+  const VERSION_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#65a30d", "#475569"];
+  const MODEL_CHART_HEIGHT = 200;
   const DAY_S = 86400;
   let refreshing = false;
 
@@ -146,11 +151,99 @@
     drawChart("daily", "daily-chart", "PnL", "#0d9488", perDay, true);
   }
 
+  function versionLabel(version) {
+    return version === null ? "no version" : version;
+  }
+
+  function modelFigure(name) {
+    const figure = document.createElement("figure");
+    figure.dataset.curvesModel = name;
+    const caption = document.createElement("figcaption");
+    caption.textContent = name + ": equity per version (cumulative realized PnL of its linked trades, UTC)";
+    const element = document.createElement("div");
+    element.className = "chart";
+    figure.append(caption, element);
+    return { figure, element, chart: null, signature: null };
+  }
+
+  // One chart per model, a series per version; uPlot.join puts the versions' points on one x axis.
+  function drawModelChart(entry, versions) {
+    const data = uPlot.join(versions.map((v) => [v.equity.map((p) => p.at), v.equity.map((p) => p.equity)]));
+    const signature = JSON.stringify(versions.map((v) => v.model_version));
+    if (entry.chart && entry.signature === signature) {
+      entry.chart.setData(data);
+      return;
+    }
+    if (entry.chart) entry.chart.destroy(); // a version came or went: new series
+    const series = versions.map((v, index) => ({
+      label: versionLabel(v.model_version),
+      stroke: VERSION_COLOURS[index % VERSION_COLOURS.length],
+      width: 2,
+      spanGaps: true, // a version has no point where only another one closed a trade
+    }));
+    entry.chart = new uPlot(
+      {
+        width: chartWidth(entry.element),
+        height: MODEL_CHART_HEIGHT,
+        scales: { x: { time: true, range: (u) => xRange(u.data[0], false, 60) } },
+        tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),
+        series: [{}, ...series],
+        axes: [{}, { size: 60 }],
+        legend: { show: true },
+      },
+      data,
+      entry.element,
+    );
+    entry.signature = signature;
+  }
+
+  async function loadModelCurves() {
+    const response = await fetchOrLogin(modelCurvesUrl);
+    if (response === null || !response.ok) return;
+    const body = await response.json();
+    const box = document.getElementById("model-curves");
+    const seen = new Set();
+    for (const model of body.models) {
+      seen.add(model.model_name);
+      let entry = modelCharts.get(model.model_name);
+      if (!entry) {
+        entry = modelFigure(model.model_name);
+        modelCharts.set(model.model_name, entry);
+      }
+      box.appendChild(entry.figure); // (re)placed in the answer's order
+      drawModelChart(entry, model.versions);
+    }
+    for (const [name, entry] of modelCharts) {
+      if (!seen.has(name)) {
+        if (entry.chart) entry.chart.destroy();
+        entry.figure.remove();
+        modelCharts.delete(name);
+      }
+    }
+    let hint = document.getElementById("model-curves-empty");
+    if (body.models.length === 0 && !hint) {
+      hint = document.createElement("p");
+      hint.id = "model-curves-empty";
+      hint.className = "note";
+      hint.textContent = "No closed trade is linked to a model version yet: no equity curve per version.";
+      box.appendChild(hint);
+    } else if (body.models.length > 0 && hint) {
+      hint.remove();
+    }
+  }
+
   async function refresh() {
     if (refreshing) return;
     refreshing = true;
     try {
-      await Promise.all([loadPanel("health"), loadTrades(), loadPanel("models"), loadCharts()]);
+      await Promise.all([
+        loadPanel("health"),
+        loadTrades(),
+        loadPanel("models"),
+        loadCharts(),
+        loadPanel("model-performance"),
+        loadModelCurves(),
+      ]);
       document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString() + ".";
     } finally {
       refreshing = false;
@@ -166,6 +259,9 @@
     for (const [name, chart] of Object.entries(charts)) {
       const element = document.getElementById(name === "equity" ? "equity-chart" : "daily-chart");
       chart.setSize({ width: chartWidth(element), height: 220 });
+    }
+    for (const entry of modelCharts.values()) {
+      if (entry.chart) entry.chart.setSize({ width: chartWidth(entry.element), height: MODEL_CHART_HEIGHT });
     }
   });
 
