@@ -107,3 +107,18 @@ class PredictionLog(Base):
     # The input rows (at most PREDICTION_LOG_MAX_ROWS of them; none with PREDICTION_LOG_FEATURES=off).
     features: Mapped[Any | None] = mapped_column(JSONB)
     contributions: Mapped[Any | None] = mapped_column(JSONB)
+
+
+class PredictionCount(Base):
+    """Predictions logged per model version and day, kept as they are logged: the
+    performance views read these few rows, never the whole log. Kept beyond the log's
+    retention (a version's predictions served stay counted)."""
+
+    __tablename__ = "prediction_counts"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[datetime] = mapped_column(primary_key=True)  # the UTC day's start
+    predictions: Mapped[int] = mapped_column(BigInteger)
+    first_served: Mapped[datetime]
+    last_served: Mapped[datetime]

@@ -1,7 +1,9 @@
 """The prediction log's SQL: write logged predictions, link trades to them, read, prune.
 
 A logged prediction is written once: `ON CONFLICT DO NOTHING` on its key
-`(prediction_id, created_at)`, which a retry or a replay repeats exactly.
+`(prediction_id, created_at)`, which a retry or a replay repeats exactly. What it inserts
+is counted in `prediction_counts` (per model version and day) in the same transaction,
+so the performance views never read the whole log.
 
 Lineage is resolved whichever side lands second. A trade recorded with a `prediction_id`
 but no model looks the prediction up when it is inserted; a prediction, when it is
@@ -13,14 +15,14 @@ the two can never miss each other in concurrent transactions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, union
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from db.models import PredictionLog, TradeHistory
+from db.models import PredictionCount, PredictionLog, TradeHistory
 from db.timescale import timescale_installed
 
 PRUNE_BATCH_ROWS = 10_000
@@ -83,13 +85,24 @@ def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[i
     if not rows:
         return 0, 0
     _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
-    inserted = 0
+    counts: dict[tuple[str, str, datetime], list] = {}
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = [
             {name: row.get(name) for name in LOGGED_FIELDS} for row in rows[start : start + _INSERT_CHUNK]
         ]
-        statement = insert(PredictionLog).values(chunk).on_conflict_do_nothing()
-        inserted += session.execute(statement).rowcount
+        statement = (
+            insert(PredictionLog)
+            .values(chunk)
+            .on_conflict_do_nothing()
+            .returning(PredictionLog.model_name, PredictionLog.model_version, PredictionLog.created_at)
+        )
+        for name, version, created_at in session.execute(statement):  # only what is new counts
+            day = created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            count = counts.setdefault((name, version, day), [0, created_at, created_at])
+            count[0] += 1
+            count[1], count[2] = min(count[1], created_at), max(count[2], created_at)
+    _add_counts(session, counts)
+    inserted = sum(count[0] for count in counts.values())
     linked = session.execute(
         _LINK_WAITING_TRADES,
         {
@@ -99,6 +112,35 @@ def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[i
         },
     ).rowcount
     return inserted, linked
+
+
+def _add_counts(session: Session, counts: dict[tuple[str, str, datetime], list]) -> None:
+    if not counts:
+        return
+    rows = [
+        {
+            "model_name": name,
+            "model_version": version,
+            "day": day,
+            "predictions": n,
+            "first_served": first,
+            "last_served": last,
+        }
+        for (name, version, day), (n, first, last) in sorted(
+            counts.items()
+        )  # one lock order for every writer
+    ]
+    statement = insert(PredictionCount).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["model_name", "model_version", "day"],
+            set_={
+                "predictions": PredictionCount.predictions + statement.excluded.predictions,
+                "first_served": func.least(PredictionCount.first_served, statement.excluded.first_served),
+                "last_served": func.greatest(PredictionCount.last_served, statement.excluded.last_served),
+            },
+        )
+    )
 
 
 def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -139,20 +181,21 @@ def logged_prediction(session: Session, prediction_id: str) -> dict[str, Any] | 
 
 
 def served_versions(session: Session, model_name: str) -> dict[str, dict[str, Any]]:
-    """model_version -> predictions logged, first and last served, for one model."""
+    """model_version -> predictions logged, first and last served, for one model (from the
+    counts per day, so it reads a few rows however long the log)."""
     rows = session.execute(
         select(
-            PredictionLog.model_version,
-            func.count().label("predictions"),
-            func.min(PredictionLog.created_at).label("first_served"),
-            func.max(PredictionLog.created_at).label("last_served"),
+            PredictionCount.model_version,
+            func.sum(PredictionCount.predictions).label("predictions"),
+            func.min(PredictionCount.first_served).label("first_served"),
+            func.max(PredictionCount.last_served).label("last_served"),
         )
-        .where(PredictionLog.model_name == model_name)
-        .group_by(PredictionLog.model_version)
+        .where(PredictionCount.model_name == model_name)
+        .group_by(PredictionCount.model_version)
     )
     return {
         row.model_version: {
-            "predictions": row.predictions,
+            "predictions": int(row.predictions),
             "first_served": row.first_served,
             "last_served": row.last_served,
         }
@@ -160,13 +203,26 @@ def served_versions(session: Session, model_name: str) -> dict[str, dict[str, An
     }
 
 
+# DISTINCT model_name as a walk down each table's (model_name, ...) index, one probe per
+# name: a plain DISTINCT would read every row of the log on every dashboard refresh.
+_DISTINCT_NAMES = """
+WITH RECURSIVE names AS (
+    (SELECT model_name FROM {table} WHERE model_name IS NOT NULL ORDER BY model_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT model_name FROM {table} WHERE model_name > names.model_name
+            ORDER BY model_name LIMIT 1)
+    FROM names WHERE names.model_name IS NOT NULL
+)
+SELECT model_name FROM names WHERE model_name IS NOT NULL
+"""
+_LOGGED_NAMES = text(_DISTINCT_NAMES.format(table="prediction_counts"))
+_TRADED_NAMES = text(_DISTINCT_NAMES.format(table="trade_history"))
+
+
 def logged_model_names(session: Session) -> list[str]:
     """Every model name the prediction log or the trades (their lineage) carry, sorted."""
-    names = union(
-        select(PredictionLog.model_name),
-        select(TradeHistory.model_name).where(TradeHistory.model_name.is_not(None)),
-    ).subquery("names")
-    return list(session.scalars(select(names.c.model_name).order_by(names.c.model_name)))
+    names = set(session.scalars(_LOGGED_NAMES)) | set(session.scalars(_TRADED_NAMES))
+    return sorted(names)
 
 
 def prune_prediction_log(session: Session, now: datetime, retention_days: int) -> tuple[int, str]:

@@ -101,7 +101,9 @@ def broker() -> redis.Redis:
 def clean(engine: Engine, broker: redis.Redis) -> None:
     """An empty journal, empty queues and an empty spool."""
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE trade_history, trade_pending_updates, prediction_log"))
+        connection.execute(
+            text("TRUNCATE trade_history, trade_pending_updates, prediction_log, prediction_counts")
+        )
     broker.flushdb()
     redis.Redis.from_url(RESULT_URL).flushdb()
     shutil.rmtree(RUN_DIR / "spool", ignore_errors=True)

@@ -107,7 +107,9 @@ def journal(engine) -> list[TradeRecord]:
     trade names a logged prediction: the first five of one version of a demo model, the
     next five of another."""
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE trade_history, trade_pending_updates, prediction_log"))
+        connection.execute(
+            text("TRUNCATE trade_history, trade_pending_updates, prediction_log, prediction_counts")
+        )
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=5, hours=3)
     pnls = [42.0, -13.5, 27.25, 8.0, -31.0, 55.5, -6.75, 19.0, -22.0, 36.5]
     with Session(engine) as session:

@@ -35,7 +35,7 @@ from db.timescale import (
 from tests.conftest import PG_ADMIN_URL
 from tests.support.processes import flask
 
-JOURNAL_TABLES = {"trade_history", "trade_pending_updates", "prediction_log"}
+JOURNAL_TABLES = {"trade_history", "trade_pending_updates", "prediction_log", "prediction_counts"}
 ROOT = Path(__file__).resolve().parent.parent
 ENABLED = "TimescaleDB enabled: trade_history is a hypertable on timestamp"
 NOT_INSTALLED = "TimescaleDB is not installed on this server: trade_history is a plain PostgreSQL table"

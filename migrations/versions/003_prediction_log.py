@@ -1,4 +1,5 @@
-"""Prediction log (a hypertable where trade_history is one) and the trades' lineage columns.
+"""Prediction log (a hypertable where trade_history is one), its counts per version and day,
+and the trades' lineage columns.
 
 Revision ID: 003
 Revises: 002
@@ -60,6 +61,16 @@ def upgrade():
         "prediction_log",
         ["model_name", "model_version", sa.text("created_at DESC")],
     )
+    op.create_table(
+        "prediction_counts",
+        sa.Column("model_name", sa.String(255), nullable=False),
+        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("day", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("predictions", sa.BigInteger(), nullable=False),
+        sa.Column("first_served", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_served", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("model_name", "model_version", "day", name="prediction_counts_pkey"),
+    )
     if _timescale_in_use():
         # Predictions come by the thousand a minute: a chunk a day keeps retention fine-grained.
         op.execute(
@@ -72,6 +83,7 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_table("prediction_counts")
     op.drop_index("ix_prediction_log_model", table_name="prediction_log")
     op.drop_index("ix_prediction_log_created_at", table_name="prediction_log")
     op.drop_table("prediction_log")  # a hypertable's chunks go with it
