@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, StringConstraints
 
 from db.record import TRADE_ID, ModelName, ModelVersion, PredictionId, TradeRecord, TradeUpdate, UtcDatetime
@@ -83,8 +84,12 @@ class PredictionEntry:
         return f"prediction {self.prediction_id}"
 
     def to_json(self) -> dict[str, Any]:
+        """The spool line; a NaN among the features (a missing value) becomes null, as jsonb has none."""
         created_at: datetime = self.fields["created_at"]
-        return {"kind": "prediction", "prediction": {**self.fields, "created_at": created_at.isoformat()}}
+        fields = {**self.fields, "created_at": created_at.isoformat()}
+        if fields.get("features") is not None:
+            fields["features"] = orjson.loads(orjson.dumps(fields["features"]))
+        return {"kind": "prediction", "prediction": fields}
 
 
 Entry = RecordEntry | UpdateEntry | PredictionEntry

@@ -90,10 +90,7 @@ class PredictionLog(Base):
     """
 
     __tablename__ = "prediction_log"
-    __table_args__ = (
-        Index("ix_prediction_log_created_at", text("created_at DESC")),
-        Index("ix_prediction_log_model", "model_name", "model_version", text("created_at DESC")),
-    )
+    __table_args__ = (Index("ix_prediction_log_created_at", text("created_at DESC")),)
 
     prediction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(primary_key=True)

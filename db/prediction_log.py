@@ -29,7 +29,6 @@ PRUNE_BATCH_ROWS = 10_000
 PRUNE_MAX_BATCHES = 100  # a run deletes at most this many batches; the next run goes on
 _LOCK_NAMESPACE = 0x7072  # "pr": apart from the trade locks ("tr") and other users'
 _LOCK_BUCKETS = 256  # bounds the locks a transaction holds, however large its batch
-_INSERT_CHUNK = 500
 LOGGED_FIELDS = (
     "prediction_id",
     "created_at",
@@ -59,6 +58,11 @@ _LINK_WAITING_TRADES = text(
     " AS logged(prediction_id, model_name, model_version)"
     " WHERE trade.prediction_id = logged.prediction_id AND trade.model_name IS NULL"
 )
+_INSERT_NEW = (
+    insert(PredictionLog)
+    .on_conflict_do_nothing()
+    .returning(PredictionLog.model_name, PredictionLog.model_version, PredictionLog.created_at)
+)
 _IS_HYPERTABLE = text(
     "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
     " WHERE hypertable_schema = current_schema() AND hypertable_name = 'prediction_log')"
@@ -86,21 +90,16 @@ def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[i
         return 0, 0
     _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
     counts: dict[tuple[str, str, datetime], list] = {}
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = [
-            {name: row.get(name) for name in LOGGED_FIELDS} for row in rows[start : start + _INSERT_CHUNK]
-        ]
-        statement = (
-            insert(PredictionLog)
-            .values(chunk)
-            .on_conflict_do_nothing()
-            .returning(PredictionLog.model_name, PredictionLog.model_version, PredictionLog.created_at)
-        )
-        for name, version, created_at in session.execute(statement):  # only what is new counts
-            day = created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            count = counts.setdefault((name, version, day), [0, created_at, created_at])
-            count[0] += 1
-            count[1], count[2] = min(count[1], created_at), max(count[2], created_at)
+    # executemany: SQLAlchemy sends it as batched multi-row INSERTs ("insertmanyvalues")
+    # from one cached compiled statement; RETURNING names only the rows that were new.
+    inserted_rows = session.execute(
+        _INSERT_NEW, [{name: row.get(name) for name in LOGGED_FIELDS} for row in rows]
+    )
+    for name, version, created_at in inserted_rows:
+        day = created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        count = counts.setdefault((name, version, day), [0, created_at, created_at])
+        count[0] += 1
+        count[1], count[2] = min(count[1], created_at), max(count[2], created_at)
     _add_counts(session, counts)
     inserted = sum(count[0] for count in counts.values())
     linked = session.execute(

@@ -56,11 +56,6 @@ def upgrade():
         sa.PrimaryKeyConstraint("prediction_id", "created_at", name="prediction_log_pkey"),
     )
     op.create_index("ix_prediction_log_created_at", "prediction_log", [sa.text("created_at DESC")])
-    op.create_index(
-        "ix_prediction_log_model",
-        "prediction_log",
-        ["model_name", "model_version", sa.text("created_at DESC")],
-    )
     op.create_table(
         "prediction_counts",
         sa.Column("model_name", sa.String(255), nullable=False),
@@ -84,7 +79,6 @@ def upgrade():
 
 def downgrade():
     op.drop_table("prediction_counts")
-    op.drop_index("ix_prediction_log_model", table_name="prediction_log")
     op.drop_index("ix_prediction_log_created_at", table_name="prediction_log")
     op.drop_table("prediction_log")  # a hypertable's chunks go with it
     op.drop_index("ix_trade_history_model", table_name="trade_history")
