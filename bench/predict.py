@@ -100,7 +100,7 @@ def latencies(ports: dict[str, int], count: int) -> dict[str, list[float]]:
 
 
 def cpu_seconds(processes: dict[str, list[subprocess.Popen]], redis_client) -> dict[str, float]:
-    """CPU time used so far by each side's processes (and their children), and by Redis."""
+    """CPU time used so far by each side's processes (and their children), by Redis and by PostgreSQL."""
     used = {}
     for name, group in processes.items():
         total = 0.0
@@ -115,6 +115,16 @@ def cpu_seconds(processes: dict[str, list[subprocess.Popen]], redis_client) -> d
         used[name] = total
     info = redis_client.info("cpu")
     used["redis"] = info["used_cpu_user"] + info["used_cpu_sys"]
+    # The prediction log's writes cost the database server too (its backends persist:
+    # the workers keep pooled connections).
+    used["postgres"] = 0.0
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "postgres":
+            try:
+                times = process.cpu_times()
+                used["postgres"] += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
     return used
 
 

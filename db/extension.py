@@ -27,12 +27,13 @@ def flask_config(database_url: str, statement_timeout_s: float = 30.0) -> dict:
             # jsonb columns encoded by orjson: several times faster than the standard
             # library (the prediction log writes thousands a second), and a NaN (a
             # missing feature value) becomes null, which jsonb can hold.
-            "json_serializer": _json_text,
+            "json_serializer": json_text,
         },
     }
 
 
-def _json_text(value: object) -> str:
+def json_text(value: object) -> str:
+    """JSON for a jsonb column (NaN as null)."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:  # an integer beyond 64 bits, which jsonb holds and orjson does not write

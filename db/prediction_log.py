@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from db.extension import json_text as _json_text
 from db.models import PredictionCount, PredictionLog, TradeHistory
 from db.timescale import timescale_installed
 
@@ -58,10 +59,16 @@ _LINK_WAITING_TRADES = text(
     " AS logged(prediction_id, model_name, model_version)"
     " WHERE trade.prediction_id = logged.prediction_id AND trade.model_name IS NULL"
 )
-_INSERT_NEW = (
-    insert(PredictionLog)
-    .on_conflict_do_nothing()
-    .returning(PredictionLog.model_name, PredictionLog.model_version, PredictionLog.created_at)
+_JSON_FIELDS = ("predictions", "features", "contributions")
+_INSERT_NEW = text(
+    "INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,"
+    " rows, predictions, latency_ms, request_id, features, contributions)"
+    " SELECT * FROM unnest("
+    " CAST(:prediction_id AS varchar[]), CAST(:created_at AS timestamptz[]),"
+    " CAST(:model_name AS varchar[]), CAST(:model_version AS varchar[]), CAST(:model_type AS varchar[]),"
+    " CAST(:rows AS integer[]), CAST(:predictions AS jsonb[]), CAST(:latency_ms AS float8[]),"
+    " CAST(:request_id AS varchar[]), CAST(:features AS jsonb[]), CAST(:contributions AS jsonb[]))"
+    " ON CONFLICT DO NOTHING RETURNING model_name, model_version, created_at"
 )
 _IS_HYPERTABLE = text(
     "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
@@ -90,11 +97,12 @@ def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[i
         return 0, 0
     _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
     counts: dict[tuple[str, str, datetime], list] = {}
-    # executemany: SQLAlchemy sends it as batched multi-row INSERTs ("insertmanyvalues")
-    # from one cached compiled statement; RETURNING names only the rows that were new.
-    inserted_rows = session.execute(
-        _INSERT_NEW, [{name: row.get(name) for name in LOGGED_FIELDS} for row in rows]
-    )
+    # One statement whatever the batch: a parameter per column (an array, which the driver
+    # quotes in C and the server parses as one literal), not one per value.
+    columns = {name: [row.get(name) for row in rows] for name in LOGGED_FIELDS}
+    for name in _JSON_FIELDS:
+        columns[name] = [None if value is None else _json_text(value) for value in columns[name]]
+    inserted_rows = session.execute(_INSERT_NEW, columns)
     for name, version, created_at in inserted_rows:
         day = created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         count = counts.setdefault((name, version, day), [0, created_at, created_at])
