@@ -15,11 +15,10 @@ the two can never miss each other in concurrent transactions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.extension import json_text as _json_text
@@ -52,23 +51,43 @@ _LOCK_BUCKETS_SQL = (
 )
 _LOCK_SHARED = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock_shared"))
 _LOCK_EXCLUSIVE = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock"))
-_LINK_WAITING_TRADES = text(
-    "UPDATE trade_history AS trade"
-    " SET model_name = logged.model_name, model_version = logged.model_version"
-    " FROM unnest(CAST(:ids AS text[]), CAST(:names AS text[]), CAST(:versions AS text[]))"
-    " AS logged(prediction_id, model_name, model_version)"
-    " WHERE trade.prediction_id = logged.prediction_id AND trade.model_name IS NULL"
-)
 _JSON_FIELDS = ("predictions", "features", "contributions")
-_INSERT_NEW = text(
-    "INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,"
-    " rows, predictions, latency_ms, request_id, features, contributions)"
-    " SELECT * FROM unnest("
-    " CAST(:prediction_id AS varchar[]), CAST(:created_at AS timestamptz[]),"
-    " CAST(:model_name AS varchar[]), CAST(:model_version AS varchar[]), CAST(:model_type AS varchar[]),"
-    " CAST(:rows AS integer[]), CAST(:predictions AS jsonb[]), CAST(:latency_ms AS float8[]),"
-    " CAST(:request_id AS varchar[]), CAST(:features AS jsonb[]), CAST(:contributions AS jsonb[]))"
-    " ON CONFLICT DO NOTHING RETURNING model_name, model_version, created_at"
+# Insert what is new, count it per model version and UTC day (rows sorted: one lock
+# order for every writer), and fill in the trades that wait for it, in one round trip.
+# A repeated entry (a retry, a replay) inserts nothing, so it is neither counted nor
+# linked again. The lock on the ids is taken before, in a statement of its own, so the
+# snapshot this statement reads trade_history in comes after it.
+_LOG_COUNT_AND_LINK = text(
+    """
+WITH new AS (
+    INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,
+                                rows, predictions, latency_ms, request_id, features, contributions)
+    SELECT * FROM unnest(
+        CAST(:prediction_id AS varchar[]), CAST(:created_at AS timestamptz[]),
+        CAST(:model_name AS varchar[]), CAST(:model_version AS varchar[]), CAST(:model_type AS varchar[]),
+        CAST(:rows AS integer[]), CAST(:predictions AS jsonb[]), CAST(:latency_ms AS float8[]),
+        CAST(:request_id AS varchar[]), CAST(:features AS jsonb[]), CAST(:contributions AS jsonb[]))
+    ON CONFLICT DO NOTHING
+    RETURNING prediction_id, model_name, model_version, created_at
+), counted AS (
+    INSERT INTO prediction_counts AS counts
+        (model_name, model_version, day, predictions, first_served, last_served)
+    SELECT model_name, model_version, date_trunc('day', created_at, 'UTC'), count(*),
+           min(created_at), max(created_at)
+    FROM new GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (model_name, model_version, day) DO UPDATE SET
+        predictions = counts.predictions + excluded.predictions,
+        first_served = least(counts.first_served, excluded.first_served),
+        last_served = greatest(counts.last_served, excluded.last_served)
+), linked AS (
+    UPDATE trade_history AS trade
+    SET model_name = new.model_name, model_version = new.model_version
+    FROM new
+    WHERE trade.prediction_id = new.prediction_id AND trade.model_name IS NULL
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new) AS inserted, (SELECT count(*) FROM linked) AS linked
+"""
 )
 _IS_HYPERTABLE = text(
     "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
@@ -91,63 +110,18 @@ def _lock(session: Session, statement, prediction_ids: Sequence[str]) -> None:
 
 
 def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """Insert logged predictions (JSON-ready dicts of LOGGED_FIELDS) and link the trades
-    waiting for them; returns (inserted, trades linked). Does not commit."""
+    """Insert logged predictions (JSON-ready dicts of LOGGED_FIELDS), count the new ones
+    and link the trades waiting for them; returns (inserted, trades linked). Does not commit."""
     if not rows:
         return 0, 0
     _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
-    counts: dict[tuple[str, str, datetime], list] = {}
     # One statement whatever the batch: a parameter per column (an array, which the driver
     # quotes in C and the server parses as one literal), not one per value.
     columns = {name: [row.get(name) for row in rows] for name in LOGGED_FIELDS}
     for name in _JSON_FIELDS:
         columns[name] = [None if value is None else _json_text(value) for value in columns[name]]
-    inserted_rows = session.execute(_INSERT_NEW, columns)
-    for name, version, created_at in inserted_rows:
-        day = created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        count = counts.setdefault((name, version, day), [0, created_at, created_at])
-        count[0] += 1
-        count[1], count[2] = min(count[1], created_at), max(count[2], created_at)
-    _add_counts(session, counts)
-    inserted = sum(count[0] for count in counts.values())
-    linked = session.execute(
-        _LINK_WAITING_TRADES,
-        {
-            "ids": [row["prediction_id"] for row in rows],
-            "names": [row["model_name"] for row in rows],
-            "versions": [row["model_version"] for row in rows],
-        },
-    ).rowcount
+    inserted, linked = session.execute(_LOG_COUNT_AND_LINK, columns).one()
     return inserted, linked
-
-
-def _add_counts(session: Session, counts: dict[tuple[str, str, datetime], list]) -> None:
-    if not counts:
-        return
-    rows = [
-        {
-            "model_name": name,
-            "model_version": version,
-            "day": day,
-            "predictions": n,
-            "first_served": first,
-            "last_served": last,
-        }
-        for (name, version, day), (n, first, last) in sorted(
-            counts.items()
-        )  # one lock order for every writer
-    ]
-    statement = insert(PredictionCount).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["model_name", "model_version", "day"],
-            set_={
-                "predictions": PredictionCount.predictions + statement.excluded.predictions,
-                "first_served": func.least(PredictionCount.first_served, statement.excluded.first_served),
-                "last_served": func.greatest(PredictionCount.last_served, statement.excluded.last_served),
-            },
-        )
-    )
 
 
 def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
