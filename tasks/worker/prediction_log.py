@@ -110,9 +110,13 @@ class PredictionLogWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write every pending entry, a batch at a time; never raises."""
-        while self._pending:
-            served = [self._pending.popleft() for _ in range(min(BATCH_ENTRIES, len(self._pending)))]
+        """Write the entries pending now, a batch at a time; never raises. What arrives
+        meanwhile waits for the next tick: chasing it would write batches of a few entries,
+        each paying a transaction's fixed cost."""
+        waiting = len(self._pending)
+        while waiting > 0:
+            served = [self._pending.popleft() for _ in range(min(BATCH_ENTRIES, waiting))]
+            waiting -= len(served)
             try:
                 entries = [entry_of(item, self._keep_features, self._max_rows) for item in served]
                 with self._flask_app.app_context():
