@@ -19,6 +19,7 @@ import xgboost
 
 from models import ExplanationUnsupported, ModelError, ModelStore, features_array
 from models.lstm import LSTMForecaster, save_checkpoint
+from tests.support.model_zoo import labels_of, random_rows
 
 # torch 2.13 deprecates TorchScript (torch.jit); it is still one of the formats served.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
@@ -30,16 +31,7 @@ CLASSES = 3
 
 
 def rows(n: int, seed: int, nan_share: float = 0.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    data = np.round(rng.normal(size=(n, WIDTH)), 4)
-    if nan_share:
-        data[rng.random(size=data.shape) < nan_share] = np.nan
-    return data
-
-
-def labels(data: np.ndarray, classes: int = 2) -> np.ndarray:
-    score = np.nan_to_num(data[:, 0] + 0.5 * data[:, 1])
-    return np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1])).astype(float)
+    return random_rows(n, WIDTH, seed, nan_share, decimals=4)
 
 
 TRAIN = rows(60, seed=0, nan_share=0.1)
@@ -59,15 +51,15 @@ CAT_QUERY[1, 1] = 2.0
 XGB_PARAMS = {"max_depth": 3, "eta": 0.3}
 XGB_MODELS = {
     "xgb_reg": ({"objective": "reg:squarederror"}, TRAIN, np.nan_to_num(TRAIN[:, 0] * 2 + TRAIN[:, 2])),
-    "xgb_binary": ({"objective": "binary:logistic"}, TRAIN, labels(TRAIN)),
-    "xgb_multi": ({"objective": "multi:softprob", "num_class": CLASSES}, TRAIN, labels(TRAIN, CLASSES)),
-    "xgb_cat": ({"objective": "binary:logistic"}, CAT_TRAIN, labels(TRAIN)),
+    "xgb_binary": ({"objective": "binary:logistic"}, TRAIN, labels_of(TRAIN)),
+    "xgb_multi": ({"objective": "multi:softprob", "num_class": CLASSES}, TRAIN, labels_of(TRAIN, CLASSES)),
+    "xgb_cat": ({"objective": "binary:logistic"}, CAT_TRAIN, labels_of(TRAIN)),
 }
 GBM_PARAMS = {"verbose": -1, "num_leaves": 5, "min_data_in_leaf": 3, "min_data_in_bin": 1}
 GBM_MODELS = {
     "gbm_reg": ({"objective": "regression"}, np.nan_to_num(TRAIN[:, 0] * 2 + TRAIN[:, 2])),
-    "gbm_binary": ({"objective": "binary"}, labels(TRAIN)),
-    "gbm_multi": ({"objective": "multiclass", "num_class": CLASSES}, labels(TRAIN, CLASSES)),
+    "gbm_binary": ({"objective": "binary"}, labels_of(TRAIN)),
+    "gbm_multi": ({"objective": "multiclass", "num_class": CLASSES}, labels_of(TRAIN, CLASSES)),
 }
 
 
@@ -153,7 +145,7 @@ def test_xgboost_categorical_model_uses_its_categories(store: ModelStore):
 
 def test_xgboost_contributions_keep_the_feature_names(tmp_path: Path):
     names = ["a", "b", "c", "d"]
-    booster = xgboost.train(XGB_PARAMS, xgboost.DMatrix(TRAIN, labels(TRAIN), feature_names=names), 3)
+    booster = xgboost.train(XGB_PARAMS, xgboost.DMatrix(TRAIN, labels_of(TRAIN), feature_names=names), 3)
     booster.save_model(tmp_path / "named.json")
     model = ModelStore(tmp_path, settle_s=0).load("named")
     assert model.adapter.feature_names == names
@@ -224,8 +216,8 @@ def test_lightgbm_linear_trees_refuse_to_explain(store: ModelStore):
 
 
 def test_pickled_sklearn_wrappers_explain_as_their_boosters(tmp_path: Path):
-    xgb = xgboost.XGBClassifier(n_estimators=4, max_depth=3).fit(TRAIN, labels(TRAIN, CLASSES))
-    gbm = lightgbm.LGBMClassifier(n_estimators=4, **GBM_PARAMS).fit(TRAIN, labels(TRAIN, CLASSES))
+    xgb = xgboost.XGBClassifier(n_estimators=4, max_depth=3).fit(TRAIN, labels_of(TRAIN, CLASSES))
+    gbm = lightgbm.LGBMClassifier(n_estimators=4, **GBM_PARAMS).fit(TRAIN, labels_of(TRAIN, CLASSES))
     (tmp_path / "xgb.pkl").write_bytes(pickle.dumps(xgb))
     (tmp_path / "gbm.pkl").write_bytes(pickle.dumps(gbm))
     store = ModelStore(tmp_path, allow_pickle=True, settle_s=0)

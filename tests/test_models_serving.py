@@ -22,6 +22,7 @@ import xgboost
 
 from models import InputMismatch, ModelRefused, ModelStore, ModelTypeMismatch, ModelUnloadable
 from models.lstm import LSTMForecaster, save_checkpoint
+from tests.support.model_zoo import labels_of, random_rows
 
 # torch 2.13 deprecates TorchScript (torch.jit); it is still one of the formats served.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch", "ignore::torch.jit.TracerWarning")
@@ -31,16 +32,7 @@ TOLERANCE = 1e-6
 
 
 def rows(n: int = 64, width: int = 5, seed: int = 1, nan_share: float = 0.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(size=(n, width))
-    if nan_share:
-        data[rng.random(size=data.shape) < nan_share] = np.nan
-    return data
-
-
-def labels(data: np.ndarray, classes: int = 2) -> np.ndarray:
-    score = np.nan_to_num(data[:, 0] + 0.5 * data[:, 1])
-    return np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1])).astype(float)
+    return random_rows(n, width, seed, nan_share)
 
 
 class TinyLSTM(torch.nn.Module):
@@ -60,28 +52,32 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("zoo")
     train = rows(400, nan_share=0.1, seed=0)
     binary = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(train, labels(train)), 20
+        {"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(train, labels_of(train)), 20
     )
     binary.save_model(folder / "xgb_binary.json")
     binary.save_model(folder / "xgb_binary.ubj")
     multi = xgboost.train(
         {"objective": "multi:softprob", "num_class": 3, "max_depth": 3},
-        xgboost.DMatrix(train, labels(train, 3)),
+        xgboost.DMatrix(train, labels_of(train, 3)),
         10,
     )
     multi.save_model(folder / "xgb_multi.json")
     multi.save_model(folder / "xgb_multi.ubj")
     named = xgboost.train(
         {"objective": "reg:squarederror"},
-        xgboost.DMatrix(train, labels(train), feature_names=["a", "b", "c", "d", "e"]),
+        xgboost.DMatrix(train, labels_of(train), feature_names=["a", "b", "c", "d", "e"]),
         5,
     )
     named.save_model(folder / "xgb_named.json")
     params = {"verbose": -1, "num_leaves": 7, "min_data_in_leaf": 5}
-    lgb_binary = lightgbm.train({**params, "objective": "binary"}, lightgbm.Dataset(train, labels(train)), 20)
+    lgb_binary = lightgbm.train(
+        {**params, "objective": "binary"}, lightgbm.Dataset(train, labels_of(train)), 20
+    )
     lgb_binary.save_model(folder / "lgb_binary.txt")
     lgb_multi = lightgbm.train(
-        {**params, "objective": "multiclass", "num_class": 3}, lightgbm.Dataset(train, labels(train, 3)), 10
+        {**params, "objective": "multiclass", "num_class": 3},
+        lightgbm.Dataset(train, labels_of(train, 3)),
+        10,
     )
     lgb_multi.save_model(folder / "lgb_multi.txt")
     torch.manual_seed(0)
@@ -336,7 +332,7 @@ def test_allowed_pickles_of_boosters_load(tmp_path: Path, zoo: Path):
 
 def test_allowed_pickle_of_an_xgb_classifier_loads(tmp_path: Path):
     data = rows(100)
-    classifier = xgboost.XGBClassifier(n_estimators=5).fit(data, labels(data))
+    classifier = xgboost.XGBClassifier(n_estimators=5).fit(data, labels_of(data))
     (tmp_path / "classifier.pkl").write_bytes(pickle.dumps(classifier))
     served = ModelStore(tmp_path, allow_pickle=True, settle_s=0).load("classifier.pkl").predict(data.tolist())
     assert_close(served, classifier.get_booster().predict(xgboost.DMatrix(data)))

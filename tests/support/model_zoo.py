@@ -67,3 +67,22 @@ def build_zoo(folder: Path) -> dict[str, np.ndarray]:
     with torch.inference_mode():
         expected["forecaster.pt"] = lstm(torch.from_numpy(SEQUENCES)).numpy().reshape(len(SEQUENCES), -1)
     return expected
+
+
+def random_rows(
+    n: int, width: int, seed: int, nan_share: float = 0.0, decimals: int | None = None
+) -> np.ndarray:
+    """`n` rows of normal noise, a share of them missing (NaN), for training and querying."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(n, width))
+    if decimals is not None:
+        data = np.round(data, decimals)
+    if nan_share:
+        data[rng.random(size=data.shape) < nan_share] = np.nan
+    return data
+
+
+def labels_of(data: np.ndarray, classes: int = 2) -> np.ndarray:
+    """Class labels 0..classes-1 that the first two features predict."""
+    score = np.nan_to_num(data[:, 0] + 0.5 * data[:, 1])
+    return np.digitize(score, np.quantile(score, np.linspace(0, 1, classes + 1)[1:-1])).astype(float)
