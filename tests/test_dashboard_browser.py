@@ -167,6 +167,8 @@ def test_the_dashboard_shows_trades_performance_models_and_health(stack, page, j
     assert colour(page, '#trades tr[data-trade-id="seed-00"] td.pnl') == GREEN
     assert colour(page, '#trades tr[data-trade-id="seed-01"] td.pnl') == RED
     assert page.locator('#trades tr[data-trade-id="seed-open-btc"] td.pnl').inner_text() == "—"
+    # The totals come with the charts' data, fetched after the panels.
+    page.wait_for_function("document.querySelector('#totals').innerText.trim() !== ''", timeout=WAIT_MS)
     assert page.locator("#totals").inner_text().split() == [
         "trades", "12", "closed", "10", "win", "rate", "60.0", "%",
         "total", "PnL", "115.00", "average", "PnL", "11.50", "fees", "4.00",
