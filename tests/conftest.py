@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from tests.support import rabbitmq
 from tests.support.filesystems import mount_tiny, unmount
 from tests.support.processes import Beat, WebServer, Worker, flask
 
@@ -95,6 +96,15 @@ def broker() -> redis.Redis:
     except redis.ConnectionError as exc:
         pytest.exit(f"Redis does not answer at {REDIS_URL}: {exc}", returncode=3)
     return client
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """CELERY_BROKER_URL for the machine's RabbitMQ, in a fresh vhost of this test's own."""
+    if not rabbitmq.answers():
+        pytest.exit(f"RabbitMQ does not answer at {rabbitmq.HOST}:{rabbitmq.PORT}", returncode=3)
+    with rabbitmq.fresh_vhost() as vhost:
+        yield rabbitmq.broker_url(vhost)
 
 
 @pytest.fixture

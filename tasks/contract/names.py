@@ -11,6 +11,8 @@ from __future__ import annotations
 TRADES_QUEUE = "trades"
 PREDICT_QUEUE = "predict"
 QUEUES = (PREDICT_QUEUE, TRADES_QUEUE)
+# RabbitMQ only: where the trades quorum queue dead-letters a message past its delivery limit.
+TRADES_DEAD_LETTER_QUEUE = "trades.dead-letter"
 
 # Tasks.
 RECORD_TASK = "trades.record"
