@@ -14,6 +14,7 @@ from tasks.contract.connections import (
     REDIS_TRANSPORT,
     client_app,
     is_redis_url,
+    lane_store_url,
     redis_problem,
     transport_for,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "error_result",
     "is_redis_url",
     "kept_connection",
+    "lane_store_url",
     "message_of",
     "record_entry",
     "redis_problem",

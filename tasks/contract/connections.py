@@ -28,6 +28,14 @@ def is_redis_url(url: str) -> bool:
     return urlparse(url).scheme in ("redis", "rediss")
 
 
+def lane_store_url(broker_url: str, result_url: str) -> str | None:
+    """Where the prediction lane lives: in the broker when it is Redis, else in the result
+    backend's Redis (RabbitMQ as the broker); None when neither is Redis (no lane)."""
+    if is_redis_url(broker_url):
+        return broker_url
+    return result_url if is_redis_url(result_url) else None
+
+
 def transport_for(broker_url: str) -> str | None:
     """The project's transport for a Redis broker; None (kombu's choice) for any other."""
     return REDIS_TRANSPORT if is_redis_url(broker_url) else None

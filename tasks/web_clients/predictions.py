@@ -34,7 +34,7 @@ from tasks.contract import (
     LeanPublisher,
     client_app,
     error_from_result,
-    is_redis_url,
+    lane_store_url,
     reply_key,
 )
 from tasks.observability import request_id
@@ -82,11 +82,12 @@ class PredictionClient:
         CELERY_RESULT_BACKEND, PREDICT_TIMEOUT_S (the longest wait), PREDICT_EXPIRES_S."""
         broker_url = broker_url or get_settings().celery_broker_url
         result_url = result_url or get_settings().celery_result_backend
+        lane_url = lane_store_url(broker_url, result_url)
         if direct_lane is None:
-            direct_lane = is_redis_url(broker_url)
+            direct_lane = lane_url is not None
         self._lane = None
-        if direct_lane:
-            self._lane = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
+        if direct_lane and lane_url is not None:
+            self._lane = redis.Redis.from_url(lane_url, socket_connect_timeout=2, socket_timeout=5)
         self._celery = client_app(
             "prediction-client", broker_url, timeout_s=2, socket_timeout_s=5, backend=result_url
         )

@@ -35,7 +35,7 @@ from tasks.contract import (
     Outcome,
     PredictionExpired,
     PredictionFailed,
-    is_redis_url,
+    lane_store_url,
     waits_on_reply,
 )
 from tasks.internals.celery_batches import run_in_pool
@@ -92,9 +92,10 @@ def _start_prediction_log() -> None:
 
 def _start_lane(threads: int) -> None:
     global _lane
-    if not _serves_predictions or not is_redis_url(app.conf.broker_url):
+    lane_url = lane_store_url(app.conf.broker_url, app.conf.result_backend)
+    if not _serves_predictions or lane_url is None:
         return
-    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, health_check_interval=30)
+    client = redis.Redis.from_url(lane_url, socket_connect_timeout=2, health_check_interval=30)
     settings = worker_settings()
     _lane = LaneServer(
         client, serve_waiting, settings.predict_max_batch, settings.predict_batch_wait_s
