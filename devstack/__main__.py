@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from config import Settings, get_settings
 from db import postgres_hint, postgres_problem
 from devstack.embedded import REDIS_PORT, EmbeddedPostgres, EmbeddedRedis
-from tasks.contract import REDIS_HINT, redis_problem
+from tasks.contract import REDIS_HINT, is_redis_url, redis_problem
+from tasks.web_clients import broker_problem
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,18 +70,10 @@ def run(
                 fg="yellow",
             )
         broker_url = default_broker_url or settings.celery_broker_url
-        if (problem := redis_problem(broker_url)) is not None:
-            if _configured(settings, *REDIS_VARIABLES):
-                _fail(problem, REDIS_HINT)
-            cache = EmbeddedRedis(data_dir, redis_port)
-            started.append(cache)
-            url = cache.start()
-            env.update(CELERY_BROKER_URL=f"{url}/0", CELERY_RESULT_BACKEND=f"{url}/1")
-            click.secho(
-                f"No Redis answers at the default address: started a private Redis on {url} "
-                f"(data in {cache.data_dir}). Set CELERY_BROKER_URL to use your own.",
-                fg="yellow",
-            )
+        if is_redis_url(broker_url):
+            env.update(_redis_broker(settings, broker_url, data_dir, redis_port, started))
+        else:
+            env.update(_amqp_broker(settings, broker_url, data_dir, redis_port, started))
         for step in PREPARE:
             if subprocess.run([str(BIN / "flask"), "--app", "web", *step], env=env, cwd=ROOT).returncode:
                 raise SystemExit(1)
@@ -88,6 +81,49 @@ def run(
     finally:
         for server in reversed(started):
             server.stop()
+
+
+def _redis_broker(
+    settings, broker_url: str, data_dir: Path, redis_port: int, started: list
+) -> dict[str, str]:
+    """Nothing when the Redis broker answers; else a private Redis for broker and results,
+    unless the operator configured one (then: how to start it)."""
+    if (problem := redis_problem(broker_url)) is None:
+        return {}
+    if _configured(settings, *REDIS_VARIABLES):
+        _fail(problem, REDIS_HINT)
+    url = _private_redis(data_dir, redis_port, started)
+    click.secho(
+        f"No Redis answers at the default address: started a private Redis on {url} "
+        f"(data in {data_dir / 'redis'}). Set CELERY_BROKER_URL to use your own.",
+        fg="yellow",
+    )
+    return {"CELERY_BROKER_URL": f"{url}/0", "CELERY_RESULT_BACKEND": f"{url}/1"}
+
+
+def _amqp_broker(settings, broker_url: str, data_dir: Path, redis_port: int, started: list) -> dict[str, str]:
+    """A configured RabbitMQ must answer (it is never started here); the results (and the
+    prediction lane) still need Redis: a private one when none is configured."""
+    if (problem := broker_problem(broker_url)) is not None:
+        click.secho(problem, err=True, fg="red")
+        raise SystemExit(1)
+    if (problem := redis_problem(settings.celery_result_backend)) is None:
+        return {}
+    if _configured(settings, "celery_result_backend"):
+        _fail(problem, REDIS_HINT)
+    url = _private_redis(data_dir, redis_port, started)
+    click.secho(
+        f"No Redis answers at the default result backend: started a private Redis on {url} "
+        f"(data in {data_dir / 'redis'}). Set CELERY_RESULT_BACKEND to use your own.",
+        fg="yellow",
+    )
+    return {"CELERY_RESULT_BACKEND": f"{url}/1"}
+
+
+def _private_redis(data_dir: Path, redis_port: int, started: list) -> str:
+    cache = EmbeddedRedis(data_dir, redis_port)
+    started.append(cache)
+    return cache.start()
 
 
 def _run_procfile(env: dict[str, str], data_dir: Path) -> int:

@@ -16,7 +16,8 @@ import click
 
 from config import get_settings
 from devstack.embedded import REDIS_PORT
-from tasks.contract import REDIS_HINT, redis_problem
+from tasks.contract import REDIS_HINT, is_redis_url, redis_problem
+from tasks.web_clients import broker_problem
 
 PRIVATE_REDIS = f"redis://127.0.0.1:{REDIS_PORT}"
 
@@ -25,6 +26,15 @@ def broker_environment() -> dict[str, str]:
     """The broker variables that reach `make run`'s broker; {} when the settings already do."""
     settings = get_settings()
     configured = "celery_broker_url" in settings.model_fields_set
+    if not is_redis_url(settings.celery_broker_url):
+        # RabbitMQ is never started privately; `make run` may have started the results' Redis.
+        if (problem := broker_problem(settings.celery_broker_url)) is not None:
+            click.secho(f"{problem}\n  Start the stack with `make run` first", err=True, fg="red")
+            raise SystemExit(1)
+        results_configured = "celery_result_backend" in settings.model_fields_set
+        if redis_problem(settings.celery_result_backend) is None or results_configured:
+            return {}
+        return {"CELERY_RESULT_BACKEND": f"{PRIVATE_REDIS}/1"}
     problem = redis_problem(settings.celery_broker_url)
     if problem is None:
         return {}

@@ -1,9 +1,10 @@
 """What waits, read when /metrics is scraped: queue depths in the broker, the spools' size.
 
-Both reads are cheap and bounded: one pipelined round trip to Redis with a short
-timeout (a broker that does not answer shows as `celery_broker_up 0`, it does not hang
-the scrape), and the spool files are counted incrementally (only bytes appended since
-the last scrape are read).
+Both reads are cheap and bounded: the broker's depths (`BrokerQueues`: one pipelined
+round trip to Redis, or a passive declare per queue on RabbitMQ) with a short timeout (a
+broker that does not answer shows as `celery_broker_up 0`, it does not hang the scrape),
+and the spool files are counted incrementally (only bytes appended since the last scrape
+are read).
 """
 
 from __future__ import annotations
@@ -13,43 +14,25 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from db import ACTIVE, Spool
-from tasks.contract import LANE_KEY, OUTBOX_SPOOL, PREDICT_QUEUE, REPLAY_SPOOL, TRADES_QUEUE, is_redis_url
+from tasks.contract import OUTBOX_SPOOL, REPLAY_SPOOL
+from tasks.web_clients import BrokerDown, BrokerQueues
 
 SPOOLS = (REPLAY_SPOOL, OUTBOX_SPOOL)
-# kombu's Redis transport keeps a queue's prioritised messages in lists of their own.
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-# queue label -> the Redis lists that hold its waiting messages
-QUEUES = {
-    PREDICT_QUEUE: [f"{PREDICT_QUEUE}{suffix}" for suffix in _PRIORITY_SUFFIXES],
-    TRADES_QUEUE: [f"{TRADES_QUEUE}{suffix}" for suffix in _PRIORITY_SUFFIXES],
-    LANE_KEY: [LANE_KEY],  # the direct lane's waiting predictions
-}
 _CHUNK = 1 << 20
 
 
 class BacklogCollector(Collector):
-    def __init__(self, broker_url: str, spool_dir: Path, timeout_s: float = 0.5):
-        self._broker = None
-        if is_redis_url(broker_url):
-            self._broker = redis.Redis.from_url(
-                broker_url,
-                socket_connect_timeout=timeout_s,
-                socket_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
+    def __init__(self, broker_url: str, spool_dir: Path, result_url: str = "", timeout_s: float = 0.5):
+        self._queues = BrokerQueues(broker_url, result_url, timeout_s=timeout_s)
         self._spools = {name: Spool(spool_dir / name) for name in SPOOLS}
         self._lines = LineCounter()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        if self._broker is not None:
-            yield from self._queue_metrics()
+        yield from self._queue_metrics()
         size = GaugeMetricFamily(
             "journal_spool_bytes", "Bytes of entries waiting in a spool", labels=["spool"]
         )
@@ -69,18 +52,14 @@ class BacklogCollector(Collector):
             "celery_queue_length", "Messages waiting in a Celery queue", labels=["queue"]
         )
         try:
-            with self._broker.pipeline(transaction=False) as pipe:
-                for keys in QUEUES.values():
-                    for key in keys:
-                        pipe.llen(key)
-                lengths = iter(pipe.execute())
-        except (redis.ConnectionError, redis.TimeoutError):
+            depths = self._queues.depths()
+        except BrokerDown:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
-        for queue, keys in QUEUES.items():
-            depth.add_metric([queue], sum(next(lengths) for _ in keys))
+        for queue, count in depths.items():
+            depth.add_metric([queue], count)
         yield up
         yield depth
 

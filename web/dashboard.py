@@ -314,7 +314,7 @@ def model_curves():
 @blueprint.get("/dashboard/health")
 @documented(
     operation_id="dashboardHealth",
-    summary="The health panel (HTML): readiness checks and the spool backlog",
+    summary="The health panel (HTML): readiness checks, messages waiting per queue and the spool backlog",
     tag="dashboard",
     answers={200: Answer("the panel", media=HTML)},
     errors=(401,),

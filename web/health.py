@@ -1,6 +1,6 @@
 """`/healthz` (the process answers) and `/readyz` (the stack can serve), both without a token.
 
-Readiness checks the database, the broker, a live worker consuming each queue, the
+Readiness checks the database, the broker (Redis or RabbitMQ), a live worker consuming each queue, the
 models loaded by the predict workers, and that no trades worker holds trades it can
 store nowhere (neither the database nor its spool takes them). The checks run side by
 side with short timeouts,
@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from config import Settings
 from models import ModelStore
-from tasks.web_clients import WorkerStatus, held_reports, loaded_descriptions
+from tasks.web_clients import BrokerDown, BrokerQueues, WorkerStatus, held_reports, loaded_descriptions
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
@@ -88,7 +88,9 @@ class Readiness:
             connect_args={"connect_timeout": DATABASE_CONNECT_TIMEOUT_S},
         )
         timeouts = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": CONNECT_TIMEOUT_S}
-        self._broker = redis.Redis.from_url(settings.celery_broker_url, **timeouts)
+        self._broker = BrokerQueues(
+            settings.celery_broker_url, settings.celery_result_backend, timeout_s=CONNECT_TIMEOUT_S
+        )
         self._results = redis.Redis.from_url(settings.celery_result_backend, **timeouts)
         self._workers = WorkerStatus(settings.celery_broker_url, timeout_s=CONNECT_TIMEOUT_S)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness")
@@ -119,6 +121,15 @@ class Readiness:
                 report[name] = {"ok": False, "error": f"no answer within {DEADLINE_S:g}s"}
         return report
 
+    def queued(self) -> Check:
+        """Messages waiting in each queue (and the prediction lane), read now: the dashboard's."""
+        try:
+            depths = self._broker.depths()
+        except BrokerDown as exc:
+            error = f"the broker at {self._broker.where} does not answer: {_first_line(exc)}"
+            return {"ok": False, "depths": {}, "error": error}
+        return {"ok": True, "depths": depths}
+
     def _database(self) -> Check:
         try:
             with self._engine.connect() as connection:
@@ -130,8 +141,9 @@ class Readiness:
     def _broker_answers(self) -> Check:
         try:
             self._broker.ping()
-        except redis.RedisError as exc:
-            return {"ok": False, "error": f"the broker does not answer: {_first_line(exc)}"}
+        except BrokerDown as exc:
+            error = f"the broker at {self._broker.where} does not answer: {_first_line(exc)}"
+            return {"ok": False, "error": error}
         return {"ok": True}
 
     def _live_workers(self) -> Check:

@@ -39,7 +39,9 @@ _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 def measure_requests(app: Flask) -> None:
     settings = current_settings(app)
-    app.extensions["metrics_backlog"] = BacklogCollector(settings.celery_broker_url, settings.spool_dir)
+    app.extensions["metrics_backlog"] = BacklogCollector(
+        settings.celery_broker_url, settings.spool_dir, result_url=settings.celery_result_backend
+    )
 
     @app.before_request
     def _start_clock() -> None:

@@ -1,4 +1,5 @@
-"""What the dashboard's health panel shows: the readiness report plus this host's spool backlog.
+"""What the dashboard's health panel shows: the readiness report, the messages waiting in the
+broker's queues (either broker) and this host's spool backlog.
 
 The database, broker, workers-per-queue, models and journal checks are `/readyz`'s own
 (`web.health`), bounded by its short timeouts, so the panel and the probe never disagree.
@@ -16,7 +17,8 @@ from web.settings import current_settings
 
 
 def stack_status() -> dict[str, Any]:
-    return {**readiness().report(), "spool": spool_backlog()}
+    checks = readiness()
+    return {**checks.report(), "queued": checks.queued(), "spool": spool_backlog()}
 
 
 def spool_backlog() -> dict[str, Any]:

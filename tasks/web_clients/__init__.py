@@ -1,19 +1,24 @@
 """What the web process asks of the workers and the broker: predictions (waited for or
-queued), job look-ups, which workers consume which queue, what they have loaded and what
-they hold. Nothing here runs in a worker.
+queued), job look-ups, the broker's queue depths, which workers consume which queue, what
+they have loaded and what they hold. Nothing here runs in a worker.
 """
 
+from tasks.web_clients.broker_queues import BrokerDown, BrokerQueues, broker_problem, hidden_password
 from tasks.web_clients.held import held_reports
 from tasks.web_clients.loaded_models import loaded_descriptions
 from tasks.web_clients.predictions import Job, PredictionClient, PredictionTimeout
 from tasks.web_clients.worker_status import QueueConsumers, WorkerStatus
 
 __all__ = [
+    "BrokerDown",
+    "BrokerQueues",
     "Job",
     "PredictionClient",
     "PredictionTimeout",
     "QueueConsumers",
     "WorkerStatus",
+    "broker_problem",
     "held_reports",
+    "hidden_password",
     "loaded_descriptions",
 ]

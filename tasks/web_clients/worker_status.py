@@ -1,4 +1,5 @@
-"""Which live workers consume which queue, asked over Celery's remote control.
+"""Which live workers consume which queue, asked over Celery's remote control (on Redis or
+RabbitMQ alike: the broadcast and the replies go through the broker's own exchanges).
 
 Readiness asks on every probe of every web process, so the answer is kept for a couple
 of seconds and one inspection runs at a time: a scrape storm costs the broker at most
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from kombu.exceptions import KombuError
 
 from config import get_settings
-from tasks.contract import BROKER_DOWN, QUEUES, client_app
+from tasks.contract import BROKER_DOWN, QUEUES, client_app, is_redis_url
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,15 @@ class WorkerStatus:
             socket_timeout_s=timeout_s + 1,
             connection_retry=False,
         )
+        if not is_redis_url(broker_url):
+            # py-amqp takes its socket timeouts under these names: a silent RabbitMQ must
+            # not hold the inspection past its deadline.
+            options = self._app.conf.broker_transport_options
+            self._app.conf.broker_transport_options = {
+                **options,
+                "read_timeout": timeout_s + 1,
+                "write_timeout": timeout_s + 1,
+            }
         self._timeout_s = timeout_s
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
