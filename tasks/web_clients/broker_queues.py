@@ -23,7 +23,6 @@ from redis.retry import Retry
 from tasks.contract import (
     LANE_KEY,
     PREDICT_QUEUE,
-    PROBE_TIMEOUT_S,
     REDIS_HINT,
     TRADES_DEAD_LETTER_QUEUE,
     TRADES_QUEUE,
@@ -38,6 +37,7 @@ REDIS_QUEUES = (PREDICT_QUEUE, TRADES_QUEUE)
 AMQP_QUEUES = (PREDICT_QUEUE, TRADES_QUEUE, TRADES_DEAD_LETTER_QUEUE)
 
 
+PROBE_TIMEOUT_S = 2  # the preflight's, as redis_problem's
 AMQP_HINT = (
     "start it with `docker compose -f docker-compose.yml -f docker-compose.rabbitmq.yml up -d rabbitmq` "
     "or `sudo apt-get install rabbitmq-server`, or point CELERY_BROKER_URL at a running broker"
@@ -151,12 +151,19 @@ class AmqpQueues:
         self._lock = threading.Lock()  # a channel is not for several threads at once
 
     def ping(self) -> None:
-        with self._lock:
-            self._depth(TRADES_QUEUE)  # a round trip: a kept socket may be dead without knowing it
+        # A round trip: a kept socket may be dead without knowing it.
+        self.depths((TRADES_QUEUE,))
 
     def depths(self, queues: tuple[str, ...]) -> dict[str, int]:
         with self._lock:
-            return {queue: self._depth(queue) for queue in queues}
+            kept = self._connection is not None
+            try:
+                return {queue: self._depth(queue) for queue in queues}
+            except BrokerDown:
+                if not kept:
+                    raise
+                # The kept connection was closed under us (a broker restart): one fresh try.
+                return {queue: self._depth(queue) for queue in queues}
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +194,8 @@ class AmqpQueues:
         try:
             connection.ensure_connection(max_retries=0)  # one attempt: no retry loop behind a probe
             channel = connection.channel()
-        except (*connection.connection_errors, OSError, KombuError) as exc:
+        except (*connection.connection_errors, *connection.channel_errors, OSError, KombuError) as exc:
+            # A channel error here is a refusal (bad credentials, no such vhost): not ready either.
             connection.collect()
             raise BrokerDown(str(exc) or type(exc).__name__) from exc
         self._connection, self._channel = connection, channel
