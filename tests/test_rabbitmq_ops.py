@@ -6,6 +6,8 @@ real gunicorn and real Celery workers. Redis keeps the results and the predictio
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from urllib.parse import urlparse
 
 import pytest
@@ -16,7 +18,7 @@ from tasks.contract import LANE_KEY, PREDICT_QUEUE, TRADES_DEAD_LETTER_QUEUE, TR
 from tasks.web_clients import BrokerDown, BrokerQueues
 from tests.conftest import RESULT_URL
 from tests.support import rabbitmq
-from tests.support.processes import WebServer, Worker, flask, free_port, wait_for
+from tests.support.processes import ROOT, WebServer, Worker, flask, free_port, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -199,3 +201,21 @@ def test_preflight_probes_rabbitmq_with_amqp_and_the_results_with_redis(env, tmp
     assert no_results.returncode == 1
     assert f"Redis does not answer at redis://127.0.0.1:{results_port}/1" in no_results.stderr
     assert "RabbitMQ does not answer" not in no_results.stderr
+
+
+def test_make_run_asks_a_configured_rabbitmq_and_starts_no_redis_in_its_place(env, tmp_path):
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", "--data-dir", str(tmp_path / "data")],
+        env={**env, "CELERY_BROKER_URL": f"amqp://guest:pw-secret@127.0.0.1:{port}//"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"RabbitMQ does not answer at amqp://guest:***@127.0.0.1:{port}//" in done.stderr
+    assert "private Redis" not in done.stdout + done.stderr
+    assert not (tmp_path / "data" / "redis").exists()
+    assert "pw-secret" not in done.stderr and "Traceback" not in done.stderr
