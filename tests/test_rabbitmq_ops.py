@@ -82,7 +82,7 @@ def test_readyz_on_rabbitmq_wants_a_live_worker_per_queue(web, workers, zoo, rab
         return body if status == 200 else None
 
     try:
-        body = wait_for(ready, 60, "/readyz to answer 200 on RabbitMQ")
+        body = wait_for(ready, 120, "/readyz to answer 200 on RabbitMQ")
     except AssertionError as error:
         raise AssertionError(f"{error}; the last answer: {last}") from None
     checks = body["checks"]
