@@ -251,6 +251,23 @@ def test_mlserver_example_requests_work_as_written(stack, name, body):
     np.testing.assert_allclose(output["data"], expected, atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.parametrize(
+    ("datatype", "data", "meant"),
+    [
+        ("INT32", [[1, -2, 3, 4], [0, 0, 7, -8]], [[1, -2, 3, 4], [0, 0, 7, -8]]),
+        ("INT64", [1, -2, 3, 4, 0, 0, 7, -8], [[1, -2, 3, 4], [0, 0, 7, -8]]),
+        ("BOOL", [[True, False, True, False], [False, False, True, True]], [[1, 0, 1, 0], [0, 0, 1, 1]]),
+    ],
+)
+def test_integer_and_bool_tensors_predict_as_their_numbers(stack, datatype, data, meant):
+    web, models = stack
+    body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": datatype, "data": data}]}
+    answer = post(web.url, "/v2/models/gbm4.txt/infer", body)
+    assert answer.status == 200, answer.body
+    expected = library_predictions(models, "gbm4.txt", np.array(meant, dtype=np.float64))
+    np.testing.assert_allclose(answer.json()["outputs"][0]["data"], expected, atol=TOLERANCE, rtol=0)
+
+
 def test_a_versioned_infer_takes_the_content_hash(stack):
     web, models = stack
     version = version_of(models / "xgb4.json")
