@@ -381,6 +381,22 @@ UGLY = [
     (
         "POST",
         "/v2/models/xgb4.json/infer",
+        infer_body([1, 4], "FP32", [10**400, 2, 3, 4]),
+        {},
+        400,
+        "FP32 range",
+    ),
+    (
+        "POST",
+        "/v2/models/xgb4.json/infer",
+        infer_body([1, 4], "FP64", [10**400, 2.5, 3, 4]),
+        {},
+        400,
+        "too large",
+    ),
+    (
+        "POST",
+        "/v2/models/xgb4.json/infer",
         infer_body([-1, 4], "FP32", [1, 2, 3, 4]),
         {},
         400,
