@@ -11,7 +11,7 @@ from db import database, flask_config
 from models import ModelStore
 from tasks.client import TradeJournal
 from tasks.web_clients import PredictionClient
-from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight, trades
+from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight, trades, v2
 from web.auth import require_token_for_api
 from web.errors import register_error_handlers
 from web.request_log import log_requests
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")
     app.register_blueprint(lineage.blueprint, url_prefix="/api/v1/ml")
+    v2.register(app)  # the Open Inference Protocol on the same port, token and workers
     openapi.register(app)
     dashboard.register(app)
     app.cli.add_command(cli.trades_cli)

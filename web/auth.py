@@ -1,4 +1,4 @@
-"""Bearer-token check for every /api/v1 route when API_TOKEN is set.
+"""Bearer-token check for every /api/v1 route, and the V2 model routes, when API_TOKEN is set.
 
 The check sits on the app, on the path prefix, so a route added later under /api/v1 is
 covered without doing anything; /healthz, /readyz and /metrics stay open, and so does
@@ -14,6 +14,9 @@ from web.errors import ApiError
 from web.settings import current_settings
 
 API_PREFIX = "/api/v1"
+# The Open Inference Protocol's model routes serve the same models (its health routes, like
+# /healthz and /readyz, stay open).
+PROTECTED_PREFIXES = (API_PREFIX, "/v2/models")
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -21,8 +24,10 @@ def _under(path: str, prefix: str) -> bool:
 
 
 def protects(path: str, open_paths: tuple[str, ...] = ()) -> bool:
-    """Whether `path` needs the token: under /api/v1 and not one of the open paths."""
-    return _under(path, API_PREFIX) and not any(_under(path, open_path) for open_path in open_paths)
+    """Whether `path` needs the token: under /api/v1 (or /v2/models) and not one of the open paths."""
+    return any(_under(path, prefix) for prefix in PROTECTED_PREFIXES) and not any(
+        _under(path, open_path) for open_path in open_paths
+    )
 
 
 def require_token_for_api(app: Flask, open_paths: tuple[str, ...] = ()) -> None:
