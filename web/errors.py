@@ -49,6 +49,17 @@ def database_unavailable(error: Exception):
     return response
 
 
+def broker_unavailable(error: Exception):
+    """503 for a prediction route whose broker or results' Redis cannot answer now (down,
+    silent, or refusing writes: all the same to a caller)."""
+    log.warning("broker or results unavailable: %s", brief(error))
+    response = error_response(
+        503, "broker_unavailable", "the broker or the results' Redis does not answer; try again"
+    )
+    response[0].headers["Retry-After"] = "2"
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):

@@ -27,7 +27,7 @@ from models import (
 )
 from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
-from web.errors import ApiError, error_response
+from web.errors import ApiError, broker_unavailable
 from web.inputs import body_as
 from web.openapi import responses as r
 from web.openapi.declare import LOCATION, Answer, documented
@@ -53,14 +53,8 @@ class PredictRequest(BaseModel):
     explain: Annotated[bool, Strict()] = False
 
 
-def _redis_down(error: Exception):
-    # Every route here reads what the workers reported, or a job's state, from Redis.
-    log.warning("Redis unavailable: %s", error)
-    return error_response(503, "broker_unavailable", "Redis (broker and results) does not answer; try again")
-
-
 for _down in BROKER_ERRORS:  # down, silent, or refusing writes: all the same to a caller
-    blueprint.register_error_handler(_down, _redis_down)
+    blueprint.register_error_handler(_down, broker_unavailable)
 
 
 def _store() -> ModelStore:

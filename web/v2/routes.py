@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, jsonify, request
 from models import ModelFile, ModelStore, features_array
 from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
-from web.errors import ApiError, error_response
+from web.errors import ApiError, broker_unavailable
 from web.health import readiness
 from web.inputs import body_as
 from web.openapi.declare import Answer, documented
@@ -53,13 +53,8 @@ def _errors(*statuses: int) -> dict[int, Answer]:
     return {status: Answer(ERRORS[status], s.V2Error) for status in statuses}
 
 
-def _redis_down(error: Exception):
-    log.warning("Redis unavailable: %s", error)
-    return error_response(503, "broker_unavailable", "Redis (broker and results) does not answer; try again")
-
-
 for _down in BROKER_ERRORS:
-    blueprint.register_error_handler(_down, _redis_down)
+    blueprint.register_error_handler(_down, broker_unavailable)
 
 
 def _store() -> ModelStore:
