@@ -6,7 +6,8 @@
 - `connections`: the broker's transport and the sending Celery clients;
 - `publisher`: one message onto a queue, the way Celery would send it;
 - `failures`: the one place that sorts an error into the failure model;
-- `redis_commands`: several Redis commands in one round trip.
+- `redis_commands`: several Redis commands in one round trip;
+- `queues`: the queues' declarations on RabbitMQ.
 """
 
 from tasks.contract.connections import (
@@ -30,6 +31,7 @@ from tasks.contract.failures import (
 from tasks.contract.messages import TaskMessage, entry_json_of_call, message_of, record_entry, update_entry
 from tasks.contract.names import (
     DEAD_LETTER_SPOOL,
+    DRAIN_DEAD_LETTER_QUEUE_TASK,
     HELD_PREFIX,
     ISSUED_PREFIX,
     LANE_KEY,
@@ -63,6 +65,13 @@ from tasks.contract.outcomes import (
 )
 from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
 from tasks.contract.redis_commands import kept_connection, send_all
+from tasks.contract.queues import (
+    TRADES_DELIVERY_LIMIT,
+    TRADES_QUEUE_ARGUMENTS,
+    amqp_queues,
+    declaration_of,
+    trades_dead_letter_queue,
+)
 
 __all__ = [
     "BROKER_DOWN",
@@ -117,4 +126,10 @@ __all__ = [
     "transport_for",
     "update_entry",
     "waits_on_reply",
+    "DRAIN_DEAD_LETTER_QUEUE_TASK",
+    "TRADES_DELIVERY_LIMIT",
+    "TRADES_QUEUE_ARGUMENTS",
+    "amqp_queues",
+    "declaration_of",
+    "trades_dead_letter_queue",
 ]
