@@ -51,7 +51,14 @@ def test_records_updates_and_duplicates_reach_the_journal_through_a_quorum_queue
     assert journal_counts(engine) == {"rows": 101, "distinct_ids": 101, "closed": 1}
     assert dead_letters(env) == []
     queues = rabbitmq.rabbitmqctl(
-        "list_queues", "-p", vhost_of(rabbitmq_url), "--no-table-headers", "--quiet", "name", "type", "arguments"
+        "list_queues",
+        "-p",
+        vhost_of(rabbitmq_url),
+        "--no-table-headers",
+        "--quiet",
+        "name",
+        "type",
+        "arguments",
     )
     trades_line = next(line for line in queues.splitlines() if line.startswith(f"{TRADES_QUEUE}\t"))
     assert "quorum" in trades_line and f"{TRADES_DELIVERY_LIMIT}" in trades_line
@@ -79,16 +86,24 @@ def test_a_send_task_bot_with_the_contracts_queues_records_over_rabbitmq(
     assert journal_counts(engine) == {"rows": 50, "distinct_ids": 50, "closed": 0}
 
 
-def test_a_worker_killed_outright_gives_its_messages_back_at_once(clean, engine, env, rabbitmq_url, start_worker):
+def test_a_worker_killed_outright_gives_its_messages_back_at_once(
+    clean, engine, env, rabbitmq_url, start_worker
+):
     # An hour's visibility timeout: on RabbitMQ it plays no part, a dead consumer's
     # unacknowledged messages go back to the queue when its connection drops.
-    settings = {"CELERY_BROKER_URL": rabbitmq_url, "BROKER_VISIBILITY_TIMEOUT_S": "3600", "JOURNAL_BATCH_SIZE": "20"}
+    settings = {
+        "CELERY_BROKER_URL": rabbitmq_url,
+        "BROKER_VISIBILITY_TIMEOUT_S": "3600",
+        "JOURNAL_BATCH_SIZE": "20",
+    }
     worker = start_worker(**settings)
     lock = TradeLock(engine, "gone-150")
     with journal(rabbitmq_url, env) as bot:
         for number in range(300):
             bot.record_trade(trade("gone", number))
-        wait_for(lambda: _process_waiting_for(engine, worker, "gone-150"), 60, "a batch blocked mid-transaction")
+        wait_for(
+            lambda: _process_waiting_for(engine, worker, "gone-150"), 60, "a batch blocked mid-transaction"
+        )
         os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool: no shutdown at all
         worker.process.wait(30)
         lock.release()
@@ -96,7 +111,9 @@ def test_a_worker_killed_outright_gives_its_messages_back_at_once(clean, engine,
 
     start_worker(**settings)
     wait_for(rows_reach(engine, 300), 60, "the dead worker's trades, long before the visibility timeout")
-    wait_for(lambda: rabbitmq.queue_depths(vhost_of(rabbitmq_url)).get(TRADES_QUEUE) == 0, 30, "an idle queue")
+    wait_for(
+        lambda: rabbitmq.queue_depths(vhost_of(rabbitmq_url)).get(TRADES_QUEUE) == 0, 30, "an idle queue"
+    )
     assert journal_counts(engine) == {"rows": 300, "distinct_ids": 300, "closed": 0}
     assert dead_letters(env) == []
 
@@ -179,4 +196,6 @@ def test_a_message_past_rabbitmqs_delivery_limit_ends_in_the_dead_letter_spool(
     assert [letter["payload"]["id"] for letter in letters] == [poison.job_id]
     assert letters[0]["reason"].startswith("poison: RabbitMQ dead-lettered it")
     assert letters[0]["payload"]["body"][0][0]["trade_id"] == "poison-0"
-    wait_for(lambda: rabbitmq.queue_depths(vhost)[TRADES_DEAD_LETTER_QUEUE] == 0, 30, "an empty dead-letter queue")
+    wait_for(
+        lambda: rabbitmq.queue_depths(vhost)[TRADES_DEAD_LETTER_QUEUE] == 0, 30, "an empty dead-letter queue"
+    )

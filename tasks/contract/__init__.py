@@ -64,7 +64,6 @@ from tasks.contract.outcomes import (
     waits_on_reply,
 )
 from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
-from tasks.contract.redis_commands import kept_connection, send_all
 from tasks.contract.queues import (
     TRADES_DELIVERY_LIMIT,
     TRADES_QUEUE_ARGUMENTS,
@@ -72,12 +71,14 @@ from tasks.contract.queues import (
     declaration_of,
     trades_dead_letter_queue,
 )
+from tasks.contract.redis_commands import kept_connection, send_all
 
 __all__ = [
     "BROKER_DOWN",
     "BROKER_ERRORS",
     "BROKER_UNAVAILABLE",
     "DEAD_LETTER_SPOOL",
+    "DRAIN_DEAD_LETTER_QUEUE_TASK",
     "HELD_PREFIX",
     "ISSUED_PREFIX",
     "LANE_KEY",
@@ -97,7 +98,9 @@ __all__ = [
     "REPLY_TTL_S",
     "SPOOLS",
     "TRADES_DEAD_LETTER_QUEUE",
+    "TRADES_DELIVERY_LIMIT",
     "TRADES_QUEUE",
+    "TRADES_QUEUE_ARGUMENTS",
     "UPDATE_TASK",
     "BrokerUnavailable",
     "Call",
@@ -108,9 +111,11 @@ __all__ = [
     "PredictionFailed",
     "TaskMessage",
     "Verdict",
+    "amqp_queues",
     "brief",
     "classify",
     "client_app",
+    "declaration_of",
     "entry_json_of_call",
     "error_from_result",
     "error_result",
@@ -123,13 +128,8 @@ __all__ = [
     "reply_key",
     "send_all",
     "sqlstate",
+    "trades_dead_letter_queue",
     "transport_for",
     "update_entry",
     "waits_on_reply",
-    "DRAIN_DEAD_LETTER_QUEUE_TASK",
-    "TRADES_DELIVERY_LIMIT",
-    "TRADES_QUEUE_ARGUMENTS",
-    "amqp_queues",
-    "declaration_of",
-    "trades_dead_letter_queue",
 ]

@@ -21,8 +21,8 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from celery import Celery
 from amqp.exceptions import MessageNacked
+from celery import Celery
 from kombu import Connection
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps

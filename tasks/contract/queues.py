@@ -44,7 +44,12 @@ def amqp_queues() -> tuple[Queue, ...]:
 def trades_dead_letter_queue() -> Queue:
     """Where RabbitMQ puts a trade message past its delivery limit (nobody consumes it as
     tasks: the trades worker moves its messages into the dead-letter spool)."""
-    return Queue(TRADES_DEAD_LETTER_QUEUE, exchange=_DEFAULT_EXCHANGE, routing_key=TRADES_DEAD_LETTER_QUEUE, durable=True)
+    return Queue(
+        TRADES_DEAD_LETTER_QUEUE,
+        exchange=_DEFAULT_EXCHANGE,
+        routing_key=TRADES_DEAD_LETTER_QUEUE,
+        durable=True,
+    )
 
 
 def declaration_of(queue_name: str) -> Queue | None:

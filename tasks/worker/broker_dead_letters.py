@@ -16,7 +16,7 @@ from celery.signals import worker_ready
 
 from tasks import app
 from tasks.contract import (
-    BROKER_ERRORS,
+    BROKER_UNAVAILABLE,
     DRAIN_DEAD_LETTER_QUEUE_TASK,
     TRADES_DELIVERY_LIMIT,
     brief,
@@ -39,7 +39,7 @@ def declare_dead_letter_queue(sender: Any = None, **_: Any) -> None:
     try:
         with consumer_app.connection_for_write() as connection:
             trades_dead_letter_queue()(connection.default_channel).declare()
-    except BROKER_ERRORS + (OSError,) as exc:  # the drain task declares it too
+    except BROKER_UNAVAILABLE as exc:  # the drain task declares it too
         log.warning("could not declare %s yet: %s", trades_dead_letter_queue().name, brief(exc))
 
 
@@ -59,7 +59,7 @@ def drain_dead_letter_queue() -> dict[str, int] | None:
                     return {"moved": moved}
                 message.ack()
                 moved += 1
-    except BROKER_ERRORS + (OSError,) as exc:
+    except BROKER_UNAVAILABLE as exc:
         log.warning("RabbitMQ's dead letters not drained now: %s", brief(exc))
         return None
     if moved:
@@ -74,7 +74,8 @@ def letter_of(message: Any) -> dict[str, Any]:
         "task": headers.get("task"),
         "id": headers.get("id"),
         "delivery_count": headers.get("x-delivery-count"),
-        "x_death": headers.get("x-death"),
+        # RabbitMQ's record of why and when (its timestamps as text, so the letter stays JSON).
+        "x_death": json.loads(json.dumps(headers.get("x-death"), default=str)),
         "content_type": message.content_type,
         "body": _body_of(message),
     }
