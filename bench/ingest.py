@@ -384,7 +384,7 @@ def compare(options: argparse.Namespace) -> None:
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"\ntrades/s, enqueue to durable row (median of {rounds} rounds of {options.trades}):")
     for name, value in median.items():
-        print(f"  {name:<11} {value:>9,.0f}")
+        print(f"  {name:<16} {value:>9,.0f}")
     print(f"ratio journal / plan-style worker: {median['journal'] / median['plan']:.1f}x (goal: 10x)")
     print(f"ratio journal / in-process add+commit: {median['journal'] / median['in-process']:.1f}x")
     ratio = statistics.median(

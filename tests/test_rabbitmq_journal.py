@@ -199,3 +199,23 @@ def test_a_message_past_rabbitmqs_delivery_limit_ends_in_the_dead_letter_spool(
     wait_for(
         lambda: rabbitmq.queue_depths(vhost)[TRADES_DEAD_LETTER_QUEUE] == 0, 30, "an empty dead-letter queue"
     )
+
+
+def test_a_publish_rabbitmq_nacks_goes_to_the_outbox(clean, engine, env, rabbitmq_url, start_worker):
+    vhost = vhost_of(rabbitmq_url)
+    with journal(rabbitmq_url, env, retry_interval_s=0.5) as bot:
+        assert not bot.record_trade(trade("nacked", 0)).spooled  # declares the queue
+        # A full queue that refuses more: RabbitMQ nacks the next publish.
+        rabbitmq.rabbitmqctl(
+            "set_policy", "-p", vhost, "--apply-to", "queues", "full", f"^{TRADES_QUEUE}$",
+            '{"max-length": 1, "overflow": "reject-publish"}',
+        )  # fmt: skip
+        wait_for(
+            lambda: bot.record_trade(trade("nacked", 1)).spooled, 30, "a nacked publish kept in the outbox"
+        )
+        assert bot.waiting >= 1
+        rabbitmq.rabbitmqctl("clear_policy", "-p", vhost, "full")
+        start_worker(CELERY_BROKER_URL=rabbitmq_url)
+        wait_for(bot.flush, 30, "the outbox sent once RabbitMQ takes messages again", interval=0.5)
+    wait_for(rows_reach(engine, 2), 60, "both trades")
+    assert journal_counts(engine) == {"rows": 2, "distinct_ids": 2, "closed": 0}
