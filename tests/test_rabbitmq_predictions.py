@@ -25,7 +25,9 @@ def predict_worker(zoo, env, tmp_path, rabbitmq_url):
     worker.stop()
 
 
-def test_sync_and_async_predictions_through_the_web_over_rabbitmq(zoo, predict_worker, rabbitmq_url, start_web):
+def test_sync_and_async_predictions_through_the_web_over_rabbitmq(
+    zoo, predict_worker, rabbitmq_url, start_web
+):
     web = start_web(CELERY_BROKER_URL=rabbitmq_url)
     body = {"model_name": "xgb.json", "features": ROWS.tolist()}
 
