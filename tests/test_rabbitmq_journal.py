@@ -219,3 +219,25 @@ def test_a_publish_rabbitmq_nacks_goes_to_the_outbox(clean, engine, env, rabbitm
         wait_for(bot.flush, 30, "the outbox sent once RabbitMQ takes messages again", interval=0.5)
     wait_for(rows_reach(engine, 2), 60, "both trades")
     assert journal_counts(engine) == {"rows": 2, "distinct_ids": 2, "closed": 0}
+
+
+def test_a_broker_blocked_by_a_memory_alarm_cannot_hang_the_bot(
+    clean, engine, env, rabbitmq_url, start_worker
+):
+    with journal(rabbitmq_url, env, retry_interval_s=0.5, connect_timeout_s=1.0) as bot:
+        assert not bot.record_trade(trade("blocked", 0)).spooled
+        watermark = rabbitmq.rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+        # The whole broker blocks publishers (RabbitMQ's memory alarm): kept short, others share it.
+        rabbitmq.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
+        try:
+            started = time.monotonic()
+            blocked = bot.record_trade(trade("blocked", 1))
+            waited = time.monotonic() - started
+        finally:
+            rabbitmq.rabbitmqctl("set_vm_memory_high_watermark", watermark)
+        assert blocked.spooled  # the confirm timed out: kept in the outbox, and the bot went on
+        assert waited < 30
+        start_worker(CELERY_BROKER_URL=rabbitmq_url)
+        wait_for(bot.flush, 60, "the outbox sent once the alarm cleared", interval=0.5)
+    wait_for(rows_reach(engine, 2), 60, "both trades")
+    assert journal_counts(engine) == {"rows": 2, "distinct_ids": 2, "closed": 0}
