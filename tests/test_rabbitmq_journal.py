@@ -84,6 +84,8 @@ def test_a_send_task_bot_with_the_contracts_queues_records_over_rabbitmq(
         app.close()
     wait_for(rows_reach(engine, 50), 60, "the send_task bot's 50 trades")
     assert journal_counts(engine) == {"rows": 50, "distinct_ids": 50, "closed": 0}
+    # The worker declared where RabbitMQ dead-letters (this bot did not).
+    assert TRADES_DEAD_LETTER_QUEUE in rabbitmq.queue_depths(vhost_of(rabbitmq_url))
 
 
 def test_a_worker_killed_outright_gives_its_messages_back_at_once(
