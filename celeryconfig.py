@@ -8,11 +8,60 @@ from datetime import timedelta
 from typing import Any
 
 from config import Settings
-from tasks.contract import PREDICT_QUEUE, PRUNE_PREDICTIONS_TASK, REPLAY_TASK, TRADES_QUEUE, transport_for
+from tasks.contract import (
+    DRAIN_DEAD_LETTER_QUEUE_TASK,
+    PREDICT_QUEUE,
+    PRUNE_PREDICTIONS_TASK,
+    REPLAY_TASK,
+    TRADES_QUEUE,
+    amqp_queues,
+    is_redis_url,
+    transport_for,
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    config = _common_config(settings)
+    if is_redis_url(settings.celery_broker_url):
+        config["broker_transport_options"] = _redis_transport_options(settings)
+    else:
+        config.update(_amqp_config(settings))
+    return config
+
+
+def _redis_transport_options(settings: Settings) -> dict[str, Any]:
     visibility_timeout_s = settings.broker_visibility_timeout_s
+    return {
+        # A message held by a worker that vanished outright comes back after this long (not
+        # kombu's default hour), found by a sweep every tenth of it (at most every 10 s).
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 10)),
+        "unacked_restore_throttle": 1,
+        # The sweep's lock outlives a worker killed while holding it by this much at most.
+        "unacked_mutex_expire": min(300, visibility_timeout_s),
+    }
+
+
+def _amqp_config(settings: Settings) -> dict[str, Any]:
+    # RabbitMQ gives a dead worker's unacknowledged messages back at once (no visibility
+    # timeout); the queues are the contract's (a quorum `trades`), and Celery turns off
+    # global QoS for quorum queues (worker_detect_quorum_queues, on by default).
+    return {
+        "task_queues": amqp_queues(),
+        "worker_detect_quorum_queues": True,
+        "beat_schedule": {
+            **_beat_schedule(settings),
+            # Messages RabbitMQ dead-lettered (past the delivery limit) into the spool's dead-letter/.
+            "drain-trades-dead-letter-queue": {
+                "task": DRAIN_DEAD_LETTER_QUEUE_TASK,
+                "schedule": timedelta(seconds=settings.spool_replay_interval_s),
+                "options": {"expires": settings.spool_replay_interval_s},
+            },
+        },
+    }
+
+
+def _common_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.celery_broker_url,
         "broker_transport": transport_for(settings.celery_broker_url),
@@ -35,30 +84,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # A predict worker's pool process loads every model before it reports for work.
         "worker_proc_alive_timeout": 120,
-        "broker_transport_options": {
-            # A message held by a worker that vanished outright comes back after this long (not
-            # kombu's default hour), found by a sweep every tenth of it (at most every 10 s).
-            "visibility_timeout": visibility_timeout_s,
-            "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 10)),
-            "unacked_restore_throttle": 1,
-            # The sweep's lock outlives a worker killed while holding it by this much at most.
-            "unacked_mutex_expire": min(300, visibility_timeout_s),
-        },
         "result_expires": 3600,
         # Task events (sent, received, started, succeeded, failed) for Flower's task list.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "beat_schedule": {
-            "replay-trade-spool": {
-                "task": REPLAY_TASK,
-                "schedule": timedelta(seconds=settings.spool_replay_interval_s),
-                "options": {"expires": settings.spool_replay_interval_s},
-            },
-            # PREDICTION_LOG_RETENTION_DAYS: hourly is fine-grained enough for a count of days.
-            "prune-prediction-log": {
-                "task": PRUNE_PREDICTIONS_TASK,
-                "schedule": timedelta(hours=1),
-                "options": {"expires": 3600},
-            },
+        "beat_schedule": _beat_schedule(settings),
+    }
+
+
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    return {
+        "replay-trade-spool": {
+            "task": REPLAY_TASK,
+            "schedule": timedelta(seconds=settings.spool_replay_interval_s),
+            "options": {"expires": settings.spool_replay_interval_s},
+        },
+        # PREDICTION_LOG_RETENTION_DAYS: hourly is fine-grained enough for a count of days.
+        "prune-prediction-log": {
+            "task": PRUNE_PREDICTIONS_TASK,
+            "schedule": timedelta(hours=1),
+            "options": {"expires": 3600},
         },
     }

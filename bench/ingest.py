@@ -8,6 +8,9 @@ the moment the last row is committed, with only the worker under test running:
 
 * journal   - the project's worker (`celery -A tasks worker -Q trades`), batched writes;
 * plan      - the plan's style: a worker doing one ORM add + commit per trade task;
+* journal-rabbitmq - the same journal with RabbitMQ as the broker (quorum `trades` queue,
+  publisher confirms; Redis stays the result backend), in a fresh vhost of its own on
+  127.0.0.1:5672 (made and removed with `rabbitmqctl`; BENCH_RABBITMQ_URL to use another);
 * in-process - for reference, the plan's repository called directly (no queue at all).
 
 Each queued pipeline is fed by its own bot side, one message per trade: the journal by
@@ -53,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+RABBITMQ_URL = os.environ.get("BENCH_RABBITMQ_URL")
 
 # A round fails when no row has arrived for this long (a broken worker dead-letters its
 # messages instead of writing them).
@@ -168,7 +172,8 @@ class Bench:
         from tasks.client import TradeJournal
 
         name = name or queue
-        redis.Redis.from_url(broker_url).flushdb()
+        if broker_url.startswith("redis"):
+            redis.Redis.from_url(broker_url).flushdb()
         self.truncate()
         env = {**self.env, "CELERY_BROKER_URL": broker_url}
         if result_url is not None:
@@ -304,15 +309,65 @@ def filesystem_of(path: Path) -> str:
     return kind
 
 
+class RabbitVhost:
+    """A fresh vhost on the machine's RabbitMQ for the benchmark (BENCH_RABBITMQ_URL: none)."""
+
+    def __init__(self) -> None:
+        self.name = None
+        if RABBITMQ_URL:
+            self.url = RABBITMQ_URL
+            return
+        self.name = f"tradebot_bench_{uuid.uuid4().hex[:6]}"
+        self._ctl("add_vhost", self.name)
+        self._ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        self.url = f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
+
+    def close(self) -> None:
+        if self.name is not None:
+            self._ctl("delete_vhost", self.name)
+
+    @staticmethod
+    def _ctl(*args: str) -> None:
+        command = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+        done = subprocess.run([command, *args], capture_output=True, text=True, timeout=60)
+        if done.returncode:
+            raise SystemExit(f"rabbitmqctl {' '.join(args)} failed (set BENCH_RABBITMQ_URL?): {done.stderr}")
+
+
 def compare(options: argparse.Namespace) -> None:
     rounds = options.rounds or 3
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
         bench = Bench(Path(workdir))
-        results: dict[str, list[float]] = {"journal": [], "plan": [], "in-process": []}
+        rabbit = RabbitVhost()
+        results: dict[str, list[float]] = {
+            "journal": [],
+            "journal-rabbitmq": [],
+            "plan": [],
+            "in-process": [],
+        }
+        calls: dict[str, list[float]] = {"journal": [], "journal-rabbitmq": []}
         try:
             for round_ in range(1, rounds + 1):
                 results["journal"].append(
-                    bench.queued("tasks", "trades", "trades.record", trades(options.trades))
+                    bench.queued(
+                        "tasks",
+                        "trades",
+                        "trades.record",
+                        trades(options.trades),
+                        call_times=calls["journal"],
+                    )
+                )
+                results["journal-rabbitmq"].append(
+                    bench.queued(
+                        "tasks",
+                        "trades",
+                        "trades.record",
+                        trades(options.trades),
+                        broker_url=rabbit.url,
+                        result_url=REDIS_URL,
+                        name="trades-rabbitmq",
+                        call_times=calls["journal-rabbitmq"],
+                    )
                 )
                 results["plan"].append(
                     bench.queued("plan_style", "plan_trades", "plan.record_trade", trades(options.trades))
@@ -324,13 +379,25 @@ def compare(options: argparse.Namespace) -> None:
                 )
         finally:
             bench.close()
+            rabbit.close()
 
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"\ntrades/s, enqueue to durable row (median of {rounds} rounds of {options.trades}):")
     for name, value in median.items():
-        print(f"  {name:<11} {value:>9,.0f}")
+        print(f"  {name:<16} {value:>9,.0f}")
     print(f"ratio journal / plan-style worker: {median['journal'] / median['plan']:.1f}x (goal: 10x)")
     print(f"ratio journal / in-process add+commit: {median['journal'] / median['in-process']:.1f}x")
+    ratio = statistics.median(
+        rabbit / redis_
+        for rabbit, redis_ in zip(results["journal-rabbitmq"], results["journal"], strict=True)
+    )
+    print(f"ratio journal over RabbitMQ / over Redis: {ratio:.2f}x (median of the rounds' ratios)")
+    for name, times in calls.items():
+        times.sort()
+        print(
+            f"  record_trade, {name:<16} p50 {percentile(times, 0.5) * 1e6:>7,.0f} µs"
+            f"  p99 {percentile(times, 0.99) * 1e6:>7,.0f} µs"
+        )
 
 
 def durability(options: argparse.Namespace) -> None:

@@ -75,7 +75,9 @@ class TradeJournal:
             socket_timeout_s=max(connect_timeout_s, 5.0),
         )
         self._connection = self._celery.connection_for_write(broker_url)
-        self._publisher = LeanPublisher(self._celery, self._connection)
+        self._publisher = LeanPublisher(
+            self._celery, self._connection, confirm_timeout_s=max(connect_timeout_s, 5.0)
+        )
         self._outbox = Spool(Path(spool_dir or get_settings().spool_dir) / OUTBOX_SPOOL)
         self._retry_interval_s = retry_interval_s
         self._failed_at: float | None = None

@@ -6,7 +6,8 @@
 - `connections`: the broker's transport and the sending Celery clients;
 - `publisher`: one message onto a queue, the way Celery would send it;
 - `failures`: the one place that sorts an error into the failure model;
-- `redis_commands`: several Redis commands in one round trip.
+- `redis_commands`: several Redis commands in one round trip;
+- `queues`: the queues' declarations on RabbitMQ.
 """
 
 from tasks.contract.connections import (
@@ -30,6 +31,7 @@ from tasks.contract.failures import (
 from tasks.contract.messages import TaskMessage, entry_json_of_call, message_of, record_entry, update_entry
 from tasks.contract.names import (
     DEAD_LETTER_SPOOL,
+    DRAIN_DEAD_LETTER_QUEUE_TASK,
     HELD_PREFIX,
     ISSUED_PREFIX,
     LANE_KEY,
@@ -62,6 +64,13 @@ from tasks.contract.outcomes import (
     waits_on_reply,
 )
 from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from tasks.contract.queues import (
+    TRADES_DELIVERY_LIMIT,
+    TRADES_QUEUE_ARGUMENTS,
+    amqp_queues,
+    declaration_of,
+    trades_dead_letter_queue,
+)
 from tasks.contract.redis_commands import kept_connection, send_all
 
 __all__ = [
@@ -69,6 +78,7 @@ __all__ = [
     "BROKER_ERRORS",
     "BROKER_UNAVAILABLE",
     "DEAD_LETTER_SPOOL",
+    "DRAIN_DEAD_LETTER_QUEUE_TASK",
     "HELD_PREFIX",
     "ISSUED_PREFIX",
     "LANE_KEY",
@@ -88,7 +98,9 @@ __all__ = [
     "REPLY_TTL_S",
     "SPOOLS",
     "TRADES_DEAD_LETTER_QUEUE",
+    "TRADES_DELIVERY_LIMIT",
     "TRADES_QUEUE",
+    "TRADES_QUEUE_ARGUMENTS",
     "UPDATE_TASK",
     "BrokerUnavailable",
     "Call",
@@ -99,9 +111,11 @@ __all__ = [
     "PredictionFailed",
     "TaskMessage",
     "Verdict",
+    "amqp_queues",
     "brief",
     "classify",
     "client_app",
+    "declaration_of",
     "entry_json_of_call",
     "error_from_result",
     "error_result",
@@ -114,6 +128,7 @@ __all__ = [
     "reply_key",
     "send_all",
     "sqlstate",
+    "trades_dead_letter_queue",
     "transport_for",
     "update_entry",
     "waits_on_reply",

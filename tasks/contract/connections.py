@@ -14,6 +14,8 @@ import redis
 from celery import Celery
 from sqlalchemy.engine import make_url
 
+from tasks.contract.queues import amqp_queues
+
 # The project's Redis transport (tasks.internals.kombu_redis), named the way kombu loads it.
 REDIS_TRANSPORT = "tasks.internals.kombu_redis:Transport"
 PROBE_TIMEOUT_S = 2
@@ -61,13 +63,31 @@ def client_app(
         broker_transport=transport_for(broker_url),
         broker_connection_timeout=timeout_s,
         broker_connection_retry=connection_retry,
-        broker_transport_options={
+    )
+    if is_redis_url(broker_url):
+        app.conf.broker_transport_options = {
             "max_retries": 0,
             "socket_connect_timeout": timeout_s,
             "socket_timeout": socket_timeout_s,
-        },
-    )
+        }
+    else:
+        app.conf.update(amqp_client_options(socket_timeout_s))
     return app
+
+
+def amqp_client_options(socket_timeout_s: float) -> dict:
+    """A RabbitMQ client's settings: the contract's queues (a send_task declares them as the
+    workers do), and publisher confirms with bounded socket waits, so a send returns only
+    once RabbitMQ has the message and never hangs (a blocked connection times out)."""
+    return {
+        "task_queues": amqp_queues(),
+        "broker_transport_options": {
+            "confirm_publish": True,
+            "read_timeout": socket_timeout_s,
+            "write_timeout": socket_timeout_s,
+        },
+        "broker_heartbeat": 0,  # a sender has no event loop to beat; a dead socket times out instead
+    }
 
 
 def redis_problem(broker_url: str) -> str | None:

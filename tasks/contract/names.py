@@ -20,6 +20,8 @@ UPDATE_TASK = "trades.update"
 REPLAY_TASK = "trades.replay_spool"
 PRUNE_PREDICTIONS_TASK = "trades.prune_prediction_log"
 PREDICT_TASK = "ml.predict"
+# RabbitMQ only: beat moves what the broker dead-lettered into the spool's dead-letter/.
+DRAIN_DEAD_LETTER_QUEUE_TASK = "trades.drain_dead_letter_queue"
 
 # Redis keys. The lane is a list in the broker's database; the rest live in the results'.
 LANE_KEY = "predict:direct"  # synchronous predictions waiting for a worker thread

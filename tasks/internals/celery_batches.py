@@ -9,6 +9,7 @@ private pieces that `Batches.flush` uses: the consumer's pool (`task._pool`, set
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import count
 from typing import Any
 
 from celery_batches import Batches, SimpleRequest
@@ -36,3 +37,28 @@ def run_in_pool(
         callback=callback,
         error_callback=error_callback,
     )
+
+
+def restart_flush_timer(task: Batches, timer: Any, *, drop_buffered: bool) -> int:
+    """Start `task`'s flush timer anew after a broker reconnection.
+
+    Celery clears the event loop's timers when the broker connection is lost, but
+    celery-batches keeps the handle of its cleared flush timer and never starts another
+    (a partial batch would wait for ever). With `drop_buffered` (RabbitMQ: a delivery tag
+    dies with its channel, and the broker has given the messages back already) the
+    buffered messages are dropped, to be delivered again; otherwise they are flushed by
+    the new timer. Returns how many were dropped.
+    """
+    if task._tref is not None:
+        task._tref.cancel()
+    task._tref = None
+    dropped = 0
+    if drop_buffered:
+        for buffered in (task._buffer, task._pending):
+            while not buffered.empty():
+                buffered.get_nowait()
+                dropped += 1
+        task._count = count(1)
+    elif not (task._buffer.empty() and task._pending.empty()):
+        task._tref = timer.call_repeatedly(task.flush_interval, task._do_flush)
+    return dropped

@@ -16,7 +16,7 @@ from celeryconfig import celery_config
 from config import Settings, get_settings
 from db import database, flask_config
 
-TASK_MODULES = ("tasks.worker.trades", "tasks.worker.ml")
+TASK_MODULES = ("tasks.worker.trades", "tasks.worker.ml", "tasks.worker.broker_dead_letters")
 SETTINGS_KEY = "settings"
 
 

@@ -30,7 +30,7 @@ from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
 from tasks.contract import REDELIVERIES_PREFIX, brief, classify
-from tasks.internals.celery_batches import run_in_pool
+from tasks.internals.celery_batches import restart_flush_timer, run_in_pool
 from tasks.observability import metrics
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.held import report_held
@@ -110,10 +110,34 @@ class JournalBatches(FlaskTask, Batches):
         # (celery-batches reads both on every message).
         settings = worker_settings(app)
         self.flush_every, self.flush_interval = settings.journal_batch_size, settings.journal_batch_wait_s
+        self._renew_after_reconnection(consumer)
         handler = super().Strategy(task, app, consumer)
         self._timer = consumer.timer  # the consumer's event loop: held messages are retried on it
         self._reporter = f"{consumer.hostname}:{self.name}"
         return handler
+
+    def _renew_after_reconnection(self, consumer: Any) -> None:
+        """Celery builds the strategy again on every (re)connection to the broker, after
+        clearing the event loop's timers: the flush and retry timers start anew. On
+        RabbitMQ a delivery tag dies with its channel (the broker has given those messages
+        back already, to be delivered again), so what was buffered or held is dropped; on
+        Redis an acknowledgement still reaches the broker, so it is kept."""
+        connection = getattr(consumer, "connection", None)
+        rabbitmq = connection is not None and connection.transport.driver_type == "amqp"
+        dropped = restart_flush_timer(self, consumer.timer, drop_buffered=rabbitmq)
+        self._retry_timer = None
+        if rabbitmq and (dropped or self._held):
+            log.warning(
+                "connection renewed: %d buffered and %d held %s messages left to RabbitMQ's redelivery",
+                dropped,
+                len(self._held),
+                self.name,
+            )
+            self._held.clear()
+            self._waiting.clear()
+            self._count_held()
+        elif self._waiting:
+            self._retry_timer = consumer.timer.call_after(self._hold_backoff_s or 0.1, self._retry_held)
 
     def flush(self, requests: Collection[Request]) -> None:
         fresh = [request for request in requests if not request.delivery_info.get("redelivered")]
