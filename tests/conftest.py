@@ -140,6 +140,36 @@ def start_worker(env: dict[str, str], tmp_path: Path, database_url: str) -> Iter
 
 
 @pytest.fixture
+def web(env: dict[str, str], tmp_path: Path, database_url: str, clean: None) -> Iterator:
+    """Start the web under gunicorn as it is configured by default (plain logs), clean state."""
+    started: list[WebServer] = []
+
+    def start(**overrides: str) -> WebServer:
+        server = WebServer({**env, **overrides}, tmp_path)
+        started.append(server)
+        return server.wait_ready()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def workers(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterator:
+    """Start one-process workers on the given queues (`start("predict", pool="threads")`)."""
+    started: list[Worker] = []
+
+    def start(queues: str, pool: str = "prefork", **overrides: str) -> Worker:
+        worker = Worker({**env, **overrides}, tmp_path, queues=queues, concurrency=1, pool=pool)
+        started.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
 def start_beat(env: dict[str, str], tmp_path: Path, database_url: str) -> Iterator:
     started: list[Beat] = []
 

@@ -9,37 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.model_zoo import version_of
-from tests.support.processes import WebServer, Worker, free_port, wait_for
+from tests.support.processes import WebServer, free_port, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture
-def web(env, tmp_path, database_url, clean):
-    started: list[WebServer] = []
-
-    def start(**overrides: str) -> WebServer:
-        server = WebServer({**env, **overrides}, tmp_path)
-        started.append(server)
-        return server.wait_ready()
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def workers(env, tmp_path, database_url):
-    started: list[Worker] = []
-
-    def start(queues: str, pool: str = "prefork", **overrides: str) -> Worker:
-        worker = Worker({**env, **overrides}, tmp_path, queues=queues, concurrency=1, pool=pool)
-        started.append(worker)
-        return worker.wait_ready()
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def ready(server: WebServer) -> dict:

@@ -18,37 +18,9 @@ from tasks.contract import LANE_KEY, PREDICT_QUEUE, TRADES_DEAD_LETTER_QUEUE, TR
 from tasks.web_clients import BrokerDown, BrokerQueues
 from tests.conftest import RESULT_URL
 from tests.support import rabbitmq
-from tests.support.processes import ROOT, WebServer, Worker, flask, free_port, wait_for
+from tests.support.processes import ROOT, WebServer, flask, free_port, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture
-def web(env, tmp_path, database_url, clean):
-    started: list[WebServer] = []
-
-    def start(**overrides: str) -> WebServer:
-        server = WebServer({**env, **overrides}, tmp_path)
-        started.append(server)
-        return server.wait_ready()
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def workers(env, tmp_path, database_url):
-    started: list[Worker] = []
-
-    def start(queues: str, pool: str = "prefork", **overrides: str) -> Worker:
-        worker = Worker({**env, **overrides}, tmp_path, queues=queues, concurrency=1, pool=pool)
-        started.append(worker)
-        return worker.wait_ready()
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def publish(broker_url: str, queue: str, count: int) -> None:
