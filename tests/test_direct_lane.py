@@ -9,18 +9,24 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 import redis
 
-from tasks.contract import LANE_KEY
-from tasks.web_clients.lane import encode_request
+from tasks.contract import (
+    LANE_KEY,
+    LaneRequest,
+    MalformedLaneMessage,
+    decode_lane_request,
+    encode_lane_request,
+)
 from tasks.worker.lane_server import LaneServer
 from tests.conftest import RESULT_URL
 from tests.support.processes import wait_for
 
 
-def _message(job_id: str) -> str:
-    return encode_request(job_id, "xgb.json", None, [[job_id, [[1.0, 2.0]]]], time.time() + 60)
+def _message(job_id: str) -> bytes:
+    return encode_lane_request(LaneRequest(job_id, "xgb.json", None, np.ones((1, 2)), time.time() + 60))
 
 
 @pytest.fixture
@@ -87,3 +93,47 @@ def test_a_message_arriving_while_another_batch_is_served_waits_for_company(lane
     hold.set()
     wait_for(lambda: len(batches) == 2, 10, "the slow batch to be served")
     assert batches[1] == ["slow"]
+
+
+def test_a_lane_message_carries_the_checked_rows_as_they_are():
+    rows = np.array([[1.5, np.nan, -2.0], [0.0, 1e300, 3.0]])
+    sent = LaneRequest("job-1", "xgb.json", "xgboost", rows, 1e9, explain=True, request_id="req-1")
+    received = decode_lane_request(encode_lane_request(sent))
+    np.testing.assert_array_equal(received.features, rows)  # NaN and all: bytes, not JSON numbers
+    assert received.features.dtype == np.float64
+    assert (received.job_id, received.model_name, received.model_type) == ("job-1", "xgb.json", "xgboost")
+    assert (received.expires, received.explain, received.request_id) == (1e9, True, "req-1")
+    sequences = np.ones((2, 3, 4), dtype=np.float32)
+    assert decode_lane_request(
+        encode_lane_request(LaneRequest("j", "m.pt", None, sequences, 1.0))
+    ).features.shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json\n",
+        b'{"id": "j"}',  # no rows
+        b"[1, 2]\n\x00",
+        b'{"id": "j", "model": "m", "dtype": "<f8", "shape": [1, 2], "expires": 1}\n\x00'
+        * 3,  # size mismatch
+        b'{"id": "j", "model": "m", "dtype": "|O", "shape": [1, 1], "expires": 1}\n' + bytes(8),  # objects
+        b'{"id": "j", "model": "m", "dtype": "<f8", "shape": [-1, 1], "expires": 1}\n' + bytes(8),
+        b'{"id": "j", "model": "m", "dtype": "<f8", "shape": [1, 1, 1, 1], "expires": 1}\n' + bytes(8),
+        b'{"id": "j", "model": 7, "dtype": "<f8", "shape": [1, 1], "expires": 1}\n' + bytes(8),
+        b'{"id": "j", "model": "m", "dtype": "<f8", "shape": [1, 1], "expires": "soon"}\n' + bytes(8),
+    ],
+)
+def test_a_lane_message_that_cannot_be_read_is_refused_not_guessed(raw):
+    with pytest.raises(MalformedLaneMessage):
+        decode_lane_request(raw)
+
+
+def test_a_malformed_message_is_dropped_and_the_lane_goes_on(lane):
+    client, batches, start, _ = lane
+    start(busy_wait_s=0.0)
+    client.lpush(LANE_KEY, b"garbage")
+    client.lpush(LANE_KEY, _message("after"))
+    wait_for(lambda: batches, 10, "the next message to be served")
+    assert batches == [["after"]]

@@ -337,7 +337,7 @@ def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
     client = PredictionClient(broker_url=f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}", result_url=RESULT_URL)
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable) as raised:
-        client.predict("xgb.json", [[1, 2, 3, 4, 5]], None, timeout_s=10)
+        client.predict("xgb.json", np.ones((1, 5)), None, timeout_s=10)
     assert raised.value.status == 503 and time.monotonic() - started < 5
     with pytest.raises(BrokerUnavailable):
         client.submit("xgb.json", [[1, 2, 3, 4, 5]], None)
@@ -374,7 +374,7 @@ def test_without_the_direct_lane_waiting_predictions_travel_as_ml_predict_tasks(
     client = PredictionClient(direct_lane=False)
     payloads = []
     threads = [
-        threading.Thread(target=lambda: payloads.append(client.predict("gbm.txt", ROWS.tolist(), None, 30)))
+        threading.Thread(target=lambda: payloads.append(client.predict("gbm.txt", ROWS, None, 30)))
         for _ in range(4)
     ]
     for thread in threads:

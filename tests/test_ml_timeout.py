@@ -43,7 +43,7 @@ def test_predictions_no_worker_started_within_predict_expires_s_fail_as_expired(
     predictions = PredictionClient(expires_s=1)
     sent_at = time.time()
     with pytest.raises(PredictionTimeout) as timed_out:  # the direct lane, nobody serving it
-        predictions.predict("xgb.json", ROWS.tolist(), None, timeout_s=0.2)
+        predictions.predict("xgb.json", ROWS, None, timeout_s=0.2)
     queued = predictions.submit("xgb.json", ROWS.tolist(), None)  # the ml.predict task
     wait_for(lambda: time.time() > sent_at + 1.5, 5, "both predictions to expire")
 

@@ -46,5 +46,5 @@ def test_sync_and_async_predictions_through_the_web_over_rabbitmq(
 
 def test_waiting_predictions_travel_as_ml_predict_tasks_over_rabbitmq(zoo, predict_worker, rabbitmq_url):
     client = PredictionClient(rabbitmq_url, RESULT_URL, direct_lane=False)
-    payload = client.predict("gbm.txt", ROWS.tolist(), None, 30)
+    payload = client.predict("gbm.txt", ROWS, None, 30)
     np.testing.assert_allclose(payload["predictions"], zoo["gbm.txt"], atol=TOLERANCE, rtol=0)

@@ -12,7 +12,6 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-import numpy
 import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
@@ -143,25 +142,19 @@ def predict():
     if body.explain and file.type not in EXPLAINABLE_TYPES:
         raise ExplanationUnsupported.for_type(file.type)
     description = _client().loaded_models().get(f"{file.name}@{file.version}")
-    # An early 422, without a round trip; the worker checks again.
-    checked = features_array(description or file.to_dict(), body.features)
-
     if "respond-async" in request.headers.get("Prefer", "").lower():
+        features_array(description or file.to_dict(), body.features)  # an early 422; the worker checks again
         job_id = _client().submit(file.name, body.features, body.model_type, explain=body.explain)
         response = jsonify(job_id=job_id, status_url=_status_url(job_id))
         response.status_code = 202
         response.headers["Location"] = _status_url(job_id)
         response.headers["Preference-Applied"] = "respond-async"
         return response
+    # Checked once, here: the worker takes the resolved name and the array as they are.
+    checked = features_array(description or file.to_dict(), body.features)
     try:
-        nan_free = not numpy.isnan(checked).any()
         payload = _client().predict(
-            file.name,
-            body.features,
-            body.model_type,
-            current_settings().predict_timeout_s,
-            nan_free,
-            explain=body.explain,
+            file.name, checked, body.model_type, current_settings().predict_timeout_s, explain=body.explain
         )
     except PredictionTimeout as timeout:
         status_url = _status_url(timeout.job_id)

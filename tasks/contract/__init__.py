@@ -2,6 +2,7 @@
 
 - `names`: queues, task names, Redis keys and spool folders;
 - `messages`: journal entries as task messages and back;
+- `lane`: the direct lane's message, a waiting prediction with its checked rows;
 - `outcomes`: a prediction's stored outcome and the errors it stands for;
 - `connections`: the broker's transport and the sending Celery clients;
 - `publisher`: one message onto a queue, the way Celery would send it;
@@ -28,6 +29,9 @@ from tasks.contract.failures import (
     classify,
     sqlstate,
 )
+from tasks.contract.lane import LaneRequest, MalformedLaneMessage
+from tasks.contract.lane import decode as decode_lane_request
+from tasks.contract.lane import encode as encode_lane_request
 from tasks.contract.messages import TaskMessage, entry_json_of_call, message_of, record_entry, update_entry
 from tasks.contract.names import (
     DEAD_LETTER_SPOOL,
@@ -105,7 +109,9 @@ __all__ = [
     "BrokerUnavailable",
     "Call",
     "Failure",
+    "LaneRequest",
     "LeanPublisher",
+    "MalformedLaneMessage",
     "Outcome",
     "PredictionExpired",
     "PredictionFailed",
@@ -116,6 +122,8 @@ __all__ = [
     "classify",
     "client_app",
     "declaration_of",
+    "decode_lane_request",
+    "encode_lane_request",
     "entry_json_of_call",
     "error_from_result",
     "error_result",

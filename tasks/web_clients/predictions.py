@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy
 import orjson
 import redis
 from celery import states
@@ -31,14 +32,15 @@ from tasks.contract import (
     PREDICT_QUEUE,
     PREDICT_TASK,
     BrokerUnavailable,
+    LaneRequest,
     LeanPublisher,
     client_app,
+    encode_lane_request,
     error_from_result,
     lane_store_url,
     reply_key,
 )
 from tasks.observability import request_id
-from tasks.web_clients.lane import encode_request
 from tasks.web_clients.loaded_models import loaded_descriptions
 from tasks.web_clients.replies import Replies
 
@@ -120,35 +122,34 @@ class PredictionClient:
     def predict(
         self,
         model_name: str,
-        features: Any,
+        features: numpy.ndarray,
         model_type: str | None,
         timeout_s: float,
-        nan_free: bool = False,
         *,
         explain: bool = False,
     ) -> dict:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id.
-        `nan_free`: the caller checked that the features hold no NaN (a faster encoding);
-        `explain`: per-feature contributions too (tree models)."""
+        `model_name` is a resolved file name and `features` the array `models.features_array`
+        checked against the model: the worker takes both as they are. `explain`: per-feature
+        contributions too (tree models)."""
         job_id = str(uuid.uuid4())
         timeout_s = min(timeout_s, self._longest_wait_s)
         try:
             if self._lane is not None:
-                items = [[job_id, features]]
-                expires = time.time() + self._expires_s
-                message = encode_request(
-                    job_id,
-                    model_name,
-                    model_type,
-                    items,
-                    expires,
-                    nan_free,
-                    explain=explain,
-                    request_id=request_id.current(),
+                message = encode_lane_request(
+                    LaneRequest(
+                        job_id,
+                        model_name,
+                        model_type,
+                        features,
+                        time.time() + self._expires_s,
+                        explain=explain,
+                        request_id=request_id.current(),
+                    )
                 )
                 meta = self._replies.send_and_wait(self._lane, LANE_KEY, message, job_id, timeout_s)
-            else:  # a broker other than Redis: an `ml.predict` task
-                args = [model_name, features, model_type, *([True] if explain else [])]
+            else:  # a broker other than Redis: an `ml.predict` task, its rows as JSON
+                args = [model_name, features.tolist(), model_type, *([True] if explain else [])]
                 argsrepr = f"({model_name!r}, ...)"
                 self._publish(PREDICT_TASK, args, job_id, reply_key(job_id), argsrepr, self._expiry())
                 meta = self._replies.wait(job_id, timeout_s)

@@ -2,32 +2,36 @@
 
 A waiting caller cannot afford Celery's per-message cost (decoding the envelope,
 Request objects, the batching timer, the pool hand-off: about 1.5 ms a message). Its
-prediction is instead pushed as one small JSON document onto the Redis list
-`predict:direct` in the broker's database. Every process of a predict worker that holds
+prediction is instead pushed as one small message (`tasks.contract.lane`: a JSON header and
+the rows the web checked, as bytes) onto the Redis list `predict:direct` in the broker's
+database. Every process of a predict worker that holds
 the models runs threads that pop them (up to `max_messages` at once; when several wait,
 a little longer for more), stack them and answer through the same outcome path as
 `ml.predict` (Celery's result format, plus the job's reply key that its caller waits
 on). Queued jobs and bots keep using the `ml.predict` task.
 
-A message is `{"id", "model_name", "model_type", "items": [[job_id, features], ...], "expires"}`,
-`expires` in seconds since the epoch, with optional `"explain"` and `"request_id"`; each
-job's outcome goes to its reply key.
+Each job's outcome goes to its reply key.
 A message popped by a process that then dies is not retried: its callers time out
 with a job id whose status stays pending, as with any prediction lost with its worker.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import redis
 
-from tasks.contract import LANE_KEY, Call, kept_connection, reply_key
+from tasks.contract import (
+    LANE_KEY,
+    Call,
+    MalformedLaneMessage,
+    decode_lane_request,
+    kept_connection,
+    reply_key,
+)
 from tasks.observability import request_id
 
 log = logging.getLogger(__name__)
@@ -35,28 +39,19 @@ log = logging.getLogger(__name__)
 BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to notice
 
 
-def _decode(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)  # a NaN (a missing value) is written as the literal NaN
-
-
 def lane_calls(raw: bytes) -> list[Call]:
-    """The predictions of one lane message; a malformed message is logged and dropped."""
+    """The prediction of one lane message; a malformed message is logged and dropped (the
+    web writes them: one that cannot be read comes from elsewhere)."""
     try:
-        message = _decode(raw)
-        args = (message["model_name"], message["model_type"])
-        expires = float(message["expires"]) if message.get("expires") is not None else None
-        kwargs = {"explain": True} if message.get("explain") is True else {}
-        rid = request_id.of_message(message)
-        return [
-            Call(str(job_id), reply_key(str(job_id)), (args[0], features, args[1]), kwargs, expires, rid)
-            for job_id, features in message["items"]
-        ]
-    except (ValueError, KeyError, TypeError) as exc:
+        lane_request = decode_lane_request(raw)
+    except MalformedLaneMessage as exc:
         log.error("malformed direct-lane message dropped: %s", exc)
         return []
+    kwargs = {"explain": True} if lane_request.explain else {}
+    rid = request_id.of_message({request_id.HEADER: lane_request.request_id})
+    features, job_id = lane_request.features, lane_request.job_id
+    args = (lane_request.model_name, features, lane_request.model_type)
+    return [Call(job_id, reply_key(job_id), args, kwargs, lane_request.expires, rid)]
 
 
 class LaneServer:

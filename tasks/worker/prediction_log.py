@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy
 import orjson
 from flask import Flask
 
@@ -42,19 +43,20 @@ class Served:
     model_name: str
     model_version: str
     model_type: str
-    features: Any  # the request's, as it came
+    features: Any  # the request's: parsed JSON, or the array the web checked (direct lane)
     rows: int
     payload: dict[str, Any]
     latency_ms: float
 
 
 def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry:
-    features = (
-        served.features if keep_features and max_rows > 0 and isinstance(served.features, list) else None
-    )
-    if features is not None:
+    features = served.features if keep_features and max_rows > 0 else None
+    if isinstance(features, list | numpy.ndarray):
         # orjson writes a NaN (a missing value) as null: jsonb holds no NaN.
-        features = orjson.loads(orjson.dumps(features[:max_rows] if len(features) > max_rows else features))
+        kept = orjson.dumps(features[:max_rows], option=orjson.OPT_SERIALIZE_NUMPY)
+        features = orjson.loads(kept)
+    else:
+        features = None
     fields = {
         "prediction_id": served.call.id,
         "created_at": served.created_at,

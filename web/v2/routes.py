@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy
 import orjson
 from flask import Blueprint, current_app, jsonify, request
 
@@ -205,11 +204,10 @@ def _infer(name: str, version: str | None):
             "version_not_found",
             f"version {version!r} of {file.name!r} was replaced; only {file.version!r} takes requests",
         )
-    features, checked = _features(file, reported, body)
+    checked = _features(file, reported, body)
     settings = current_settings()
     try:
-        nan_free = not numpy.isnan(checked).any()
-        payload = _client().predict(file.name, features, None, settings.predict_timeout_s, nan_free)
+        payload = _client().predict(file.name, checked, None, settings.predict_timeout_s)
     except PredictionTimeout as timeout:
         raise ApiError(
             504,
@@ -236,7 +234,7 @@ def _features(file: ModelFile, reported: dict[str, dict[str, Any]], body: Infere
     rank = 3 if file.input_kind == "sequences" else 2
     features = tensor_values(body.inputs[0], rank, described.get("n_features"))
     # NaN and infinity as /api/v1 takes them: NaN a missing value for tree models, never infinity.
-    return features, features_array(described, features)
+    return features_array(described, features)
 
 
 def _answer(body: InferenceRequest, payload: dict[str, Any], datatype: str) -> dict[str, Any]:
