@@ -76,16 +76,30 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, ge=0, le=65535)
 
     # Observability: log lines as readable text or JSON; where /metrics finds the metric
-    # files of every process (each writes to PROMETHEUS_MULTIPROC_DIR, a subdirectory).
+    # files of every process (each writes to PROMETHEUS_MULTIPROC_DIR, a subdirectory);
+    # where the web's access lines go: its stderr (unset or "-"), or a file it appends to
+    # (`make run`: data/logs/access.log, so that they do not queue behind honcho's pipe).
     log_format: Literal["text", "json"] = "text"
     metrics_dir: Path | None = None
+    access_log: Path | None = None
 
     @field_validator(
-        "api_token", "flower_basic_auth", "metrics_dir", "web_secret_key", "flower_url", mode="before"
+        "api_token",
+        "flower_basic_auth",
+        "metrics_dir",
+        "web_secret_key",
+        "flower_url",
+        "access_log",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _dash_is_stderr(cls, value: object) -> object:
+        return None if value == "-" else value
 
     def service_urls(self) -> dict[str, str]:
         """Where a browser on this machine reaches the web server and Flower."""

@@ -7,7 +7,8 @@ environment or `.env`) must answer: if it does not, this says which and how to s
 With a variable unset and nothing answering at its default, a private server starts
 under the data directory instead (`devstack.embedded`), and stops when this does.
 Then: create the database, migrate, train the demo models if MODEL_DIR is empty, print
-the URLs and run every process of the Procfile under honcho until Ctrl-C.
+the URLs and run every process of the Procfile under honcho until Ctrl-C. The web's
+access lines go to <data dir>/logs/access.log unless ACCESS_LOG says otherwise.
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def run(
             env.update(_redis_broker(settings, broker_url, data_dir, redis_port, started))
         else:
             env.update(_amqp_broker(settings, broker_url, data_dir, redis_port, started))
+        if not _configured(settings, "access_log"):
+            # One line per request through honcho's pipe would throttle the web under load.
+            env["ACCESS_LOG"] = str(data_dir / "logs" / "access.log")
         for step in PREPARE:
             if subprocess.run([str(BIN / "flask"), "--app", "web", *step], env=env, cwd=ROOT).returncode:
                 raise SystemExit(1)
+        if env.get("ACCESS_LOG") not in (None, "", "-"):
+            click.echo(f"The web's access lines: tail -f {env['ACCESS_LOG']}")
         raise SystemExit(_run_procfile(env, data_dir))
     finally:
         for server in reversed(started):

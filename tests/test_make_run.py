@@ -64,6 +64,8 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, dat
     web_port, flower_port = free_port(), free_port()
     run_env = {**env, "WEB_BIND": f"127.0.0.1:{web_port}", "FLOWER_PORT": str(flower_port)}
     log_path = tmp_path / "make-run.log"
+    access_log = ROOT / "data" / "logs" / "access.log"  # make run's default data directory
+    access_start = access_log.stat().st_size if access_log.exists() else 0
     with log_path.open("wb") as log:
         # Its own process group, as a terminal gives the command it runs.
         make = subprocess.Popen(
@@ -90,6 +92,12 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, dat
         output = log_path.read_text()
         assert f"web:    http://127.0.0.1:{web_port}" in output
         assert f"flower: http://127.0.0.1:{flower_port}" in output
+        # The access lines go to a file, not through honcho's pipe to the console.
+        assert f"tail -f {access_log}" in output
+        with access_log.open("rb") as lines:
+            lines.seek(access_start)
+            assert b"GET /readyz 200" in lines.read()
+        assert "web.access" not in log_path.read_text()
         processes = descendants(make.pid)
         commands = " ".join(Path(f"/proc/{pid}/cmdline").read_text() for pid in processes if running(pid))
         for started in ("gunicorn", "worker", "beat", "flower", "honcho"):
