@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-predict clean
+.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-predict bench-peers clean
 
 install: $(STAMP)
 
@@ -46,6 +46,19 @@ bench-ingest-durability: install
 
 bench-predict: install
 	$(PY) bench/predict.py
+
+# The stack against MLServer, the plan's FastAPI design and in-process Flask, one
+# interleaved run (needs wrk). The peers run from a venv of their own, .venv-peers,
+# built here from bench/requirements-peers.txt; BENCH_ARGS passes options, e.g.
+# make bench-peers BENCH_ARGS="--rounds 1 --seconds 3 --cases xgb-5".
+bench-peers: install .venv-peers/.installed
+	test -x $(VENV)/bin/granian || $(PY) -m pip install --quiet granian==2.8.9
+	$(PY) bench/peers.py $(BENCH_ARGS)
+
+.venv-peers/.installed: bench/requirements-peers.txt
+	test -x .venv-peers/bin/python || python3 -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet -r bench/requirements-peers.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache test-artifacts *.egg-info

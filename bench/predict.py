@@ -25,7 +25,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,8 @@ from pathlib import Path
 
 import psutil
 import redis
+from harness import free_port, scratch_database
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -46,12 +45,6 @@ NOLOG_BROKER_DB, NOLOG_RESULT_DB = os.environ.get("BENCH_NOLOG_REDIS_DBS", "12,1
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROW = [1.5, 2.3, 0.8, 1.2, 0.5]
 BODY = json.dumps({"model_name": "xgboost_model.json", "features": [ROW]})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
@@ -126,21 +119,6 @@ def cpu_seconds(processes: dict[str, list[subprocess.Popen]], redis_client) -> d
             except psutil.NoSuchProcess:
                 pass
     return used
-
-
-def scratch_database(admin_url: str, name: str, drop: bool = False) -> str:
-    """Create (or drop) a database of its own on the admin URL's server; returns its URL."""
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            quoted = connection.dialect.identifier_preparer.quote(name)  # DDL takes no parameters
-            if drop:
-                connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-            else:
-                connection.execute(text(f"CREATE DATABASE {quoted}"))
-    finally:
-        engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(False)
 
 
 def logged_predictions(database_url: str) -> int:
