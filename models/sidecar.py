@@ -1,10 +1,12 @@
 """The optional sidecar `<model file>.meta.json`: facts a model file may not carry itself.
 
 Keys (all optional): `type`, `feature_names`, `n_features`, `description`,
-`sequence_length` (the length a sequence model was trained on) and
-`fixed_sequence_length` (true when inputs must have exactly that length). A sidecar is a
-convenience, so a broken one is ignored with a warning and never makes its model
-unusable.
+`sequence_length` (the length a sequence model was trained on),
+`fixed_sequence_length` (true when inputs must have exactly that length), and this
+model's batching, in place of PREDICT_MAX_BATCH and PREDICT_BATCH_WAIT_S: `max_batch`
+(predictions one model call takes at most) and `batch_wait_s` (how long queueing callers
+wait for company). A sidecar is a convenience, so a broken one is ignored with a warning
+and never makes its model unusable.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from models.formats import SIDECAR_SUFFIX
 log = logging.getLogger(__name__)
 
 MAX_SIDECAR_BYTES = 1_048_576
+MAX_BATCH_WAIT_S = 1.0  # a caller waiting longer for company than for its answer is misconfigured
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -54,9 +57,14 @@ def parse_sidecar(raw: Any) -> dict[str, Any]:
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise TypeError("feature_names must be a non-empty list of strings")
         meta["feature_names"] = names
-    for key in ("n_features", "sequence_length"):
+    for key in ("n_features", "sequence_length", "max_batch"):
         if raw.get(key) is not None:
             meta[key] = _positive_int(raw[key], key)
+    if raw.get("batch_wait_s") is not None:
+        wait = raw["batch_wait_s"]
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_BATCH_WAIT_S:
+            raise TypeError(f"batch_wait_s must be a number of seconds from 0 to {MAX_BATCH_WAIT_S}")
+        meta["batch_wait_s"] = float(wait)
     if raw.get("description") is not None:
         if not isinstance(raw["description"], str):
             raise TypeError("description must be a string")

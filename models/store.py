@@ -59,6 +59,15 @@ _HASH_CHUNK = 1 << 20
 _CLOCK_SKEW_S = 60.0
 
 StatKey = tuple[int, int, int]  # (inode, size, mtime_ns)
+SIDECAR_FACTS = (
+    "n_features",
+    "feature_names",
+    "description",
+    "sequence_length",
+    "fixed_sequence_length",
+    "max_batch",
+    "batch_wait_s",
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ class ModelFile:
             "modified": self.modified.isoformat(),
             "version": self.version,
         }
-        for key in ("n_features", "feature_names", "description", "sequence_length", "fixed_sequence_length"):
+        for key in SIDECAR_FACTS:
             if key in self.meta:
                 facts[key] = self.meta[key]
         return facts
@@ -326,6 +335,11 @@ class ModelStore:
     def loaded(self) -> dict[str, str]:
         """name -> version of every model this process has loaded."""
         return {name: model.file.version for name, model in list(self._loaded.items())}
+
+    def loaded_model(self, name: str) -> LoadedModel | None:
+        """The model this process holds under the file name `name`, as it is: no lookup on
+        disk, no load."""
+        return self._loaded.get(name)
 
     def _load_version(self, file: ModelFile, current: LoadedModel | None) -> LoadedModel:
         failure = self._failures.get(file.name)

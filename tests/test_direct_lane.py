@@ -20,7 +20,7 @@ from tasks.contract import (
     decode_lane_request,
     encode_lane_request,
 )
-from tasks.worker.lane_server import LaneServer
+from tasks.worker.lane_server import BatchLimits, LaneServer
 from tests.conftest import RESULT_URL
 from tests.support.processes import wait_for
 
@@ -49,8 +49,8 @@ def lane():
 
     started: list[LaneServer] = []
 
-    def start(busy_wait_s: float, threads: int = 1) -> LaneServer:
-        server = LaneServer(client, serve, max_messages=64, busy_wait_s=busy_wait_s).start(threads)
+    def start(busy_wait_s: float, threads: int = 1, limits_of=None) -> LaneServer:
+        server = LaneServer(client, serve, 64, busy_wait_s, limits_of).start(threads)
         started.append(server)
         return server
 
@@ -137,3 +137,28 @@ def test_a_malformed_message_is_dropped_and_the_lane_goes_on(lane):
     client.lpush(LANE_KEY, _message("after"))
     wait_for(lambda: batches, 10, "the next message to be served")
     assert batches == [["after"]]
+
+
+def _for(model: str, job_id: str) -> bytes:
+    return encode_lane_request(LaneRequest(job_id, model, None, np.ones((1, 2)), time.time() + 60))
+
+
+def test_a_model_takes_at_most_its_max_batch_and_the_rest_goes_back_first_in_line(lane):
+    client, batches, start, _ = lane
+    limits = {"costly.pt": BatchLimits(max_batch=2, wait_s=0.0), "cheap.json": BatchLimits(64, 0.0)}
+    client.lpush(LANE_KEY, *[_for("costly.pt", f"c{n}") for n in range(5)], _for("cheap.json", "x"))
+    start(0.0, limits_of=limits.get)
+    wait_for(lambda: sum(map(len, batches)) == 6, 10, "every message to be served")
+    # Each batch holds at most two of the costly model; nothing is lost, doubled or reordered.
+    assert all(sum(job.startswith("c") for job in batch) <= 2 for batch in batches)
+    assert [job for batch in batches for job in batch if job.startswith("c")] == [f"c{n}" for n in range(5)]
+    assert batches[0] == ["c0", "c1", "x"]
+
+
+def test_a_models_own_wait_replaces_the_default(lane):
+    client, batches, start, _ = lane
+    limits = {"eager.json": BatchLimits(max_batch=64, wait_s=0.0)}
+    client.lpush(LANE_KEY, _for("eager.json", "a"), _for("eager.json", "b"))  # queueing callers
+    start(30.0, limits_of=limits.get)  # the default would wait 30 s for company; this model, not at all
+    wait_for(lambda: batches, 5, "the batch to be served without waiting")
+    assert batches == [["a", "b"]]

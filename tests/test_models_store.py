@@ -178,9 +178,27 @@ def test_model_file_metadata_is_json_safe_and_pathless(folder: Path):
     assert facts["input_kind"] == "rows"
 
 
+def test_a_sidecar_sets_the_models_own_batching(folder: Path):
+    booster(0).save_model(folder / "model.json")
+    (folder / "model.json.meta.json").write_text('{"max_batch": 16, "batch_wait_s": 0.004}')
+    facts = ModelStore(folder).resolve("model").to_dict()
+    assert (facts["max_batch"], facts["batch_wait_s"]) == (16, 0.004)
+
+
 @pytest.mark.parametrize(
     "sidecar",
-    ["{not json", "[1, 2]", '{"n_features": "5"}', '{"feature_names": [1, 2]}', '{"type": "sklearn"}'],
+    [
+        "{not json",
+        "[1, 2]",
+        '{"n_features": "5"}',
+        '{"feature_names": [1, 2]}',
+        '{"type": "sklearn"}',
+        '{"max_batch": 0}',
+        '{"max_batch": 2.5}',
+        '{"batch_wait_s": -1}',
+        '{"batch_wait_s": 5}',
+        '{"batch_wait_s": true}',
+    ],
 )
 def test_a_broken_sidecar_is_ignored(folder: Path, sidecar: str, caplog: pytest.LogCaptureFixture):
     model = booster(0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -39,23 +40,33 @@ log = logging.getLogger(__name__)
 BLOCK_S = 1  # how long a pop waits; bounds how long a stopping thread takes to notice
 
 
-def lane_calls(raw: bytes) -> list[Call]:
+def lane_call(raw: bytes) -> Call | None:
     """The prediction of one lane message; a malformed message is logged and dropped (the
     web writes them: one that cannot be read comes from elsewhere)."""
     try:
         lane_request = decode_lane_request(raw)
     except MalformedLaneMessage as exc:
         log.error("malformed direct-lane message dropped: %s", exc)
-        return []
+        return None
     kwargs = {"explain": True} if lane_request.explain else {}
     rid = request_id.of_message({request_id.HEADER: lane_request.request_id})
     features, job_id = lane_request.features, lane_request.job_id
     args = (lane_request.model_name, features, lane_request.model_type)
-    return [Call(job_id, reply_key(job_id), args, kwargs, lane_request.expires, rid)]
+    return Call(job_id, reply_key(job_id), args, kwargs, lane_request.expires, rid)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch: int  # predictions of one model one batch takes at most
+    wait_s: float  # how long queueing callers of the model wait for company
+
+
+Taken = list[tuple[bytes, Call]]  # each call with its message, to give back unread
 
 
 class LaneServer:
-    """Threads that serve the lane in this process until `stop`."""
+    """Threads that serve the lane in this process until `stop`. `limits_of(model_name)`
+    gives a model's batch limits (by default `max_messages` and `busy_wait_s` for all)."""
 
     def __init__(
         self,
@@ -63,11 +74,13 @@ class LaneServer:
         serve: Callable[[list[Call]], Any],
         max_messages: int,
         busy_wait_s: float = 0.0,
+        limits_of: Callable[[str], BatchLimits] | None = None,
     ):
         self._client = client
         self._serve = serve
         self._max_messages = max_messages
-        self._busy_wait_s = busy_wait_s
+        default = BatchLimits(max_messages, busy_wait_s)
+        self._limits_of = limits_of or (lambda _: default)
         self._stopping = threading.Event()
         self._has_blmpop = True
         self._threads: list[threading.Thread] = []
@@ -90,16 +103,19 @@ class LaneServer:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                messages = self._take()
+                taken = _read(self._take())
             except redis.RedisError as exc:
                 log.warning("direct lane: broker unreachable (%s); retrying", exc)
                 self._stopping.wait(0.5)
                 continue
-            if self._queueing(messages):
-                messages += self._more_after(self._busy_wait_s, self._max_messages - len(messages))
-            calls = [call for raw in messages for call in lane_calls(raw)]
-            if not calls:
+            if not taken:
                 continue
+            limits = [self._limits_of(call.args[0]) for _, call in taken]
+            wait_s = max(limit.wait_s for limit in limits)
+            room = min(self._max_messages, min(limit.max_batch for limit in limits)) - len(taken)
+            if room > 0 and self._queueing(taken, wait_s):
+                taken += _read(self._more_after(wait_s, room))
+            calls = self._within_limits(taken)
             with self._serving_lock:
                 self._serving += 1
             try:
@@ -110,13 +126,33 @@ class LaneServer:
                 with self._serving_lock:
                     self._serving -= 1
 
-    def _queueing(self, messages: list[bytes]) -> bool:
+    def _queueing(self, taken: Taken, wait_s: float) -> bool:
         # Callers are queueing when several messages came at once, or when another lane
         # thread of this process is still busy: then a short wait lets one model call
         # serve the next few too. A lone message on an idle lane is served at once.
-        if not self._busy_wait_s or not messages or len(messages) >= self._max_messages:
-            return False
-        return len(messages) > 1 or self._serving > 0
+        return wait_s > 0 and (len(taken) > 1 or self._serving > 0)
+
+    def _within_limits(self, taken: Taken) -> list[Call]:
+        """The calls this batch serves: at most `max_batch` per model. The rest go back to
+        the head of the lane, where another lane thread takes them at once: a costly model
+        keeps both cores busy instead of one thread holding every caller."""
+        kept: list[Call] = []
+        excess: list[bytes] = []
+        per_model: dict[str, int] = {}
+        for raw, call in taken:
+            name = call.args[0]
+            per_model[name] = per_model.get(name, 0) + 1
+            if per_model[name] <= self._limits_of(name).max_batch:
+                kept.append(call)
+            else:
+                excess.append(raw)
+        if excess:
+            try:
+                # Popped from the right: pushed back there in reverse, the oldest is next.
+                self._client.rpush(LANE_KEY, *reversed(excess))
+            except redis.RedisError:
+                return [call for _, call in taken]  # never drop them: serve them here
+        return kept
 
     def _more_after(self, wait_s: float, count: int) -> list[bytes]:
         self._stopping.wait(wait_s)
@@ -144,3 +180,7 @@ class LaneServer:
             return []
         more = self._client.rpop(LANE_KEY, self._max_messages - 1) if self._max_messages > 1 else None
         return [first[1], *(more or [])]
+
+
+def _read(messages: list[bytes]) -> Taken:
+    return [(raw, call) for raw in messages if (call := lane_call(raw)) is not None]

@@ -42,7 +42,7 @@ from tasks.internals.celery_batches import run_in_pool
 from tasks.observability import metrics, request_id
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.batching import BATCH_DONE
-from tasks.worker.lane_server import LaneServer
+from tasks.worker.lane_server import BatchLimits, LaneServer
 from tasks.worker.model_registry import report_loaded
 from tasks.worker.model_watch import ModelWatch
 from tasks.worker.outcomes import mark_started, publish_outcomes
@@ -98,8 +98,23 @@ def _start_lane(threads: int) -> None:
     client = redis.Redis.from_url(lane_url, socket_connect_timeout=2, health_check_interval=30)
     settings = worker_settings()
     _lane = LaneServer(
-        client, serve_waiting, settings.predict_max_batch, settings.predict_batch_wait_s
+        client,
+        serve_waiting,
+        settings.predict_max_batch,
+        settings.predict_batch_wait_s,
+        limits_of=batch_limits,
     ).start(threads)
+
+
+def batch_limits(model_name: str) -> BatchLimits:
+    """A model's batching: its sidecar's `max_batch` and `batch_wait_s`, else the settings'."""
+    settings = worker_settings()
+    loaded = store().loaded_model(model_name)
+    meta = loaded.file.meta if loaded is not None else {}
+    return BatchLimits(
+        meta.get("max_batch", settings.predict_max_batch),
+        meta.get("batch_wait_s", settings.predict_batch_wait_s),
+    )
 
 
 @worker_shutdown.connect
@@ -308,7 +323,12 @@ def _run_group(
         stacks[array.shape[1:]].append((request, array))
 
     features_of = {id(request): features for request, features in members}
-    for stack in stacks.values():
+    # A model call takes at most the model's max_batch predictions (from its sidecar).
+    most = loaded.file.meta.get("max_batch") or len(members)
+    chunks = [
+        stack[start : start + most] for stack in stacks.values() for start in range(0, len(stack), most)
+    ]
+    for stack in chunks:
         inputs = np.concatenate([array for _, array in stack])
         try:
             predictions = loaded.adapter.predict(inputs)

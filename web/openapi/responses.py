@@ -155,6 +155,12 @@ class ModelInfo(BaseModel):
     description: str | None = None
     sequence_length: int | None = None
     fixed_sequence_length: bool | None = None
+    max_batch: int | None = Field(
+        default=None, description="from the sidecar: predictions one model call takes at most"
+    )
+    batch_wait_s: float | None = Field(
+        default=None, description="from the sidecar: how long queueing callers wait for company"
+    )
 
 
 class ModelList(BaseModel):
