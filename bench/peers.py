@@ -43,6 +43,10 @@ against plan-fastapi and against MLServer's better side at each figure; throughp
 ratios are the median of the rounds' ratios, since the sides of one round run close
 together on a shared machine. Any non-2xx answer or socket error fails the run.
 
+The stacks run the working tree's code, or with --ref a commit's (`--ref HEAD`: exported
+with git archive into the scratch directory, so that edits made in the tree during a run,
+by you or anyone sharing it, cannot reach a process that starts or restarts in it).
+
 Needs wrk (Debian's), Redis and PostgreSQL (scratch databases created, migrated and
 dropped here: BENCH_PG_ADMIN_URL); uses the Redis databases BENCH_PEERS_REDIS_DBS (6 to 9)
 and flushes them. Everything it started is stopped at the end, on Ctrl-C and on failure
@@ -53,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import re
@@ -62,6 +67,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -81,7 +87,6 @@ from config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the project's venv
 PEER_APPS = ROOT / "bench" / "peers"
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 # Broker and results of compose, then of make-run. Others in use: 0 and 1 (make run's
 # defaults), 10 to 13 (bench/predict.py, bench/ingest.py), 14 and 15 (tests/conftest.py).
@@ -224,8 +229,6 @@ def lstm_cost_ms(model) -> tuple[float, float]:
 
 
 def write_checkpoint(model, path: Path) -> None:
-    import io
-
     from models.lstm import save_checkpoint
 
     buffer = io.BytesIO()
@@ -330,7 +333,12 @@ class Scratch:
 
     directory: Path
     peers_bin: Path
+    source: Path = ROOT  # the project's code the stacks run: the working tree, or --ref's snapshot
     databases: dict[str, str] = field(default_factory=dict)  # name -> URL
+
+    def python_path(self) -> dict[str, str]:
+        """PYTHONPATH for a snapshot: ahead of the venv's editable install (the working tree)."""
+        return {} if self.source == ROOT else {"PYTHONPATH": str(self.source)}
 
     @property
     def model_dir(self) -> Path:
@@ -360,7 +368,7 @@ def base_env() -> dict[str, str]:
 def compose_side(scratch: Scratch) -> Side:
     """The web and worker-predict services of docker-compose.yml, their commands and
     environment as written there; only paths, addresses and the database differ."""
-    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    services = yaml.safe_load((scratch.source / "docker-compose.yml").read_text())["services"]
     port = harness.free_port()
     database_url = scratch.database("compose")
     given = {"DATABASE_URL": database_url, "API_TOKEN": API_TOKEN}  # what .env must set
@@ -377,7 +385,7 @@ def compose_side(scratch: Scratch) -> Side:
         # This PostgreSQL has no TimescaleDB; compose's image does (TIMESCALEDB=require).
         "TIMESCALEDB": "auto",
         # The image's (Dockerfile ENV): the checkout is /app there, the working directory.
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(scratch.source),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
@@ -385,11 +393,11 @@ def compose_side(scratch: Scratch) -> Side:
     for service in ("web", "worker-predict"):  # each process's role: its service's name
         env = {**base_env(), **service_env(services[service], given, paths), **overrides}
         argv = service_command(services[service], given)
-        launches.append(Launch(service, argv, env, ROOT, log_path(scratch, f"compose-{service}")))
+        launches.append(Launch(service, argv, env, scratch.source, log_path(scratch, f"compose-{service}")))
     # The migrate service's job, before the others start (compose: depends_on).
     migrate = services["migrate"]
     env = {**base_env(), **service_env(migrate, given, paths), **overrides}
-    run_checked(service_command(migrate, given), env, "compose's migrate service")
+    run_checked(service_command(migrate, given), env, scratch.source, "compose's migrate service")
     return Side("compose", port, launches)
 
 
@@ -455,7 +463,9 @@ def make_run_side(scratch: Scratch) -> Side:
         "METRICS_DIR": str(directory / "metrics"),
     }
     argv = [str(BIN / "python"), "-m", "devstack", "--data-dir", str(directory / "data")]
-    launch = Launch("honcho", argv, env, ROOT, log_path(scratch, "make-run"))
+    launch = Launch(
+        "honcho", argv, env | scratch.python_path(), scratch.source, log_path(scratch, "make-run")
+    )
     return Side("make-run", port, [launch], role_of=procfile_role, whole_group=False)
 
 
@@ -532,7 +542,7 @@ def flask_limit_side(scratch: Scratch, server: str) -> Side:
         argv += ["--blocking-threads", "8", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--working-dir", str(PEER_APPS), "flask_limit:create_app"]
     # One OpenMP thread per process, as the project's workers run (models/threads.py).
-    env = {**base_env(), "MODEL_DIR": str(scratch.model_dir), "OMP_NUM_THREADS": "1"}
+    env = {**base_env(), "MODEL_DIR": str(scratch.model_dir), "OMP_NUM_THREADS": "1", **scratch.python_path()}
     key = f"flask-{server}"
     launch = Launch("web", argv, env, scratch.subdirectory(key), log_path(scratch, key))
     return Side(key, port, [launch])
@@ -559,8 +569,8 @@ def log_path(scratch: Scratch, name: str) -> Path:
     return scratch.logs / f"{name}.log"
 
 
-def run_checked(argv: list[str], env: dict[str, str], what: str) -> None:
-    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+def run_checked(argv: list[str], env: dict[str, str], cwd: Path, what: str) -> None:
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
     if done.returncode:
         raise BenchError(f"{what} failed ({shlex.join(argv)}):\n{done.stdout}{done.stderr}")
 
@@ -600,6 +610,21 @@ def wait_ready(sides: list[Side], cases: list[Case], seconds: float = 300) -> No
             )
         else:
             time.sleep(0.2)
+
+
+def steady(rates: list[float]) -> bool:
+    last, before = rates[-1:], rates[-2:-1]
+    return bool(last and before) and 0 < max(last[0], before[0]) <= 1.25 * min(last[0], before[0])
+
+
+def probe(side: Side, case: Case) -> str:
+    """One request right after a failed burst: what the side answers now (wrk counts
+    non-2xx answers but keeps none)."""
+    try:
+        status, answer = post(side, case, timeout=10)
+    except OSError as exc:
+        return f"a request after it: {exc}"
+    return f"a request after it: {status} {answer[:500].decode(errors='replace')}"
 
 
 class SideFailed(BenchError):
@@ -664,23 +689,27 @@ class Bench:
         try:
             run = harness.finish_wrk(process, histogram, cpu_before)
         except harness.WrkFailed as exc:
-            raise SideFailed(side, f"wrk -c{clients} on {case.name} failed:\n{exc}") from None
+            raise SideFailed(
+                side, f"wrk -c{clients} on {case.name} failed:\n{exc}{probe(side, case)}"
+            ) from None
         if run.requests == 0 and not warm_up:
             raise SideFailed(side, f"wrk -c{clients} on {case.name}: no answer in {seconds:g} s")
         return run, seen
 
     def warm_up(self) -> None:
-        """32 connections on every side and case until a burst's slowest request took
-        under a second: plan-fastapi loads a model on its first request in each uvicorn
+        """32 connections on every side and case until two bursts in a row serve within
+        25% of each other: plan-fastapi loads a model on its first request in each uvicorn
         worker (the plan's lazy cache), and that must not fall in a measured burst."""
         for case in self.cases:
             for side in self.serving(case):
-                for _ in range(20):
+                rates: list[float] = []
+                while not steady(rates) and len(rates) < 8:
                     run, _ = self.wrk(side, case, 2, 32, self.options.warmup_seconds, warm_up=True)
-                    if run.histogram and max(run.histogram) < 1_000_000:
-                        break
-                else:
-                    print(f"warning: {side.label} still slow on {case.name} after its warm-up", flush=True)
+                    rates.append(run.rate)
+                if not steady(rates):
+                    print(
+                        f"warning: {side.label} still unsteady on {case.name} after its warm-up", flush=True
+                    )
 
     def serving(self, case: Case) -> list[Side]:
         return [side for side in self.sides if side.serves(case)]
@@ -925,6 +954,11 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--cases", default=",".join(CASES), help=f"a subset of {','.join(CASES)}")
     parser.add_argument("--sides", default=",".join(SIDES), help=f"a subset of {','.join(SIDES)}")
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory (logs, models)")
+    parser.add_argument(
+        "--ref",
+        help="run the stacks from this commit (git archive into the scratch directory) instead of the "
+        "working tree, so edits made during a long run cannot reach a process started or restarted in it",
+    )
     parser.add_argument("--peers-venv", type=Path, default=ROOT / ".venv-peers")
     parser.add_argument(
         "--mlserver-omp-threads",
@@ -979,6 +1013,7 @@ def main() -> None:
     failed: Side | None = None
     try:
         flush_redis()
+        print(f"the stacks' code: {use_source(scratch, options.ref)}")
         print(f"models in {scratch.model_dir}:", flush=True)
         write_models(scratch.model_dir, cases)
         sides = build_sides(options.sides, scratch, cases, options)
@@ -1005,6 +1040,26 @@ def main() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         clean_up(scratch, sides, failed, options.keep)
         print(f"\ntook {(time.monotonic() - started) / 60:.1f} minutes")
+
+
+def use_source(scratch: Scratch, ref: str | None) -> str:
+    """Where the stacks' code comes from, said as a sentence."""
+    commit = git("rev-parse", "--short", f"{ref or 'HEAD'}^{{commit}}")
+    if ref is None:
+        changed = " with changes not committed" if git("status", "--porcelain") else ""
+        return f"the working tree at {commit}{changed}"
+    scratch.source = scratch.subdirectory("source")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(scratch.source, filter="data")
+    return f"{ref} ({commit}), exported to {scratch.source}"
+
+
+def git(*arguments: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True)
+    if done.returncode:
+        raise BenchError(f"git {' '.join(arguments)}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def print_commands(sides: list[Side]) -> None:
