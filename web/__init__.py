@@ -13,6 +13,7 @@ from tasks.client import TradeJournal
 from tasks.web_clients import PredictionClient
 from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight, trades, v2
 from web.auth import require_token_for_api
+from web.body_limit import BoundedBodies
 from web.errors import register_error_handlers
 from web.request_log import log_requests
 from web.settings import keep_settings
@@ -31,6 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
     )
     app.json.sort_keys = False
+    # MAX_CONTENT_LENGTH holds for chunked bodies too (413), not only for a Content-Length.
+    app.wsgi_app = BoundedBodies(app, app.wsgi_app)
     database.init_app(app)
     Migrate(app, database, directory=str(MIGRATIONS))
     app.extensions["trade_journal"] = TradeJournal(settings.celery_broker_url, settings.spool_dir)
