@@ -29,4 +29,4 @@ RUN useradd --create-home --uid 10001 tradebot \
 USER tradebot
 
 EXPOSE 5173 5555
-CMD ["gunicorn", "--config", "gunicorn.conf.py", "web:create_app()"]
+CMD ["python", "-m", "web.server"]

@@ -66,10 +66,12 @@ class Settings(BaseSettings):
     # a few seconds later on a server that stopped answering (db/timeouts.py).
     database_statement_timeout_s: float = Field(default=30.0, gt=0)
 
-    # Serving processes: gunicorn (gunicorn.conf.py) and Flower (flowerconfig.py).
+    # Serving processes: the web server (granian, `python -m web.server`) and Flower
+    # (flowerconfig.py). WEB_THREADS: Python threads per web worker process; a
+    # synchronous prediction holds one while it waits, so 2 x 16 let 32 wait at once.
     web_bind: str = "127.0.0.1:5173"
     web_workers: int = Field(default=2, ge=1)
-    web_threads: int = Field(default=8, ge=1)
+    web_threads: int = Field(default=16, ge=1)
     # On SIGTERM, how long in-flight requests may take to finish; above PREDICT_TIMEOUT_S.
     web_graceful_timeout_s: int = Field(default=30, ge=1)
     flower_address: str = "127.0.0.1"

@@ -141,11 +141,11 @@ def start_worker(env: dict[str, str], tmp_path: Path, database_url: str) -> Iter
 
 @pytest.fixture
 def web(env: dict[str, str], tmp_path: Path, database_url: str, clean: None) -> Iterator:
-    """Start the web under gunicorn as it is configured by default (plain logs), clean state."""
+    """Start the web server (`python -m web.server`) as configured by default (plain logs), clean state."""
     started: list[WebServer] = []
 
-    def start(**overrides: str) -> WebServer:
-        server = WebServer({**env, **overrides}, tmp_path)
+    def start(workers: int = 1, **overrides: str) -> WebServer:
+        server = WebServer({**env, **overrides}, tmp_path, workers=workers)
         started.append(server)
         return server.wait_ready()
 
@@ -217,7 +217,7 @@ def metrics_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_web(env: dict[str, str], tmp_path: Path, metrics_dir: Path, database_url: str) -> Iterator:
-    """Start the web app under gunicorn (2 workers), with JSON logs and multiprocess metrics."""
+    """Start the web server (2 workers), with JSON logs and multiprocess metrics."""
     started: list[WebServer] = []
 
     def start(workers: int = 2, threads: int = 4, **overrides: str) -> WebServer:

@@ -1,6 +1,6 @@
 """The dashboard in a real headless browser (Debian's chromium, driven by Playwright).
 
-gunicorn serves the app, a predict worker has loaded the demo models, a trades worker
+The web server serves the app, a predict worker has loaded the demo models, a trades worker
 runs, and the journal is seeded through the repository. The screenshot of each run is
 written to test-artifacts/dashboard.png.
 """

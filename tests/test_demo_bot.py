@@ -1,5 +1,5 @@
 """`make demo` (`python -m devstack.demo`, which runs `python -m demo.bot`) against a real
-stack: gunicorn, a predict worker with the demo models, a trades worker; the bot's trades
+stack: the web server, a predict worker with the demo models, a trades worker; the bot's trades
 must land in the database."""
 
 from __future__ import annotations

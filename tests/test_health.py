@@ -1,4 +1,4 @@
-"""/healthz and /readyz on a real gunicorn, with real workers, PostgreSQL and Redis."""
+"""/healthz and /readyz on the real web server, with real workers, PostgreSQL and Redis."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, dat
         assert "web.access" not in log_path.read_text()
         processes = descendants(make.pid)
         commands = " ".join(Path(f"/proc/{pid}/cmdline").read_text() for pid in processes if running(pid))
-        for started in ("gunicorn", "worker", "beat", "flower", "honcho"):
+        for started in ("web.server", "worker", "beat", "flower", "honcho"):
             assert started in commands
 
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

@@ -1,14 +1,16 @@
-"""/metrics under real gunicorn workers, with real Celery workers writing their own metrics."""
+"""/metrics under the real web server's workers, with real Celery workers writing their own metrics."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from celery import Celery
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from config import get_settings
 from db import Spool
@@ -24,7 +26,7 @@ LIST = "/api/v1/trades"
 
 
 def access_log_pids(log: str, path: str) -> set[int]:
-    """The gunicorn worker processes that answered `path`, from the web's JSON access lines."""
+    """The web worker processes that answered `path`, from the web's JSON access lines."""
     pids = set()
     for line in log.splitlines():
         if line.startswith("{"):
@@ -34,7 +36,7 @@ def access_log_pids(log: str, path: str) -> set[int]:
     return pids
 
 
-def test_request_counts_add_up_across_gunicorn_workers(clean, start_web):
+def test_request_counts_add_up_across_web_workers(clean, start_web):
     # Sync workers (one request at a time each): concurrent requests must spread over both.
     web = start_web(workers=2, threads=1)
     sent = 0
@@ -47,12 +49,45 @@ def test_request_counts_add_up_across_gunicorn_workers(clean, start_web):
         sent += 16
         return len(access_log_pids(web.log(), LIST)) >= 2
 
-    wait_for(both_workers_answered, 60, "requests answered by both gunicorn workers")
+    wait_for(both_workers_answered, 60, "requests answered by both web workers")
     # Whichever worker answers a scrape, it reports the requests of every worker.
     for _ in range(8):
         samples = scrape(web.url)
         count = value(samples, "http_request_duration_seconds_count", method="GET", route=LIST, status="200")
         assert count == sent
+
+
+def test_a_dead_web_worker_keeps_its_counts_and_leaves_no_live_gauge(clean, metrics_dir, start_web):
+    # gunicorn's child_exit hook called prometheus_client's mark_process_dead; granian has
+    # no such hook. Nothing is lost by that: a dead worker's counters and histograms must
+    # keep counting (their files stay), and the live gauges a web process writes are the
+    # trades workers' journal_held_entries, which the web imports and never moves, so a
+    # dead worker's live files hold 0. A live gauge the web moves would need a hook.
+    web = start_web(workers=2, threads=1)
+    sent = 0
+
+    def counted() -> float:
+        samples = scrape(web.url)
+        return value(samples, "http_request_duration_seconds_count", method="GET", route=LIST, status="200")
+
+    def both_workers_answered() -> bool:
+        nonlocal sent
+        assert call(web.url + LIST + "?limit=1").status == 200
+        sent += 1
+        return len(access_log_pids(web.log(), LIST)) >= 2
+
+    wait_for(both_workers_answered, 60, "requests answered by both web workers")
+    assert counted() == sent
+    dead = min(access_log_pids(web.log(), LIST))
+    os.kill(dead, signal.SIGKILL)
+    wait_for(lambda: dead not in web.worker_pids() and len(web.worker_pids()) == 2, 60, "a new worker")
+    assert counted() == sent
+
+    live = sorted((metrics_dir / "web").glob("gauge_live*.db"))
+    assert any(path.name.endswith(f"_{dead}.db") for path in live)
+    for metric in MultiProcessCollector.merge([str(path) for path in live], accumulate=False):
+        assert metric.name == "journal_held_entries", metric.name
+        assert {sample.value for sample in metric.samples} <= {0.0}, metric.samples
 
 
 def test_journal_worker_metrics_and_the_backlog_reach_the_web(

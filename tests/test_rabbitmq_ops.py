@@ -1,6 +1,6 @@
 """What operators look at, on a RabbitMQ broker: /readyz, the queue gauges of /metrics, the
 dashboard's health panel and the preflight, against the machine's RabbitMQ (a vhost per test),
-real gunicorn and real Celery workers. Redis keeps the results and the prediction lane.
+the real web server and real Celery workers. Redis keeps the results and the prediction lane.
 """
 
 from __future__ import annotations

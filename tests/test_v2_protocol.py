@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (V2) end to end: gunicorn, a real worker, and Triton's own client.
+"""The Open Inference Protocol (V2) end to end: the web server, a real worker, Triton's own client.
 
 The module's MODEL_DIR holds models of four features, the width of the MLServer and
 Seldon examples, written by the libraries' save functions; every answer over V2 is
@@ -20,6 +20,7 @@ import torch
 import tritonclient.http as triton
 import xgboost
 from tritonclient.utils import InferenceServerException
+from werkzeug.datastructures import Headers
 
 from models.lstm import LSTMForecaster, save_checkpoint
 from tests.conftest import RESULT_URL
@@ -97,7 +98,7 @@ def raw(url: str, method: str, path: str, body: bytes | None = None, headers: di
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
-        return Answer(response.status, dict(response.getheaders()), response.read())
+        return Answer(response.status, Headers(response.getheaders()), response.read())
     finally:
         connection.close()
 
@@ -490,7 +491,8 @@ def test_bad_requests_get_a_protocol_error_never_a_500(stack, method, path, body
 
 
 def test_a_body_over_max_request_bytes_is_a_protocol_413(app):
-    # In process: gunicorn answers before reading the body and closes, so a client's send breaks.
+    # In process: the server answers before reading the body and closes, so a client's send breaks
+    # (tests/test_web_server.py sends such bodies to the real server).
     huge = b" " * (app.config["MAX_CONTENT_LENGTH"] + 1)
     answer = app.test_client().post("/v2/models/xgb4.json/infer", data=huge, content_type="application/json")
     assert answer.status_code == 413 and "exceeds the capacity limit" in answer.get_json()["error"]

@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus text of every process, and the latency of every request.
 
 In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set for each process, METRICS_DIR the
-directory that holds their directories) a scrape adds up the files of every gunicorn
+directory that holds their directories) a scrape adds up the files of every web
 worker, Celery pool process and container found there; the queue depths and the
 spools' size are read at scrape time (`web.backlog`). Without it, the metrics are this
 process's own.

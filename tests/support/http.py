@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from werkzeug.datastructures import Headers
+
 
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
+    headers: Headers  # case-insensitive, as HTTP's are (granian sends them in lower case)
     body: bytes
 
     def json(self) -> Any:
@@ -26,7 +28,7 @@ def call(
     headers: dict[str, str] | None = None,
     timeout: float = 20,
 ) -> Answer:
-    """One request on a connection of its own (so that gunicorn's workers share them out)."""
+    """One request on a connection of its own (so that the web server's workers share them out)."""
     parts = urlsplit(url)
     headers = dict(headers or {})
     data = None
@@ -38,6 +40,6 @@ def call(
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         connection.request(method, target, body=data, headers=headers)
         response = connection.getresponse()
-        return Answer(response.status, dict(response.getheaders()), response.read())
+        return Answer(response.status, Headers(response.getheaders()), response.read())
     finally:
         connection.close()

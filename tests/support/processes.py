@@ -156,14 +156,20 @@ def free_port() -> int:
 
 
 class WebServer(Service):
-    """gunicorn with the repository's gunicorn.conf.py, on a free port."""
+    """The web server as users start it, `python -m web.server` (granian), on a free port."""
 
     def __init__(self, env: dict[str, str], cwd: Path, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
         env = {**env, "WEB_BIND": f"127.0.0.1:{self.port}", "WEB_WORKERS": str(workers)}
-        args = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "web:create_app()"]
-        super().__init__(args, env, cwd, cwd / f"gunicorn-{self.port}.log")
+        args = [sys.executable, "-m", "web.server"]
+        super().__init__(args, env, cwd, cwd / f"web-{self.port}.log")
+
+    def worker_pids(self) -> list[int]:
+        """The web's worker processes (the server's children)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
 
     def get(self, path: str, timeout: float = 10, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(self.url + path, headers=headers or {})
@@ -178,13 +184,19 @@ class WebServer(Service):
         return status, json.loads(body)
 
     def wait_ready(self, timeout: float = 60) -> WebServer:
+        """Until every worker serves: a signal that reaches a granian worker still starting
+        is lost (it is killed WEB_GRACEFUL_TIMEOUT_S later), so tests stop only ready servers."""
+
         def answers() -> bool:
             if not self.alive():
-                raise AssertionError(f"gunicorn exited:\n{self.log()[-3000:]}")
+                raise AssertionError(f"the web server exited:\n{self.log()[-3000:]}")
+            log = self.log()
+            if not all(f"Started worker-{number}" in log for number in range(1, self.workers + 1)):
+                return False
             try:
                 return self.get("/healthz", timeout=2)[0] == 200
             except OSError:
                 return False
 
-        wait_for(answers, timeout, f"gunicorn on port {self.port} to answer /healthz")
+        wait_for(answers, timeout, f"the web server on port {self.port} to answer /healthz")
         return self
