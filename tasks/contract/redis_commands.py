@@ -41,10 +41,14 @@ def _send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
 
 def kept_connection(client: redis.Redis) -> redis.Connection:
     """This thread's own connection to `client`'s server, made on first use; a caller that
-    may leave a reply unread disconnects it (the next command reconnects)."""
+    may leave a reply unread disconnects it (the next command reconnects).
+
+    Made with the pool's settings but outside its count: a server that replaces idle
+    threads (granian does, after 30 s) would otherwise reach the pool's max_connections
+    (100 in redis-py 8) and refuse every request. It closes when its thread's locals go."""
     connections = _local.__dict__.setdefault("connections", {})
     pool = client.connection_pool
     connection = connections.get(id(pool))
     if connection is None or connection.pid != os.getpid():
-        connection = connections[id(pool)] = pool.make_connection()
+        connection = connections[id(pool)] = pool.connection_class(**pool.connection_kwargs)
     return connection
