@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-predict bench-peers clean
+.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers clean
 
 install: $(STAMP)
 
@@ -43,9 +43,6 @@ bench-ingest: install
 # The journal against private redis-servers: appendfsync everysec, always, and no AOF.
 bench-ingest-durability: install
 	$(PY) bench/ingest.py --durability
-
-bench-predict: install
-	$(PY) bench/predict.py
 
 # The stack against MLServer, the plan's FastAPI design and in-process Flask, one
 # interleaved run (needs wrk). The peers run from a venv of their own, .venv-peers,

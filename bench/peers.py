@@ -22,13 +22,13 @@ Sides, all started here and all serving the same model files from one scratch MO
   runtime, so it sits out the LSTM case;
 - flask-gunicorn, flask-granian: the limit an out-of-process design cannot beat, shown
   for reference: a bare Flask app predicting in the web process (bench/peers/flask_limit.py)
-  under gunicorn (2 workers, 16 threads, --reuse-port, as bench/predict.py runs it) and
+  under gunicorn (2 workers, 16 threads, --reuse-port: the project's server until granian) and
   under granian (WSGI, 2 workers, 8 blocking threads).
 
 Cases, trained into the scratch MODEL_DIR at the start: xgb-5 (XGBoost, 100 trees of
 depth 6, 5 features, one row per request), xgb-500 (500 trees of depth 8) and lstm-costly
-(the project's LSTM checkpoint, 2 layers, one sequence of 60 x 5 per request; its hidden
-size grows until one sequence costs at least 3 ms in-process).
+(the project's LSTM checkpoint, 2 layers of 320, one sequence of 60 x 5 per request, about
+5 ms in-process; its sidecar sets its batching: --lstm-max-batch, --lstm-batch-wait-s).
 
 Measurement, every figure from wrk: after a warm-up, for each round, each case, each
 side in a rotating order, a single-client burst (`wrk -t1 -c1`) and a 32-client burst
@@ -48,7 +48,7 @@ with git archive into the scratch directory, so that edits made in the tree duri
 by you or anyone sharing it, cannot reach a process that starts or restarts in it).
 
 Needs wrk (Debian's), Redis and PostgreSQL (scratch databases created, migrated and
-dropped here: BENCH_PG_ADMIN_URL); uses the Redis databases BENCH_PEERS_REDIS_DBS (6 to 9)
+dropped here: BENCH_PG_ADMIN_URL); uses the Redis databases BENCH_PEERS_REDIS_DBS (6 to 11)
 and flushes them. Everything it started is stopped at the end, on Ctrl-C and on failure
 too (then with the last lines of the failing side's logs).
 """
@@ -88,9 +88,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the project's venv
 PEER_APPS = ROOT / "bench" / "peers"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-# Broker and results of compose, then of make-run. Others in use: 0 and 1 (make run's
-# defaults), 10 to 13 (bench/predict.py, bench/ingest.py), 14 and 15 (tests/conftest.py).
-REDIS_DBS = [int(db) for db in os.environ.get("BENCH_PEERS_REDIS_DBS", "6,7,8,9").split(",")]
+# Broker and results of compose, of make-run, then of compose-nolog. Others in use: 0 and 1 (make run's
+# defaults), 12 and 13 (bench/ingest.py), 14 and 15 (tests/conftest.py).
+REDIS_DBS = [int(db) for db in os.environ.get("BENCH_PEERS_REDIS_DBS", "6,7,8,9,10,11").split(",")]
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 # Compose refuses to start without API_TOKEN, so its side checks one; wrk sends it to
 # every side (the others ignore it).
@@ -98,6 +98,13 @@ API_TOKEN = "bench-peers-token"  # noqa: S105 - a scratch stack's, known to the 
 N_FEATURES = 5
 SEQUENCE_LENGTH = 60
 LSTM_MIN_MS = 3.0
+# 2 x 320 over 60 steps: about 5 ms a sequence here, 1.5 ms per sequence in a batch of 32.
+LSTM_HIDDEN = 320
+# Its batching, as README's "Batching per model" advises for a costly model (tried on
+# 2026-12-06: 8 served the most, 16 and 32 no more, and the defaults 64 and 1 ms about as
+# much, all within the noise of two rounds); 0 and -1: none, the stack's defaults.
+LSTM_MAX_BATCH = 8
+LSTM_BATCH_WAIT_S = 0.002
 SEED = 7
 # The settings of the project (config.py) and prometheus_client's directory: none is
 # inherited from the shell, so every side runs with what is set here.
@@ -111,6 +118,9 @@ SIDES = (
     "flask-gunicorn",
     "flask-granian",
 )
+# Run only when asked (--sides): the compose stack with PREDICTION_LOG=off, beside the
+# compose side, tells what the prediction log costs.
+OPTIONAL_SIDES = ("compose-nolog",)
 LABELS = {
     "compose": "stack (compose)",
     "make-run": "stack (make run)",
@@ -119,6 +129,7 @@ LABELS = {
     "mlserver-batch": "mlserver-batch",
     "flask-gunicorn": "flask-limit (gunicorn)",
     "flask-granian": "flask-limit (granian)",
+    "compose-nolog": "stack (compose, no log)",
 }
 MLSERVER_SIDES = ("mlserver", "mlserver-batch")
 
@@ -158,9 +169,10 @@ CASES = {
 XGBOOST_SHAPES = {"xgb-5": (100, 6), "xgb-500": (500, 8)}
 
 
-def write_models(model_dir: Path, cases: list[Case]) -> None:
+def write_models(model_dir: Path, cases: list[Case], lstm_batching: dict) -> None:
     """Every case's model file and its sidecar (sidecar first, as models/training.py does),
-    each written atomically; prints what one prediction costs in-process."""
+    each written atomically; prints what one prediction costs in-process. `lstm_batching`:
+    the LSTM sidecar's `max_batch` and `batch_wait_s` (README, "Batching per model")."""
     model_dir.mkdir(parents=True)
     for case in cases:
         if case.kind == "xgboost":
@@ -172,8 +184,18 @@ def write_models(model_dir: Path, cases: list[Case]) -> None:
         else:
             model = costly_lstm()
             meta = {"type": "lstm", "n_features": N_FEATURES, "sequence_length": SEQUENCE_LENGTH}
+            meta.update(lstm_batching)
             write_sidecar(model_dir / case.file, meta)
             write_checkpoint(model, model_dir / case.file)
+
+
+def lstm_batching(options: argparse.Namespace) -> dict:
+    batching: dict = {}
+    if options.lstm_max_batch > 0:
+        batching["max_batch"] = options.lstm_max_batch
+    if options.lstm_batch_wait_s >= 0:
+        batching["batch_wait_s"] = options.lstm_batch_wait_s
+    return batching
 
 
 def write_sidecar(model_path: Path, meta: dict) -> None:
@@ -198,24 +220,23 @@ def xgboost_cost_ms(booster) -> float:
 
 
 def costly_lstm():
-    """The project's LSTM with the smallest hidden size (from 256, in steps of 64) whose
-    single sequence costs at least LSTM_MIN_MS with one torch thread, as a worker runs it."""
+    """The project's LSTM, 2 layers of LSTM_HIDDEN, the same in every run; warns when one
+    sequence costs less than LSTM_MIN_MS with one torch thread, as a worker runs it."""
     import torch
 
     from models.lstm import LSTMForecaster
 
     torch.set_num_threads(1)
-    for hidden in range(256, 2049, 64):
-        torch.manual_seed(SEED)
-        model = LSTMForecaster(input_size=N_FEATURES, hidden_size=hidden, num_layers=2).eval()
-        one, per_sequence = lstm_cost_ms(model)
-        print(
-            f"  lstm-costly: hidden_size {hidden}: one sequence {one:.2f} ms, "
-            f"per sequence in a batch of 32 {per_sequence:.2f} ms (torch, 1 thread)"
-        )
-        if one >= LSTM_MIN_MS:
-            return model
-    raise BenchError(f"no hidden size up to 2048 makes one LSTM sequence cost {LSTM_MIN_MS} ms")
+    torch.manual_seed(SEED)
+    model = LSTMForecaster(input_size=N_FEATURES, hidden_size=LSTM_HIDDEN, num_layers=2).eval()
+    one, per_sequence = lstm_cost_ms(model)
+    print(
+        f"  lstm-costly: hidden_size {LSTM_HIDDEN}: one sequence {one:.2f} ms, "
+        f"per sequence in a batch of 32 {per_sequence:.2f} ms (torch, 1 thread)"
+    )
+    if one < LSTM_MIN_MS:
+        print(f"  (below the {LSTM_MIN_MS} ms a costly model should take: a fast machine)")
+    return model
 
 
 def lstm_cost_ms(model) -> tuple[float, float]:
@@ -365,22 +386,23 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def compose_side(scratch: Scratch) -> Side:
+def compose_side(scratch: Scratch, key: str = "compose", dbs: tuple[int, int] = (0, 1), **env_: str) -> Side:
     """The web and worker-predict services of docker-compose.yml, their commands and
-    environment as written there; only paths, addresses and the database differ."""
+    environment as written there; only paths, addresses and the database differ (and
+    `env_`, as a .env would set them). `dbs`: which of REDIS_DBS broker and results use."""
     services = yaml.safe_load((scratch.source / "docker-compose.yml").read_text())["services"]
     port = harness.free_port()
-    database_url = scratch.database("compose")
-    given = {"DATABASE_URL": database_url, "API_TOKEN": API_TOKEN}  # what .env must set
-    directory = scratch.subdirectory("compose")
+    database_url = scratch.database(key)
+    given = {"DATABASE_URL": database_url, "API_TOKEN": API_TOKEN, **env_}  # what .env sets
+    directory = scratch.subdirectory(key)
     paths = {
         "MODEL_DIR": scratch.model_dir,
         "SPOOL_DIR": directory / "spool",
         "METRICS_DIR": directory / "metrics",
     }
     overrides = {
-        "CELERY_BROKER_URL": f"{REDIS_URL}/{REDIS_DBS[0]}",
-        "CELERY_RESULT_BACKEND": f"{REDIS_URL}/{REDIS_DBS[1]}",
+        "CELERY_BROKER_URL": f"{REDIS_URL}/{REDIS_DBS[dbs[0]]}",
+        "CELERY_RESULT_BACKEND": f"{REDIS_URL}/{REDIS_DBS[dbs[1]]}",
         "WEB_BIND": f"127.0.0.1:{port}",
         # This PostgreSQL has no TimescaleDB; compose's image does (TIMESCALEDB=require).
         "TIMESCALEDB": "auto",
@@ -393,12 +415,12 @@ def compose_side(scratch: Scratch) -> Side:
     for service in ("web", "worker-predict"):  # each process's role: its service's name
         env = {**base_env(), **service_env(services[service], given, paths), **overrides}
         argv = service_command(services[service], given)
-        launches.append(Launch(service, argv, env, scratch.source, log_path(scratch, f"compose-{service}")))
+        launches.append(Launch(service, argv, env, scratch.source, log_path(scratch, f"{key}-{service}")))
     # The migrate service's job, before the others start (compose: depends_on).
     migrate = services["migrate"]
     env = {**base_env(), **service_env(migrate, given, paths), **overrides}
     run_checked(service_command(migrate, given), env, scratch.source, "compose's migrate service")
-    return Side("compose", port, launches)
+    return Side(key, port, launches)
 
 
 _COMPOSE_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
@@ -560,6 +582,7 @@ def build_sides(keys: list[str], scratch: Scratch, cases: list[Case], options) -
         ),
         "flask-gunicorn": lambda: flask_limit_side(scratch, "gunicorn"),
         "flask-granian": lambda: flask_limit_side(scratch, "granian"),
+        "compose-nolog": lambda: compose_side(scratch, "compose-nolog", (4, 5), PREDICTION_LOG="off"),
     }
     return [builders[key]() for key in keys]
 
@@ -916,6 +939,18 @@ def print_make_run_against_compose(bench: Bench) -> None:
             print(f"  {case.name:<12} req/s {rate:.2f}x, p99 {p99:.2f}x   within 10%: {within}")
 
 
+def print_log_cost(bench: Bench) -> None:
+    if not any("compose-nolog" in bench.figures[case.name] for case in bench.cases):
+        return
+    print("\nthe prediction log's cost, compose / compose-nolog:")
+    for case in bench.cases:
+        figures = bench.figures[case.name]
+        if "compose-nolog" in figures and "compose" in figures:
+            rate = median_ratio(figures["compose"].rates, figures["compose-nolog"].rates)
+            p50 = figures["compose"].p(0.5, False) / figures["compose-nolog"].p(0.5, False)
+            print(f"  {case.name:<12} req/s {rate:.2f}x, p50 {p50:.2f}x")
+
+
 def print_summary(rows: list[list[str]]) -> None:
     header = ["case", "side", "p50 ms", "p99 ms", "req/s (32 clients)", "p99 ms (32)", "CPU µs/req (no wrk)"]
     header += ["p50 vs plan-fastapi", "req/s vs plan-fastapi", "p50 vs MLServer", "req/s vs MLServer"]
@@ -952,8 +987,24 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=5, help="each single-client burst")
     parser.add_argument("--warmup-seconds", type=float, default=2, help="per side and case, before round 1")
     parser.add_argument("--cases", default=",".join(CASES), help=f"a subset of {','.join(CASES)}")
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"a subset of {','.join(SIDES)}")
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"a subset of {','.join(SIDES)}, or {','.join(OPTIONAL_SIDES)} (the log's cost)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory (logs, models)")
+    parser.add_argument(
+        "--lstm-max-batch",
+        type=int,
+        default=LSTM_MAX_BATCH,
+        help="the LSTM sidecar's max_batch (0: none, the stack's PREDICT_MAX_BATCH)",
+    )
+    parser.add_argument(
+        "--lstm-batch-wait-s",
+        type=float,
+        default=LSTM_BATCH_WAIT_S,
+        help="the LSTM sidecar's batch_wait_s (negative: none, the stack's PREDICT_BATCH_WAIT_S)",
+    )
     parser.add_argument(
         "--ref",
         help="run the stacks from this commit (git archive into the scratch directory) instead of the "
@@ -967,7 +1018,7 @@ def parse_options() -> argparse.Namespace:
     )
     options = parser.parse_args()
     options.cases = subset(options.cases, CASES, "case")
-    options.sides = subset(options.sides, SIDES, "side")
+    options.sides = subset(options.sides, (*SIDES, *OPTIONAL_SIDES), "side")
     return options
 
 
@@ -1015,7 +1066,7 @@ def main() -> None:
         flush_redis()
         print(f"the stacks' code: {use_source(scratch, options.ref)}")
         print(f"models in {scratch.model_dir}:", flush=True)
-        write_models(scratch.model_dir, cases)
+        write_models(scratch.model_dir, cases, lstm_batching(options))
         sides = build_sides(options.sides, scratch, cases, options)
         cases = [case for case in cases if any(side.serves(case) for side in sides)]
         wait_until_settled(scratch.model_dir)
@@ -1032,6 +1083,7 @@ def main() -> None:
         for case in cases:
             rows += print_case(case, bench.figures[case.name])
         print_make_run_against_compose(bench)
+        print_log_cost(bench)
         print_summary(rows)
     except SideFailed as exc:
         failed = exc.side

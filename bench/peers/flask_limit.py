@@ -4,9 +4,9 @@ process, with every model of MODEL_DIR loaded before it serves.
     gunicorn --chdir bench/peers "flask_limit:create_app()"
     granian --interface wsgi --factory --working-dir bench/peers flask_limit:create_app
 
-Runs in the project's environment. It is bench/inprocess_app.py (the baseline of
-bench/predict.py) extended to several models and to the project's LSTM checkpoint, served
-the way bench/peers/plan_fastapi.py serves it (one sequence, or a batch of them). No
+Runs in the project's environment. It serves several models, the project's LSTM checkpoint
+among them, the way bench/peers/plan_fastapi.py serves them (one sequence, or a batch of
+them). No
 token, request id, access line, metrics or shape check: what a design that predicts
 where the request arrives costs at least, which an out-of-process design cannot beat.
 """
