@@ -1,5 +1,6 @@
 """The Flask application: `flask --app web ...` finds `create_app` here."""
 
+import functools
 import gc
 from pathlib import Path
 
@@ -21,11 +22,21 @@ from web.settings import keep_settings
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
+class WebApp(Flask):
+    """Flask, with each function's `ensure_sync` answer kept: Flask asks `inspect` whether
+    every hook and view is a coroutine on every request (nine times a prediction), and the
+    app's functions never change kind."""
+
+    @functools.cache  # noqa: B019 - one app per process, a bounded set of registered functions
+    def ensure_sync(self, func):
+        return super().ensure_sync(func)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """The web app, on `settings` (the environment's, `get_settings()`, when None)."""
     if settings is None:
         settings = get_settings()
-    app = Flask(__name__, static_folder=None)  # no static files: no /static route
+    app = WebApp(__name__, static_folder=None)  # no static files: no /static route
     keep_settings(app, settings)  # web code reads these (`web.settings`), never get_settings()
     app.config.from_mapping(
         flask_config(settings.database_url, settings.database_statement_timeout_s),
