@@ -929,14 +929,14 @@ def print_comparisons(name: str, comparisons: dict[str, Comparison]) -> None:
 
 
 def print_make_run_against_compose(bench: Bench) -> None:
-    print("\nmake run / compose at 32 clients (the project requires make run within 10% of compose):")
+    print("\nmake run / compose at 32 clients (the project requires make run to lose at most 10%):")
     for case in bench.cases:
         figures = bench.figures[case.name]
         if "make-run" in figures and "compose" in figures:
             rate = median_ratio(figures["make-run"].rates, figures["compose"].rates)
-            within = "yes" if abs(rate - 1) <= 0.10 else "NO"
+            within = "yes" if rate >= 0.90 else "NO"
             p99 = figures["make-run"].p(0.99, True) / figures["compose"].p(0.99, True)
-            print(f"  {case.name:<12} req/s {rate:.2f}x, p99 {p99:.2f}x   within 10%: {within}")
+            print(f"  {case.name:<12} req/s {rate:.2f}x, p99 {p99:.2f}x   at most 10% lost: {within}")
 
 
 def print_log_cost(bench: Bench) -> None:

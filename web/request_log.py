@@ -4,7 +4,7 @@ The id comes from the caller's `X-Request-ID` header when it is sane, else a new
 is returned in the response's `X-Request-ID`, bound for the request's log lines and
 copied into the headers of the task messages the request publishes (`tasks.contract.publisher`).
 The access lines go to stderr, or to the file ACCESS_LOG names (`make run` sets one: a
-line per request through honcho's pipe would cost the stack a tenth of its throughput).
+line per request through honcho's pipe cost the stack a quarter of its throughput).
 """
 
 from __future__ import annotations
