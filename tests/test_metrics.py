@@ -38,7 +38,8 @@ def access_log_pids(log: str, path: str) -> set[int]:
 
 def test_request_counts_add_up_across_web_workers(clean, start_web):
     # Sync workers (one request at a time each): concurrent requests must spread over both.
-    web = start_web(workers=2, threads=1)
+    # A short drain: the replacement worker can miss the stop's SIGTERM (see test_web_server).
+    web = start_web(workers=2, threads=1, WEB_GRACEFUL_TIMEOUT_S="3")
     sent = 0
 
     def both_workers_answered() -> bool:
@@ -63,7 +64,8 @@ def test_a_dead_web_worker_keeps_its_counts_and_leaves_no_live_gauge(clean, metr
     # keep counting (their files stay), and the live gauges a web process writes are the
     # trades workers' journal_held_entries, which the web imports and never moves, so a
     # dead worker's live files hold 0. A live gauge the web moves would need a hook.
-    web = start_web(workers=2, threads=1)
+    # A short drain: the replacement worker can miss the stop's SIGTERM (see test_web_server).
+    web = start_web(workers=2, threads=1, WEB_GRACEFUL_TIMEOUT_S="3")
     sent = 0
 
     def counted() -> float:

@@ -129,7 +129,9 @@ def test_a_sigterm_while_the_workers_start_still_stops_within_the_graceful_timeo
 
 
 def test_a_worker_killed_outright_is_replaced(web):
-    server = web(workers=2)
+    # A short drain: granian's replacement worker can miss the stop's SIGTERM and is then
+    # killed only when WEB_GRACEFUL_TIMEOUT_S is over.
+    server = web(workers=2, WEB_GRACEFUL_TIMEOUT_S="3")
     first = server.worker_pids()
     assert len(first) == 2
     os.kill(first[0], signal.SIGKILL)
