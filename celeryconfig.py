@@ -12,6 +12,7 @@ from tasks.contract import (
     DRAIN_DEAD_LETTER_QUEUE_TASK,
     PREDICT_QUEUE,
     PRUNE_PREDICTIONS_TASK,
+    REFRESH_STATS_TASK,
     REPLAY_TASK,
     TRADES_QUEUE,
     amqp_queues,
@@ -99,6 +100,12 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
             "schedule": timedelta(seconds=settings.spool_replay_interval_s),
             "options": {"expires": settings.spool_replay_interval_s},
         },
+        # The kept statistics stay within STATS_MAX_STALENESS_S of the journal: folded twice as often.
+        "refresh-trade-stats": {
+            "task": REFRESH_STATS_TASK,
+            "schedule": timedelta(seconds=stats_refresh_interval_s(settings)),
+            "options": {"expires": stats_refresh_interval_s(settings)},
+        },
         # PREDICTION_LOG_RETENTION_DAYS: hourly is fine-grained enough for a count of days.
         "prune-prediction-log": {
             "task": PRUNE_PREDICTIONS_TASK,
@@ -106,3 +113,9 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
             "options": {"expires": 3600},
         },
     }
+
+
+def stats_refresh_interval_s(settings: Settings) -> float:
+    """How often beat folds: half the staleness allowed, at least a second (reads fold
+    themselves what is older than the staleness allowed, 0 included)."""
+    return max(1.0, settings.stats_max_staleness_s / 2)

@@ -63,8 +63,15 @@ class Settings(BaseSettings):
     prediction_log_flush_s: float = Field(default=0.2, gt=0)
     max_request_bytes: int = Field(default=4_194_304, ge=1024)
     # The longest a database statement may run (or wait for a lock); the client gives up
-    # a few seconds later on a server that stopped answering (db/timeouts.py).
+    # a few seconds later on a server that stopped answering (db/timeouts.py). The web
+    # only reads: its statements get WEB_STATEMENT_TIMEOUT_S, so a slow read is a 504
+    # within it and never holds a connection for long.
     database_statement_timeout_s: float = Field(default=30.0, gt=0)
+    web_statement_timeout_s: float = Field(default=10.0, gt=0)
+    # The kept statistics (statistics, performance, the dashboard) answer exactly as the
+    # journal stood at most this long ago: beat folds the logged changes every half of
+    # it, and a read folds what is older first (0: every read folds what waits).
+    stats_max_staleness_s: float = Field(default=5.0, ge=0)
 
     # Serving processes: the web server (granian, `python -m web.server`) and Flower
     # (flowerconfig.py). WEB_THREADS: Python threads per web worker process; a

@@ -52,8 +52,9 @@ _EXPORTS = {
         "trade_as_dict",
     ),
     "db.spool": ("ACTIVE", "DrainReport", "Spool"),
-    "db.stats": ("GROUP_KEYS", "STAT_FIELDS", "no_trades"),
+    "db.stats": ("GROUP_KEYS", "STAT_FIELDS", "StatsBehind", "no_trades"),
     "db.timescale": ("TimescaleState", "timescale_status"),
+    "db.timeouts": ("statement_timed_out",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -9,9 +9,24 @@ installed. A hypertable's unique indexes must contain its time column, so the ke
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, Identity, Index, Integer, String, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Identity,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -119,3 +134,192 @@ class PredictionCount(Base):
     predictions: Mapped[int] = mapped_column(BigInteger)
     first_served: Mapped[datetime]
     last_served: Mapped[datetime]
+
+
+# -- kept statistics (db.stats): what the statistics, performance and dashboard read ------------
+# Keyed by a keyset (which of symbol, model_name, model_version name a row's key; the others
+# are null) so that every level and filter of the statistics reads rows of its own: drawdown
+# does not compose across keys. NULLS NOT DISTINCT: trades without a model are a group.
+_CELL_KEY = ("keyset", "symbol", "model_name", "model_version")
+
+
+class TradeStatsChange(Base):
+    """A change to trade_history as triggers logged it (migration 004): the row's image
+    before (sign -1) or after (sign +1). The fold (`db.stats.refresh`) takes them in id order."""
+
+    __tablename__ = "trade_stats_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    logged_at: Mapped[datetime] = mapped_column(primary_key=True, server_default=text("clock_timestamp()"))
+    sign: Mapped[int] = mapped_column(SmallInteger)
+    trade_id: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime]  # close_timestamp, or the opening time where it is null
+    symbol: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    closed: Mapped[bool]
+    won: Mapped[bool | None]
+    realized_pnl: Mapped[float | None]
+    pnl_pct: Mapped[float | None]
+    fees: Mapped[float | None]
+
+
+class TradeStatsBucket(Base):
+    """The additive statistics of the trades opened in one bucket (`width` 'day', 'week',
+    or 'all' with bucket -infinity) of one key, and the drawdown of its booked trades
+    closed before the watermark (folded from its segments)."""
+
+    __tablename__ = "trade_stats_buckets"
+    __table_args__ = (
+        Index(
+            "ux_trade_stats_buckets",
+            "width",
+            "bucket",
+            *_CELL_KEY,
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    width: Mapped[str] = mapped_column(String(4))
+    keyset: Mapped[int] = mapped_column(SmallInteger)
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    # Every trade: counts, PnL and fees; then the closed ones alone (the `closed` filter).
+    trades: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    closed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    wins: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    decided: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    pnl_n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    pnl_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    fees_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    closed_wins: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    closed_decided: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    closed_pnl_n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    closed_pnl_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    closed_fees_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    # Booked (closed with a realized PnL): profit factor; scored (closed with pnl_pct): Sharpe, Sortino.
+    gross_profit: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    gross_loss: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    scored_n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    pct_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    pct_squares: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    downside_squares: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    # Drawdown of the booked trades closed before the watermark, in close order.
+    booked_n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    booked_net: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    booked_high: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    booked_low: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    booked_fall: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+
+
+class TradeClose(Base):
+    """A booked trade (closed, with realized PnL) where closes are read: by close time.
+
+    Kept by the fold from the change log, so the drawdown, the equity curves and the
+    reads of the last hour never search trade_history (partitioned by opening time) for
+    its closes. A hypertable on `closed_at` where TimescaleDB is used.
+    """
+
+    __tablename__ = "trade_closes"
+    __table_args__ = (
+        Index("ix_trade_closes_closed_at", "closed_at", "trade_id"),
+        Index("ix_trade_closes_close_day", "close_day", "opened_at"),
+        Index("ix_trade_closes_model", "model_name", "model_version", "closed_at", "trade_id"),
+        Index("ix_trade_closes_symbol", "symbol", "closed_at", "trade_id"),
+    )
+
+    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    closed_at: Mapped[datetime] = mapped_column(primary_key=True)
+    close_day: Mapped[datetime]
+    opened_at: Mapped[datetime]
+    pnl: Mapped[Decimal] = mapped_column(Numeric)
+    symbol: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class TradeStatsSegment(Base):
+    """The drawdown state of one key's booked trades that closed on `close_day` (before the
+    watermark) and opened in `bucket` of `width` ('all': any time), in close order; with
+    the range of their opening times."""
+
+    __tablename__ = "trade_stats_segments"
+    __table_args__ = (
+        Index(
+            "ux_trade_stats_segments",
+            "width",
+            "bucket",
+            *_CELL_KEY,
+            "close_day",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index("ix_trade_stats_segments_close_day", "close_day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    close_day: Mapped[datetime] = mapped_column(primary_key=True)
+    width: Mapped[str] = mapped_column(String(4))
+    bucket: Mapped[datetime]
+    keyset: Mapped[int] = mapped_column(SmallInteger)
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    booked_n: Mapped[int] = mapped_column(BigInteger)
+    booked_net: Mapped[Decimal] = mapped_column(Numeric)
+    booked_high: Mapped[Decimal] = mapped_column(Numeric)
+    booked_low: Mapped[Decimal] = mapped_column(Numeric)
+    booked_fall: Mapped[Decimal] = mapped_column(Numeric)
+    first_opened: Mapped[datetime]
+    last_opened: Mapped[datetime]
+
+
+class TradeStatsProfile(Base):
+    """The drawdown state of one key's booked trades that closed on `close_day` (before the
+    watermark) and opened at or after `opened_from`, in close order: what `since` reads.
+
+    `opened_from` takes the day's start, and the opening time of each trade of the day that
+    opened on another day, so any `since` outside the day finds its exact row."""
+
+    __tablename__ = "trade_stats_profiles"
+    __table_args__ = (
+        Index(
+            "ux_trade_stats_profiles",
+            *_CELL_KEY,
+            "close_day",
+            "opened_from",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index("ix_trade_stats_profiles_close_day", "close_day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    close_day: Mapped[datetime] = mapped_column(primary_key=True)
+    opened_from: Mapped[datetime]
+    keyset: Mapped[int] = mapped_column(SmallInteger)
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    booked_n: Mapped[int] = mapped_column(BigInteger)
+    booked_net: Mapped[Decimal] = mapped_column(Numeric)
+    booked_high: Mapped[Decimal] = mapped_column(Numeric)
+    booked_low: Mapped[Decimal] = mapped_column(Numeric)
+    booked_fall: Mapped[Decimal] = mapped_column(Numeric)
+
+
+# One row: how far the kept statistics are built. `watermark`: booked trades that closed
+# before it are in the segments and profiles; later ones are read from trade_closes.
+TRADE_STATS_STATE = Table(
+    "trade_stats_state",
+    Base.metadata,
+    Column("built", Boolean, nullable=False, server_default=text("false")),
+    Column("watermark", DateTime(timezone=True)),
+    Column("refreshed_at", DateTime(timezone=True)),
+    Column("built_at", DateTime(timezone=True)),
+)

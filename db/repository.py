@@ -21,20 +21,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Interval, cast, delete, func, insert, literal, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from db import prediction_log
+from db import prediction_log, stats
 from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
 from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
-from db.stats import GROUP_KEYS, equity_curves, trade_statistics
-from db.timescale import timescale_installed
+from db.stats import GROUP_KEYS
 
 MAX_LIST_LIMIT = 1000
 BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
-# date_bin's origin that makes its buckets line up with TimescaleDB's time_bucket.
-_BUCKET_ORIGIN = "2000-01-03T00:00:00+00:00"
 _LOCK_NAMESPACE = 0x7472  # "tr": keeps our advisory locks apart from other users'
 
 _LOCK_TRADE_IDS = text(
@@ -73,8 +70,12 @@ class WriteOutcome:
 
 
 class TradeRepository:
-    def __init__(self, session: Session):
+    """The journal's reads and writes on one session. Reads of statistics first fold what
+    waits when it is older than `stats_staleness_s` (None: they read what is kept)."""
+
+    def __init__(self, session: Session, stats_staleness_s: float | None = None):
         self.session = session
+        self.stats_staleness_s = stats_staleness_s
 
     # -- writes -------------------------------------------------------------------
 
@@ -236,6 +237,7 @@ class TradeRepository:
         since: datetime | None = None,
         until: datetime | None = None,
         model_name: str | None = None,
+        closed: bool | None = None,
         group_by: str | None = None,
         bucket: str | None = None,
     ) -> dict[str, Any]:
@@ -245,37 +247,19 @@ class TradeRepository:
         GROUP_KEYS). Groups come sorted by key, nulls (trades without a model) last."""
         if group_by is not None and group_by not in GROUP_KEYS:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
-        keys = () if group_by is None else GROUP_KEYS[group_by]
-        levels: list[tuple[str, ...]] = [()]
-        if bucket is not None:
-            levels.append(("bucket",))
-        if group_by is not None:
-            levels.append(keys)
-            if bucket is not None:
-                levels.append((*keys, "bucket"))
-        expression = None if bucket is None else self._bucket_expression(bucket)
-        where = _conditions(symbol, since, until, None, model_name)
-        whole, *parts = trade_statistics(self.session, where, levels, expression)
-        result = whole[0]
-        if bucket is not None:
-            result["buckets"] = [_bucket_of(row) for row in parts.pop(0)]
-        if group_by is not None:
-            groups = parts.pop(0)
-            result["groups"] = groups
-            if bucket is not None:
-                by_key = {tuple(group[name] for name in keys): group for group in groups}
-                for group in groups:
-                    group["buckets"] = []
-                for row in parts.pop(0):
-                    by_key[tuple(row.pop(name) for name in keys)]["buckets"].append(_bucket_of(row))
-        return result
+        if bucket is not None and not BUCKET_PATTERN.match(bucket):
+            raise ValueError("bucket must look like '1 day', '15 minutes', '4 hours' or '1 week'")
+        self._fresh()
+        filters = stats.Filters(symbol, since, until, model_name, closed)
+        return stats.statistics(self.session, filters, group_by, bucket)
 
     def stats_by_version(self, model_name: str) -> dict[str | None, dict[str, Any]]:
         """The statistics of the trades of `model_name`, per `model_version` (None: trades
         without one), sorted by version, nulls last. A version without trades is absent."""
-        where = _conditions(None, None, None, None, model_name)
-        [rows] = trade_statistics(self.session, where, [("model_version",)])
-        return {row.pop("model_version"): row for row in rows}
+        self._fresh()
+        by_version = stats.statistics(self.session, stats.Filters(model_name=model_name), "model_version")
+        groups = by_version["groups"]
+        return {group.pop("model_version"): _without_keys(group) for group in groups}
 
     def equity_curves(
         self, model_name: str, limit_per_version: int = 500
@@ -284,8 +268,8 @@ class TradeRepository:
         (`{"at", "equity"}`) after each of its closed trades, oldest first: the last
         `limit_per_version` points (at most MAX_LIST_LIMIT). A version without a closed
         trade with PnL is absent."""
-        where = _conditions(None, None, None, None, model_name)
-        return equity_curves(self.session, where, "model_version", min(limit_per_version, MAX_LIST_LIMIT))
+        self._fresh()
+        return stats.equity_curves(self.session, model_name, min(limit_per_version, MAX_LIST_LIMIT))
 
     def equity_curve(
         self,
@@ -296,25 +280,22 @@ class TradeRepository:
         limit: int = MAX_LIST_LIMIT,
     ) -> list[dict[str, Any]]:
         """Cumulative realized PnL after each closed trade, oldest first: the last `limit` points."""
-        where = _conditions(symbol, since, until, None, None)
-        return equity_curves(self.session, where, None, min(limit, MAX_LIST_LIMIT)).get(None, [])
+        self._fresh()
+        filters = stats.Filters(symbol=symbol, since=since, until=until)
+        return stats.equity_curve(self.session, filters, min(limit, MAX_LIST_LIMIT))
 
-    def _bucket_expression(self, bucket: str):
-        if not BUCKET_PATTERN.match(bucket):
-            raise ValueError("bucket must look like '1 day', '15 minutes', '4 hours' or '1 week'")
-        width = cast(literal(bucket), Interval)
-        if timescale_installed(self.session):
-            return func.time_bucket(width, TradeHistory.timestamp)
-        origin = cast(literal(_BUCKET_ORIGIN), TradeHistory.timestamp.type)
-        return func.date_bin(width, TradeHistory.timestamp, origin)
+    def _fresh(self) -> None:
+        """Fold what waits when the oldest change is older than the staleness allowed."""
+        if self.stats_staleness_s is not None:
+            stats.catch_up(self.session, self.stats_staleness_s)
 
 
-def _bucket_of(row: dict[str, Any]) -> dict[str, Any]:
-    start = row.pop("bucket")
-    return {"start": start, **row}
+def _without_keys(group: dict[str, Any]) -> dict[str, Any]:
+    group.pop("model_name", None)
+    return group
 
 
-def _conditions(symbol, since, until, closed, model_name=None) -> list[Any]:
+def _conditions(symbol, since, until, closed) -> list[Any]:
     conditions = []
     if symbol is not None:
         conditions.append(TradeHistory.symbol == symbol)
@@ -324,8 +305,6 @@ def _conditions(symbol, since, until, closed, model_name=None) -> list[Any]:
         conditions.append(TradeHistory.timestamp < until)
     if closed is not None:
         conditions.append(TradeHistory.closed.is_(closed))
-    if model_name is not None:
-        conditions.append(TradeHistory.model_name == model_name)
     return conditions
 
 

@@ -18,6 +18,7 @@ import socket
 import time
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions as pg
 
 CLIENT_MARGIN_S = 5.0
@@ -49,6 +50,12 @@ def configure(statement_timeout_s: float | None) -> None:
     global _statement_deadline_s
     _statement_deadline_s = None if statement_timeout_s is None else statement_timeout_s + CLIENT_MARGIN_S
     pg.set_wait_callback(wait_with_deadline)
+
+
+def statement_timed_out(error: BaseException) -> bool:
+    """The server cancelled a statement that ran past its statement_timeout (not a
+    connection lost, not a server away)."""
+    return isinstance(getattr(error, "orig", error), psycopg2.errors.QueryCanceled)
 
 
 def wait_with_deadline(connection) -> None:

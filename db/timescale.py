@@ -129,6 +129,18 @@ def timescale_installed(session: Session) -> bool:
     return _installed[key]
 
 
+def hypertables_in_use(connection: Connection, mode: str) -> bool:
+    """Migration 001 made trade_history a hypertable here, so later tables are hypertables too.
+
+    001 already decided (and said why not, once): the extension exists in this database
+    only where it made the hypertable, so this looks, never creates.
+    """
+    if mode == "off":
+        return False
+    status = timescale_status(connection)
+    return status.usable and status.created_version is not None
+
+
 # TimescaleDB keeps its catalog and chunks in schemas of its own and may add a default
 # time index to a hypertable; Alembic's autogenerate must never propose to drop them.
 TIMESCALE_SCHEMA_PREFIXES = ("_timescaledb", "timescaledb_")

@@ -49,6 +49,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "JOURNAL_DB_BACKOFF_S": "0.1",
             "JOURNAL_BATCH_WAIT_S": "0.02",
             "SPOOL_REPLAY_INTERVAL_S": "1",
+            # Every statistics read folds what the journal logged first: exact at once.
+            "STATS_MAX_STALENESS_S": "0",
             "PYTHONUNBUFFERED": "1",
             # The checkout first on every process's path, as the image's PYTHONPATH=/app: a
             # test's working directory holds a `models/` folder (MODEL_DIR), which would
@@ -112,6 +114,7 @@ def clean(engine: Engine, broker: redis.Redis) -> None:
     """An empty journal, empty queues and an empty spool."""
     with engine.begin() as connection:
         connection.execute(
+            # trade_history's TRUNCATE trigger empties the kept statistics with it.
             text("TRUNCATE trade_history, trade_pending_updates, prediction_log, prediction_counts")
         )
     broker.flushdb()

@@ -35,7 +35,19 @@ from db.timescale import (
 from tests.conftest import PG_ADMIN_URL
 from tests.support.processes import flask
 
-JOURNAL_TABLES = {"trade_history", "trade_pending_updates", "prediction_log", "prediction_counts"}
+JOURNAL_TABLES = {
+    "trade_history",
+    "trade_pending_updates",
+    "prediction_log",
+    "prediction_counts",
+    # the kept statistics (migration 004)
+    "trade_stats_changes",
+    "trade_stats_buckets",
+    "trade_closes",
+    "trade_stats_segments",
+    "trade_stats_profiles",
+    "trade_stats_state",
+}
 ROOT = Path(__file__).resolve().parent.parent
 ENABLED = "TimescaleDB enabled: trade_history is a hypertable on timestamp"
 NOT_INSTALLED = "TimescaleDB is not installed on this server: trade_history is a plain PostgreSQL table"
@@ -126,6 +138,7 @@ def assert_auto_outcome(server: str, url: str, stderr: str) -> None:
     if server == "preloaded":
         assert hypertable_dimension(url) == "timestamp"
         assert hypertable_dimension(url, "prediction_log") == "created_at"
+        assert hypertable_dimension(url, "trade_closes") == "closed_at"
         assert ENABLED in stderr
         assert "prediction_log is a hypertable on created_at" in stderr
         assert warnings == []

@@ -282,7 +282,7 @@ def test_filters_narrow_the_trades_including_model_name(trades, http):
 
 def test_stats_by_version_and_equity_curves_of_a_model(trades, app):
     with app.app_context():
-        repository = TradeRepository(database.session)
+        repository = TradeRepository(database.session, stats_staleness_s=0)  # folds what waits first
         per_version = repository.stats_by_version("beta")
         curves = repository.equity_curves("alpha")
         last_two = repository.equity_curves("alpha", limit_per_version=2)

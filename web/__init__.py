@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = WebApp(__name__, static_folder=None)  # no static files: no /static route
     keep_settings(app, settings)  # web code reads these (`web.settings`), never get_settings()
     app.config.from_mapping(
-        flask_config(settings.database_url, settings.database_statement_timeout_s),
+        flask_config(settings.database_url, settings.web_statement_timeout_s),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
     )
     app.json.sort_keys = False
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(cli.trades_cli)
     app.cli.add_command(cli.create_database)
     app.cli.add_command(cli.models_cli)
+    app.cli.add_command(cli.stats_cli)
     app.cli.add_command(preflight.preflight)
     app.cli.add_command(preflight.urls)
     # What is built so far lives as long as the process: the collector's passes skip it

@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from db import stats, timeouts
 from models import ModelStore
 from tasks.client import TradeJournal
 from tasks.contract import OUTBOX_SPOOL
@@ -148,6 +150,42 @@ def create_database() -> None:
         ) from exc
     finally:
         maintenance.dispose()
+
+
+stats_cli = AppGroup("stats", help="Kept statistics commands.")
+
+
+@stats_cli.command("refresh")
+@click.option("--rebuild", is_flag=True, help="Build everything from the trades again, whatever is kept.")
+def refresh_stats(rebuild: bool) -> None:
+    """Bring the kept statistics up to date at once (loaders, restores, tests).
+
+    Folds every change the journal logged and moves the watermark to the last full hour;
+    builds everything from the trades where nothing is built yet (after the migration)
+    or with --rebuild. Without it, statistics lag at most STATS_MAX_STALENESS_S.
+    """
+    # A build reads the whole journal: no statement timeout, no client deadline.
+    timeouts.configure(None)
+    engine = create_engine(
+        current_settings().database_url,
+        connect_args={"options": "-c statement_timeout=0", "connect_timeout": 5},
+    )
+    try:
+        with Session(engine) as session:
+            now = session.scalar(select(func.now()))
+            if rebuild:
+                stats.build(session, now, progress=lambda line: click.echo(f"  {line}"))
+            done = stats.fold_all(session, now)
+            standing = stats.state(session)
+    except OperationalError as exc:
+        raise click.ClickException(f"the database does not answer: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+    if rebuild or (done is not None and done.built):
+        click.echo(f"built from the trades at {standing.built_at:%Y-%m-%d %H:%M:%S}")
+    if done is not None and not done.built:
+        click.echo(f"folded {done.changes} logged changes; recomputed {done.days} close days")
+    click.echo(f"watermark {standing.watermark:%Y-%m-%d %H:%M} UTC; {standing.pending} changes wait")
 
 
 models_cli = AppGroup("models", help="Model store commands.")

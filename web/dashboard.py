@@ -25,9 +25,10 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import OperationalError
 
 from config import Settings
-from db import TradeRepository, database, logged_model_names, no_trades, served_versions, trade_as_dict
+from db import database, logged_model_names, no_trades, served_versions, trade_as_dict
+from web import reads
 from web.auth import API_PREFIX
-from web.errors import ApiError, error_response
+from web.errors import ApiError, database_unavailable, error_response
 from web.inputs import query
 from web.ml import model_entry
 from web.openapi.declare import BINARY, HTML, JSON, LOCATION, Answer, Documented, declare_endpoint, documented
@@ -135,11 +136,8 @@ def _logged_in() -> bool:
     return not _token_required() or session.get(SESSION_FLAG) is True
 
 
-# A panel whose source is down says so (503) and is asked again on the next refresh.
-@blueprint.errorhandler(OperationalError)
-def _database_down(error: OperationalError):
-    log.warning("dashboard: the database does not answer: %s", str(error).splitlines()[0])
-    return error_response(503, "database_unavailable", "the database does not answer; retrying")
+# A panel whose source is down (503) or too slow (504) says so and is asked again on the next refresh.
+blueprint.register_error_handler(OperationalError, database_unavailable)
 
 
 @blueprint.errorhandler(redis.RedisError)
@@ -219,7 +217,7 @@ def trades_panel():
     filters = query(TradeQuery)
     if "limit" not in request.args:
         filters.limit = TRADES_SHOWN
-    trades = TradeRepository(database.session).list(**filters.model_dump())
+    trades = reads.repository().list(**filters.model_dump())
     return render_template(
         "dashboard/trades.html", trades=[trade_as_dict(trade) for trade in trades], filters=filters
     )
@@ -250,7 +248,7 @@ def models_panel():
 )
 def model_performance_panel():
     session = database.session
-    repository = TradeRepository(session)
+    repository = reads.repository()
     current = {file.name: file.version for file in current_app.extensions["model_store"].list()}
     models, idle = [], []
     for name in sorted(set(logged_model_names(session)) | set(current)):
@@ -293,7 +291,7 @@ def _served_order(served: dict[str, dict[str, Any]], version: str | None) -> tup
     errors=(401, 503),
 )
 def model_curves():
-    repository = TradeRepository(database.session)
+    repository = reads.repository()
     models = []
     for name in logged_model_names(database.session):
         curves = repository.equity_curves(name)
@@ -339,7 +337,7 @@ def performance():
     filters = query(PerformanceQuery)
     if filters.bucket is None:
         filters.bucket = "1 day"
-    repository = TradeRepository(database.session)
+    repository = reads.repository()
     stats = repository.stats(**filters.model_dump())
     per_bucket = stats.pop("buckets")
     equity = repository.equity_curve(symbol=filters.symbol, since=filters.since, until=filters.until)

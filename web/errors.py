@@ -9,9 +9,10 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from db import describe_errors
+from db import StatsBehind, describe_errors, statement_timed_out
 from models import ModelError
 from tasks.contract import brief
+from web.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,26 @@ def invalid(
 
 
 def database_unavailable(error: Exception):
-    """503 for a read the database cannot answer now (down, silent, read-only, mid-migration):
-    input is checked before it reaches a query, so a database error here is the server's."""
-    log.warning("database unavailable: %s", brief(error))
-    response = error_response(503, "database_unavailable", "the trade database does not answer; try again")
+    """503 for a read the database cannot answer now (down, silent, read-only, mid-migration),
+    504 for one that ran past WEB_STATEMENT_TIMEOUT_S: input is checked before it reaches a
+    query, so a database error here is the server's."""
+    if statement_timed_out(error):
+        log.warning("read cancelled at the statement timeout: %s", brief(error))
+        timeout = current_settings().web_statement_timeout_s
+        message = f"the database did not answer within {timeout:g}s (WEB_STATEMENT_TIMEOUT_S)"
+        response = error_response(504, "database_timeout", message)
+    else:
+        log.warning("database unavailable: %s", brief(error))
+        message = "the trade database does not answer; try again"
+        response = error_response(503, "database_unavailable", message)
+    response[0].headers["Retry-After"] = "5"
+    return response
+
+
+def stats_behind(error: StatsBehind):
+    """503 while the kept statistics fold a backlog longer than a read may wait for."""
+    log.warning("%s", error)
+    response = error_response(503, "stats_catching_up", str(error), {"behind_s": round(error.age_s, 1)})
     response[0].headers["Retry-After"] = "5"
     return response
 
@@ -64,6 +81,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
         return error_response(error.status, error.code, error.message, error.details)
+
+    app.register_error_handler(StatsBehind, stats_behind)
 
     @app.errorhandler(ModelError)
     def _model_error(error: ModelError):

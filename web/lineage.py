@@ -13,13 +13,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import (
     PREDICTION_ID,
     PredictionId,
-    TradeRepository,
     database,
     logged_prediction,
     no_trades,
     served_versions,
 )
 from models import ModelNotFound, ModelStore, check_name
+from web import reads
 from web.errors import ApiError, database_unavailable, invalid
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
@@ -77,7 +77,7 @@ def get_prediction(prediction_id: str):
 def model_performance(name: str):
     model_name, current_version = _model_of(name)
     served = served_versions(database.session, model_name)
-    traded = TradeRepository(database.session).stats_by_version(model_name)
+    traded = reads.repository().stats_by_version(model_name)
     if not served and not traded and current_version is None:
         raise ApiError(
             404, "model_not_found", f"no model {name!r} in MODEL_DIR, the prediction log or the trades"

@@ -44,6 +44,9 @@ class PerformanceQuery(BaseModel):
 
 class StatsQuery(PerformanceQuery):
     model_name: ModelName | None = Field(default=None, description="only the trades of this model")
+    closed: bool | None = Field(
+        default=None, description="only the closed trades (true) or the open ones (false)"
+    )
     group_by: Literal["model_version", "model_name", "symbol"] | None = Field(
         default=None,
         description="statistics per group as well (`groups`): per model version (keys `model_name`, "

@@ -8,8 +8,9 @@ from flask import Blueprint, current_app, jsonify, url_for
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import TRADE_ID, TradeId, TradeRecord, TradeRepository, TradeUpdate, database, trade_as_dict
+from db import TRADE_ID, TradeId, TradeRecord, TradeUpdate, trade_as_dict
 from tasks.client import Enqueued, JournalUnavailable, TradeJournal
+from web import reads
 from web.errors import ApiError, database_unavailable, error_response, invalid
 from web.inputs import body_as, query
 from web.openapi import responses as r
@@ -106,7 +107,7 @@ def update_trade(trade_id: str):
 )
 def list_trades():
     filters = query(TradeQuery)
-    trades = TradeRepository(database.session).list(**filters.model_dump())
+    trades = reads.repository().list(**filters.model_dump())
     return jsonify(trades=[trade_as_dict(trade) for trade in trades], count=len(trades))
 
 
@@ -127,7 +128,7 @@ def list_trades():
 )
 def trade_stats():
     filters = query(StatsQuery)
-    stats = TradeRepository(database.session).stats(**filters.model_dump())
+    stats = reads.repository().stats(**filters.model_dump())
     for part in (stats, *stats.get("groups", [])):
         for bucket in part.get("buckets", []):
             bucket["start"] = bucket["start"].isoformat()
@@ -144,7 +145,7 @@ def trade_stats():
     path=TRADE_ID_PATH,
 )
 def get_trade(trade_id: str):
-    trade = TradeRepository(database.session).get(_trade_id(trade_id))
+    trade = reads.repository().get(_trade_id(trade_id))
     if trade is None:
         raise ApiError(404, "not_found", f"no trade {trade_id!r}")
     return jsonify(trade_as_dict(trade))

@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from config import get_settings
-from db import timescale_status
+from db.timescale import hypertables_in_use
 
 revision = "003"
 down_revision = "002"
@@ -66,7 +66,7 @@ def upgrade():
         sa.Column("last_served", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("model_name", "model_version", "day", name="prediction_counts_pkey"),
     )
-    if _timescale_in_use():
+    if hypertables_in_use(op.get_bind(), get_settings().timescaledb):
         # Predictions come by the thousand a minute: a chunk a day keeps retention fine-grained.
         op.execute(
             "SELECT create_hypertable('prediction_log', by_range('created_at', INTERVAL '1 day'),"
@@ -85,15 +85,3 @@ def downgrade():
     op.drop_index("ix_trade_history_prediction_id", table_name="trade_history")
     for name in ("model_version", "model_name", "prediction_id"):
         op.drop_column("trade_history", name)
-
-
-def _timescale_in_use() -> bool:
-    """Where migration 001 made trade_history a hypertable, the log is one too.
-
-    001 already decided (and said why not, once): the extension exists in this database
-    only where it made the hypertable, so this looks, never creates.
-    """
-    if get_settings().timescaledb == "off":
-        return False
-    status = timescale_status(op.get_bind())
-    return status.usable and status.created_version is not None

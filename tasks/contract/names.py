@@ -19,6 +19,7 @@ RECORD_TASK = "trades.record"
 UPDATE_TASK = "trades.update"
 REPLAY_TASK = "trades.replay_spool"
 PRUNE_PREDICTIONS_TASK = "trades.prune_prediction_log"
+REFRESH_STATS_TASK = "trades.refresh_stats"  # beat: folds logged changes into the kept statistics
 PREDICT_TASK = "ml.predict"
 # RabbitMQ only: beat moves what the broker dead-lettered into the spool's dead-letter/.
 DRAIN_DEAD_LETTER_QUEUE_TASK = "trades.drain_dead_letter_queue"

@@ -5,16 +5,18 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from celery_batches import SimpleRequest
 
-from db import Entry, database, describe_errors, prune_prediction_log, utc_now
+from db import Entry, database, describe_errors, prune_prediction_log, stats, utc_now
 from tasks import app
 from tasks.contract import (
     PRUNE_PREDICTIONS_TASK,
     RECORD_TASK,
+    REFRESH_STATS_TASK,
     REPLAY_TASK,
     UPDATE_TASK,
     Failure,
@@ -136,6 +138,31 @@ def prune_predictions() -> dict[str, int] | None:
     if removed:
         log.info("prediction log pruned: %d %s older than %d days", removed, unit, days)
     return {unit: removed}
+
+
+@app.task(name=REFRESH_STATS_TASK, ignore_result=False)
+def refresh_stats() -> dict[str, object] | None:
+    """Fold the logged changes into the kept statistics (beat runs it every half of
+    STATS_MAX_STALENESS_S); another process folding already is left to it."""
+    budget_s = worker_settings().database_statement_timeout_s
+    try:
+        done = stats.fold_all(database.session, utc_now(), wait=False, deadline=time.monotonic() + budget_s)
+    except Exception as exc:
+        verdict = classify(exc, talking_to="database")
+        count_outage(verdict, exc)
+        log.warning(
+            "statistics not refreshed, %s unavailable (%s): the next run tries again",
+            verdict.dependency,
+            brief(exc),
+        )
+        return None
+    finally:
+        database.session.remove()
+    if done is None:
+        return None
+    if done.built:
+        log.info("kept statistics built from the trades: %d close days", done.days)
+    return {"changes": done.changes, "days": done.days, "built": done.built}
 
 
 def _dead_letter_poison(request: SimpleRequest, deliveries: int) -> None:

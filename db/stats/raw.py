@@ -1,4 +1,9 @@
-"""The SQL of the trade statistics and equity curves (definitions in the README).
+"""The statistics computed from the trades themselves, in SQL (definitions in the README).
+
+This is the definition the kept statistics (`db.stats.read`) must always agree with, and
+what they fall back on where nothing is kept: the partial buckets at a range's edges, a
+bucket width other than a day or a week, a journal whose kept statistics are still being
+built. `raw_sums` gives the additive part alone, for a range's ragged edges.
 
 Every statistic is computed by PostgreSQL, in one statement for all the levels asked for
 (the whole, each group, each bucket, each group's buckets): a `UNION ALL` of one
@@ -13,7 +18,6 @@ None (JSON has no infinity).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -36,26 +40,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import TradeHistory
+from db.stats.measures import as_double, sum_columns
 
-STAT_FIELDS = (
-    "trades",
-    "closed",
-    "wins",
-    "win_rate",
-    "total_pnl",
-    "avg_pnl",
-    "fees",
-    "profit_factor",
-    "max_drawdown",
-    "sharpe",
-    "sortino",
-)
-# group_by -> the columns that name a group.
-GROUP_KEYS: dict[str, tuple[str, ...]] = {
-    "model_version": ("model_name", "model_version"),
-    "model_name": ("model_name",),
-    "symbol": ("symbol",),
-}
 # Every column a level may group by, in the order groups are sorted (nulls last).
 _KEY_TYPES = {
     "model_name": String(),
@@ -96,10 +82,23 @@ def trade_statistics(
     return results
 
 
-def no_trades() -> dict[str, Any]:
-    """The statistics of no trades at all (what the whole reports without any)."""
-    counts = {"trades": 0, "closed": 0, "wins": 0, "decided": 0}
-    return _stats_of(SimpleNamespace(**counts, **dict.fromkeys(STAT_FIELDS[3:])))
+def sums_query(where: Sequence[ColumnElement[bool]], keys: Sequence[str]):
+    """The sums (`db.stats.measures.SUM_FIELDS`) of the trades matching `where`, per value
+    of the key columns `keys`, as a query."""
+    trade = TradeHistory
+    values = SimpleNamespace(
+        closed=trade.closed,
+        won=trade.won,
+        pnl=cast(trade.realized_pnl, Numeric),
+        pct=cast(trade.pnl_pct, Numeric),
+        fees=cast(trade.fees, Numeric),
+    )
+    columns = [getattr(trade, name) for name in keys]
+    query = select(
+        *(column.label(name) for column, name in zip(columns, keys, strict=True)),
+        *(value.label(name) for name, value in sum_columns(values).items()),
+    ).where(*where)
+    return query.group_by(*columns) if columns else query
 
 
 def _stats_of(row: Any) -> dict[str, Any]:
@@ -109,22 +108,14 @@ def _stats_of(row: Any) -> dict[str, Any]:
         "closed": row.closed,
         "wins": row.wins,
         "win_rate": row.wins / row.decided if row.decided else None,
-        "total_pnl": _as_double(row.total_pnl or 0),
-        "avg_pnl": _as_double(row.avg_pnl),
-        "fees": _as_double(row.fees or 0),
-        "profit_factor": _as_double(row.profit_factor),
-        "max_drawdown": _as_double(row.max_drawdown),
-        "sharpe": _as_double(row.sharpe),
-        "sortino": _as_double(row.sortino),
+        "total_pnl": as_double(row.total_pnl or 0),
+        "avg_pnl": as_double(row.avg_pnl),
+        "fees": as_double(row.fees or 0),
+        "profit_factor": as_double(row.profit_factor),
+        "max_drawdown": as_double(row.max_drawdown),
+        "sharpe": as_double(row.sharpe),
+        "sortino": as_double(row.sortino),
     }
-
-
-def _as_double(value: Any) -> float | None:
-    """A JSON number, or None for one beyond a double's range (JSON has no infinity)."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def equity_curves(
@@ -165,7 +156,7 @@ def equity_curves(
     )
     curves: dict[Any, list[dict[str, Any]]] = {}
     for row in session.execute(query):
-        curves.setdefault(row.key, []).append({"at": row.at, "equity": _as_double(row.equity)})
+        curves.setdefault(row.key, []).append({"at": row.at, "equity": as_double(row.equity)})
     return curves
 
 
