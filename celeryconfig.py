@@ -9,6 +9,7 @@ from typing import Any
 
 from config import Settings
 from tasks.contract import (
+    COMPRESS_CHUNKS_TASK,
     DRAIN_DEAD_LETTER_QUEUE_TASK,
     PREDICT_QUEUE,
     PRUNE_PREDICTIONS_TASK,
@@ -105,6 +106,13 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": REFRESH_STATS_TASK,
             "schedule": timedelta(seconds=stats_refresh_interval_s(settings)),
             "options": {"expires": stats_refresh_interval_s(settings)},
+        },
+        # TRADES_COMPRESS_AFTER_DAYS, PREDICTION_LOG_COMPRESS_AFTER_DAYS: hourly is fine-grained
+        # enough for a count of days (a no-op on plain PostgreSQL).
+        "compress-chunks": {
+            "task": COMPRESS_CHUNKS_TASK,
+            "schedule": timedelta(hours=1),
+            "options": {"expires": 3600},
         },
         # PREDICTION_LOG_RETENTION_DAYS: hourly is fine-grained enough for a count of days.
         "prune-prediction-log": {

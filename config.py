@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # journal stood at most this long ago: beat folds the logged changes every half of
     # it, and a read folds what is older first (0: every read folds what waits).
     stats_max_staleness_s: float = Field(default=5.0, ge=0)
+    # TimescaleDB: beat converts chunks to the columnstore once they are this old (0:
+    # never). Trades keep getting closed for weeks (a late close updates a compressed
+    # chunk, which TimescaleDB handles, at a cost); logged predictions never change.
+    trades_compress_after_days: int = Field(default=30, ge=0)
+    prediction_log_compress_after_days: int = Field(default=2, ge=0)
 
     # Serving processes: the web server (granian, `python -m web.server`) and Flower
     # (flowerconfig.py). WEB_THREADS: Python threads per web worker process; a

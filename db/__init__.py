@@ -22,6 +22,7 @@ _EXPORTS = {
         "entry_from_json",
     ),
     "db.extension": ("database", "flask_config"),
+    "db.maintenance": ("Ages",),
     "db.models": ("PendingTradeUpdate", "PredictionLog", "TradeHistory"),
     "db.prediction_log": (
         "logged_model_names",

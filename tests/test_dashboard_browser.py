@@ -3,22 +3,33 @@
 The web server serves the app, a predict worker has loaded the demo models, a trades worker
 runs, and the journal is seeded through the repository. The screenshot of each run is
 written to test-artifacts/dashboard.png.
+
+A slow source is made slow for real: the test holds an ACCESS EXCLUSIVE lock on a table its
+route reads, in a connection of its own, and counts what the web server answered from its
+access lines.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Request, sync_playwright
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import PredictionEntry, RecordEntry, TradeRecord, TradeRepository
 from tests.support.demo_models import demo_services
-from tests.support.processes import WebServer, Worker
+from tests.support.processes import WebServer, Worker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -38,7 +49,14 @@ def stack(tmp_path_factory, database_url) -> Iterator[dict]:
         trades.wait_ready()
         token_web = WebServer({**services.env, "API_TOKEN": "browser-s3cret"}, folder)
         services.started.append(token_web)
-        yield {"url": services.web.url, "token_url": token_web.wait_ready().url, "models": services.models}
+        yield {
+            "url": services.web.url,
+            "token_url": token_web.wait_ready().url,
+            "models": services.models,
+            "web": services.web,
+            "env": services.env,
+            "folder": folder,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +278,318 @@ def test_with_a_token_the_browser_logs_in_once(stack, page, journal):
     page.wait_for_selector("#trades tr[data-trade-id]", timeout=WAIT_MS)
     page.click("text=Log out")
     page.wait_for_selector("#token", timeout=WAIT_MS)
+
+
+# -- one request out per source ---------------------------------------------------------
+
+REFRESH_S = 5  # web.dashboard.REFRESH_S, the page's timer
+CLIENT_TIMEOUT_S = 12  # REQUEST_TIMEOUT_MS in dashboard.js
+PERFORMANCE = "/dashboard/performance.json"
+TRADES = "/dashboard/trades"
+MODEL_PERFORMANCE = "/dashboard/model-performance"
+MODEL_CURVES = "/dashboard/model-performance.json"
+HEALTH, MODELS = "/dashboard/health", "/dashboard/models"
+SOURCES = (HEALTH, TRADES, MODELS, PERFORMANCE, MODEL_PERFORMANCE, MODEL_CURVES)
+# The kept statistics: the performance charts and both model performance sources read it;
+# health, trades and models do not.
+STATS_TABLE = "trade_stats_buckets"
+ACCESS_LINE = re.compile(r"^(\S+ \S+) INFO web\.access \[\d+\]: GET (\S+) (\d{3}) ([0-9.]+)ms$")
+CLOCK_SLACK_S = 0.05  # the access line's time has milliseconds
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A request as the web server saw it: from its access line (written once it answered)."""
+
+    path: str
+    status: int
+    started: float  # Unix seconds, the web's clock
+    ended: float
+
+
+def log_size(web: WebServer) -> int:
+    return web.log_path.stat().st_size
+
+
+def answered(web: WebServer, start: int, end: int | None = None) -> list[Answered]:
+    """The dashboard's requests the web answered between two sizes of its log, in order."""
+    lines = web.log_path.read_bytes()[start:end].decode(errors="replace").splitlines()
+    found = []
+    for line in lines:
+        if match := ACCESS_LINE.match(line):
+            at, path, status, duration_ms = match.groups()
+            ended = datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            found.append(Answered(path, int(status), ended - float(duration_ms) / 1000, ended))
+    return found
+
+
+def of(answers: list[Answered], path: str, status: int | None = None) -> list[Answered]:
+    return [a for a in answers if a.path == path and (status is None or a.status == status)]
+
+
+def overlaps(answers: list[Answered], path: str) -> list[tuple[Answered, Answered]]:
+    """The pairs of requests for `path` where the second arrived before the first answered."""
+    ordered = sorted(of(answers, path), key=lambda a: a.started)
+    return [(a, b) for a, b in pairwise(ordered) if b.started < a.ended - CLOCK_SLACK_S]
+
+
+def arrival_gaps(answers: list[Answered], path: str) -> list[float]:
+    starts = sorted(a.started for a in of(answers, path))
+    return [b - a for a, b in pairwise(starts)]
+
+
+class PageRequests:
+    """The dashboard's requests as the page sent them (Playwright's events, in order):
+    which are out now, and the most that were ever out at once per route."""
+
+    def __init__(self, page: Page):
+        self.page = page
+        self.sent: list[tuple[str, Request]] = []
+        self.failed: list[tuple[str, Request]] = []
+        self.out: dict[Request, tuple[str, float]] = {}
+        self.most_out: dict[str, int] = defaultdict(int)
+        page.on("request", self._sent)
+        page.on("requestfinished", self._ended)
+        page.on("requestfailed", self._failed)
+
+    def _sent(self, request: Request) -> None:
+        path = urlsplit(request.url).path
+        if path in SOURCES:
+            self.sent.append((path, request))
+            self.out[request] = (path, time.monotonic())
+            self.most_out[path] = max(self.most_out[path], len(self.out_for(path)))
+
+    def _ended(self, request: Request) -> None:
+        self.out.pop(request, None)
+
+    def _failed(self, request: Request) -> None:
+        if request in self.out:
+            self.failed.append((self.out[request][0], request))
+        self._ended(request)
+
+    def pump(self) -> PageRequests:
+        """Playwright hands over its events while the test calls it."""
+        self.page.evaluate("0")
+        return self
+
+    def out_for(self, path: str) -> list[Request]:
+        return [request for request, (p, _) in self.out.items() if p == path]
+
+    def held(self, path: str, for_s: float) -> Request | None:
+        """A request for `path` out for at least `for_s` (the page's requests take milliseconds)."""
+        now = time.monotonic()
+        for request, (p, since) in self.pump().out.items():
+            if p == path and now - since >= for_s:
+                return request
+        return None
+
+    def urls(self, path: str, after: int = 0) -> list[str]:
+        return [request.url for p, request in self.sent[after:] if p == path]
+
+
+@contextmanager
+def table_locked(engine, table: str) -> Iterator:
+    """`table` locked ACCESS EXCLUSIVE in a transaction of its own: every statement that reads
+    it waits. Yields a function that releases it early (the way out releases it anyway)."""
+    connection = engine.connect()
+    transaction = connection.begin()
+    connection.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+
+    def release() -> None:
+        if transaction.is_active:
+            transaction.rollback()
+            connection.close()
+
+    try:
+        yield release
+    finally:
+        release()
+
+
+def totals_text(page: Page) -> list[str]:
+    return page.locator("#totals").inner_text().split()
+
+
+def only_gateway_timeouts(errors: list[str]) -> bool:
+    """Chromium logs each error answer as a console error: the 504s are expected here."""
+    return all(
+        error.startswith("Failed to load resource: the server responded with a status of 504")
+        for error in errors
+    )
+
+
+def test_a_slow_source_has_one_request_out_and_delays_only_itself(stack, page, journal, engine):
+    web = stack["web"]
+    requests = PageRequests(page)
+    page.goto(stack["url"] + "/")
+    page.wait_for_selector("#model-performance tr[data-performance-model]", timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#totals').innerText.trim() !== ''", timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#updated').innerText !== ''", timeout=WAIT_MS)
+    painted = totals_text(page)
+
+    start = log_size(web)
+    with table_locked(engine, STATS_TABLE) as release:
+        locked_at = time.monotonic()
+        footer = page.locator("#updated").inner_text()
+        # The web's statement timeout (10 s) ends each held read with a 504, before the page's
+        # own 12 s: wait for two of them, the second asked only after the first answered.
+        wait_for(
+            lambda: len(of(answered(web, start), PERFORMANCE, 504)) >= 2,
+            4 * REFRESH_S + 3 * 10,
+            "two answers of performance.json held until the web's statement timeout",
+            interval=0.5,
+        )
+        # Meanwhile the panel said so, the charts kept their data and the footer moved on.
+        requests.pump()
+        panel = page.locator("#model-performance")
+        assert panel.get_attribute("class") == "failed"
+        assert "did not answer within 10s" in panel.inner_text()
+        assert totals_text(page) == painted
+        assert page.locator("#updated").inner_text() != footer
+        held_s = time.monotonic() - locked_at
+        release()
+    released = log_size(web)
+
+    while_held = answered(web, start, released)
+    for path in (PERFORMANCE, MODEL_PERFORMANCE, MODEL_CURVES):
+        assert overlaps(while_held, path) == [], path
+        assert all(a.ended - a.started > 9 for a in of(while_held, path, 504)), of(while_held, path)
+    # The others kept asking on every tick: no gap of two periods, none skipped.
+    for path in (HEALTH, TRADES, MODELS):
+        assert len(of(while_held, path)) >= held_s // REFRESH_S - 1, (path, held_s, of(while_held, path))
+        assert max(arrival_gaps(while_held, path)) < 1.5 * REFRESH_S, (path, arrival_gaps(while_held, path))
+        assert {a.status for a in of(while_held, path)} == {200}, path
+
+    # Released: the charts answer and paint again, and keep refreshing (a new closed trade shows).
+    write(engine, [record("after-release", "ETH/USDT", datetime.now(UTC) - timedelta(hours=3), 10.0)])
+    page.wait_for_function(
+        "document.querySelector('#totals').innerText.split(/\\s+/)[1] === '13'", timeout=WAIT_MS
+    )
+    page.wait_for_selector("#model-performance tr[data-performance-model]", timeout=WAIT_MS)
+    assert page.locator("#model-performance").get_attribute("class") != "failed"
+    wait_for(
+        lambda: len(of(answered(web, released), PERFORMANCE, 200)) >= 2,
+        3 * REFRESH_S,
+        "performance.json answered on two ticks after the release",
+    )
+
+    everything = answered(web, start)
+    for path in SOURCES:
+        assert overlaps(everything, path) == [], path
+    requests.pump()
+    assert max(requests.most_out.values()) == 1, dict(requests.most_out)
+    assert requests.failed == []  # the 504s answered: the page gave up on nothing
+    assert only_gateway_timeouts(page.console_errors), page.console_errors
+
+
+def test_a_filter_change_waits_for_the_request_out_and_asks_with_the_latest_filter(
+    stack, page, journal, engine
+):
+    web = stack["web"]
+    requests = PageRequests(page)
+    page.goto(stack["url"] + "/")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#trades tr[data-trade-id]').length === 12", timeout=WAIT_MS
+    )
+    page.wait_for_function("document.querySelector('#totals').innerText.trim() !== ''", timeout=WAIT_MS)
+
+    start, first = log_size(web), len(requests.pump().sent)
+    with table_locked(engine, "trade_history") as release:
+        # The next tick's trades request waits for the lock.
+        held = wait_for(lambda: requests.held(TRADES, 1.0), 2 * REFRESH_S, "a trades request held")
+        assert "symbol" not in parse_qs(urlsplit(held.url).query)
+        # Every repaint of the trades panel from now on, with the symbols of its rows.
+        page.evaluate(
+            """() => {
+                 window.tradePaints = [];
+                 const panel = document.getElementById('trades');
+                 new MutationObserver(() => window.tradePaints.push(
+                   [...panel.querySelectorAll('tr[data-symbol]')].map(row => row.dataset.symbol)
+                 )).observe(panel, {childList: true});
+               }"""
+        )
+        for symbol in ("BTC/USDT", "ETH/USDT"):
+            page.fill("#filter-symbol", symbol)
+            page.dispatch_event("#filter-symbol", "change")
+        # A tick later (the health panel asked again), still nothing more for trades.
+        asked = len(requests.pump().sent)
+        wait_for(lambda: requests.pump().urls(HEALTH, asked), 2 * REFRESH_S, "the next tick")
+        assert requests.urls(TRADES, first) == [held.url]
+        assert requests.out_for(TRADES) == [held]
+        release()  # the held answer (all symbols, an older filter) arrives, and is not painted
+
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#trades tr[data-symbol]')].map(r => r.dataset.symbol).join() "
+        "=== 'ETH/USDT,ETH/USDT,ETH/USDT,ETH/USDT,ETH/USDT,ETH/USDT'",
+        timeout=WAIT_MS,
+    )
+    trades_asked = requests.pump().urls(TRADES, first)
+    assert trades_asked[0] == held.url
+    assert parse_qs(urlsplit(trades_asked[1]).query) == {"symbol": ["ETH/USDT"]}
+    assert all(parse_qs(urlsplit(url).query) == {"symbol": ["ETH/USDT"]} for url in trades_asked[1:])
+    paints = page.evaluate("window.tradePaints")
+    assert paints and all(set(symbols) == {"ETH/USDT"} for symbols in paints), paints
+
+    # The charts follow the same filter: the ETH trades' totals (five closed, one open).
+    page.wait_for_function(
+        "document.querySelector('#totals').innerText.split(/\\s+/)[1] === '6'", timeout=WAIT_MS
+    )
+    assert totals_text(page)[:12] == [
+        "trades", "6", "closed", "5", "win", "rate", "80.0", "%", "total", "PnL", "105.50", "average",
+    ]  # fmt: skip
+    charts_asked = requests.urls(PERFORMANCE, first)
+    assert parse_qs(urlsplit(charts_asked[-1]).query) == {"symbol": ["ETH/USDT"]}
+
+    everything = answered(web, start)
+    held_answer = of(everything, TRADES)[0]
+    assert held_answer.status == 200 and held_answer.ended - held_answer.started > 2, held_answer
+    for path in SOURCES:
+        assert overlaps(everything, path) == [], path
+    assert max(requests.most_out.values()) == 1, dict(requests.most_out)
+    assert page.console_errors == []
+
+
+def test_a_request_without_an_answer_gives_up_and_the_panel_asks_again(stack, page, journal, engine):
+    # A server that waits for the lock longer than the page does (statement timeout 60 s).
+    web = WebServer({**stack["env"], "WEB_STATEMENT_TIMEOUT_S": "60"}, stack["folder"])
+    try:
+        web.wait_ready()
+        requests = PageRequests(page)
+        page.goto(web.url + "/")
+        page.wait_for_selector("#model-performance tr[data-performance-model]", timeout=WAIT_MS)
+        page.wait_for_function("document.querySelector('#totals').innerText.trim() !== ''", timeout=WAIT_MS)
+
+        start, first = log_size(web), len(requests.pump().sent)
+        with table_locked(engine, STATS_TABLE) as release:
+            panel = page.locator("#model-performance")
+            gave_up_text = f"no answer within {CLIENT_TIMEOUT_S} s"
+            page.wait_for_function(
+                "text => document.getElementById('model-performance').innerText === text",
+                arg=gave_up_text,
+                timeout=(2 * REFRESH_S + CLIENT_TIMEOUT_S) * 1000,
+            )
+            assert panel.get_attribute("class") == "failed"
+            gave_up = [request for path, request in requests.pump().failed if path == MODEL_PERFORMANCE]
+            assert len(gave_up) == 1
+            # The next tick asks again (and that request waits too).
+            wait_for(
+                lambda: requests.held(MODEL_PERFORMANCE, 0.5),
+                2 * REFRESH_S,
+                "the model performance panel asking again",
+            )
+            assert len(requests.urls(MODEL_PERFORMANCE, first)) == 2
+            release()
+
+        page.wait_for_selector("#model-performance tr[data-performance-model]", timeout=WAIT_MS)
+        assert panel.get_attribute("class") != "failed"
+        # The web answered the request the page gave up on only after the release: the lock held
+        # it past the page's 12 s.
+        wait_for(
+            lambda: len(of(answered(web, start), MODEL_PERFORMANCE)) >= 2, WAIT_MS / 1000, "both answered"
+        )
+        abandoned = of(answered(web, start), MODEL_PERFORMANCE)[0]
+        assert abandoned.status == 200 and abandoned.ended - abandoned.started > CLIENT_TIMEOUT_S, abandoned
+        assert max(requests.most_out.values()) == 1, dict(requests.most_out)
+        assert page.console_errors == []
+    finally:
+        web.stop()

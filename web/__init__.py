@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(cli.create_database)
     app.cli.add_command(cli.models_cli)
     app.cli.add_command(cli.stats_cli)
+    app.cli.add_command(cli.storage_cli)
     app.cli.add_command(preflight.preflight)
     app.cli.add_command(preflight.urls)
     # What is built so far lives as long as the process: the collector's passes skip it

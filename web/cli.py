@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -12,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from db import stats, timeouts
+from db import Ages, maintenance, stats, timeouts
 from models import ModelStore
 from tasks.client import TradeJournal
 from tasks.contract import OUTBOX_SPOOL
@@ -153,6 +156,25 @@ def create_database() -> None:
 
 
 stats_cli = AppGroup("stats", help="Kept statistics commands.")
+storage_cli = AppGroup("storage", help="Storage upkeep commands (TimescaleDB's columnstore).")
+
+
+@contextmanager
+def upkeep_session() -> Iterator[Session]:
+    """A session for upkeep that may read the whole journal: no statement timeout, no
+    client deadline (the web's own connections keep WEB_STATEMENT_TIMEOUT_S)."""
+    timeouts.configure(None)
+    engine = create_engine(
+        current_settings().database_url,
+        connect_args={"options": "-c statement_timeout=0", "connect_timeout": 5},
+    )
+    try:
+        with Session(engine) as session:
+            yield session
+    except OperationalError as exc:
+        raise click.ClickException(f"the database does not answer: {exc.orig}") from exc
+    finally:
+        engine.dispose()
 
 
 @stats_cli.command("refresh")
@@ -164,28 +186,48 @@ def refresh_stats(rebuild: bool) -> None:
     builds everything from the trades where nothing is built yet (after the migration)
     or with --rebuild. Without it, statistics lag at most STATS_MAX_STALENESS_S.
     """
-    # A build reads the whole journal: no statement timeout, no client deadline.
-    timeouts.configure(None)
-    engine = create_engine(
-        current_settings().database_url,
-        connect_args={"options": "-c statement_timeout=0", "connect_timeout": 5},
-    )
-    try:
-        with Session(engine) as session:
-            now = session.scalar(select(func.now()))
-            if rebuild:
-                stats.build(session, now, progress=lambda line: click.echo(f"  {line}"))
-            done = stats.fold_all(session, now)
-            standing = stats.state(session)
-    except OperationalError as exc:
-        raise click.ClickException(f"the database does not answer: {exc.orig}") from exc
-    finally:
-        engine.dispose()
+    with upkeep_session() as session:
+        now = session.scalar(select(func.now()))
+        if rebuild:
+            stats.build(session, now, progress=lambda line: click.echo(f"  {line}"))
+        done = stats.fold_all(session, now)
+        standing = stats.state(session)
     if rebuild or (done is not None and done.built):
         click.echo(f"built from the trades at {standing.built_at:%Y-%m-%d %H:%M:%S}")
     if done is not None and not done.built:
         click.echo(f"folded {done.changes} logged changes; recomputed {done.days} close days")
     click.echo(f"watermark {standing.watermark:%Y-%m-%d %H:%M} UTC; {standing.pending} changes wait")
+
+
+@storage_cli.command("compress")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Convert chunks older than this many days, whatever TRADES_COMPRESS_AFTER_DAYS and "
+    "PREDICTION_LOG_COMPRESS_AFTER_DAYS say.",
+)
+def compress_storage(older_than_days: int | None) -> None:
+    """Convert TimescaleDB chunks past their age to the columnstore now (beat does it hourly).
+
+    Nothing to do on plain PostgreSQL."""
+    ages = Ages.of(current_settings())
+    if older_than_days is not None:
+        age = timedelta(days=older_than_days)
+        ages = Ages(age, age, ages.retention)
+    with upkeep_session() as session:
+        now = session.scalar(select(func.now()))
+        converted = maintenance.compress_due(session, now, ages)
+        standing = maintenance.status(session, now, ages, current_settings().stats_max_staleness_s)
+    tables = standing["columnstore"]["tables"]
+    if not tables:
+        click.echo(standing["columnstore"].get("note", "no hypertable has the columnstore"))
+        return
+    for name, table in tables.items():
+        click.echo(
+            f"{name}: {table['compressed']} of {table['chunks']} chunks in the columnstore"
+            f" ({converted.get(name, 0)} converted now, {table['due']} due)"
+        )
 
 
 models_cli = AppGroup("models", help="Model store commands.")

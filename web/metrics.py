@@ -3,7 +3,8 @@
 In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set for each process, METRICS_DIR the
 directory that holds their directories) a scrape adds up the files of every web
 worker, Celery pool process and container found there; the queue depths and the
-spools' size are read at scrape time (`web.backlog`). Without it, the metrics are this
+spools' size are read at scrape time (`web.backlog`), and so is where beat's upkeep stands
+(`web.upkeep_metrics`). Without it, the metrics are this
 process's own.
 """
 
@@ -24,6 +25,7 @@ from tasks.observability.metrics import ensure_multiprocess_directory
 from web.backlog import BacklogCollector
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
+from web.upkeep_metrics import UpkeepCollector
 
 ensure_multiprocess_directory()
 blueprint = Blueprint("metrics", __name__)
@@ -42,6 +44,7 @@ def measure_requests(app: Flask) -> None:
     app.extensions["metrics_backlog"] = BacklogCollector(
         settings.celery_broker_url, settings.spool_dir, result_url=settings.celery_result_backend
     )
+    app.extensions["metrics_upkeep"] = UpkeepCollector(settings)
 
     @app.before_request
     def _start_clock() -> None:
@@ -73,6 +76,7 @@ def metrics() -> Response:
     directories = metric_directories()
     registry.register(ProcessFiles(directories) if directories else ThisProcess())
     registry.register(current_app.extensions["metrics_backlog"])
+    registry.register(current_app.extensions["metrics_upkeep"])
     # The format the scraper asks for (Prometheus text or OpenMetrics), as the library's own exporter does.
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encode(registry), headers={"Content-Type": content_type})

@@ -34,6 +34,7 @@ from tasks.contract.lane import decode as decode_lane_request
 from tasks.contract.lane import encode as encode_lane_request
 from tasks.contract.messages import TaskMessage, entry_json_of_call, message_of, record_entry, update_entry
 from tasks.contract.names import (
+    COMPRESS_CHUNKS_TASK,
     DEAD_LETTER_SPOOL,
     DRAIN_DEAD_LETTER_QUEUE_TASK,
     HELD_PREFIX,
@@ -82,6 +83,7 @@ __all__ = [
     "BROKER_DOWN",
     "BROKER_ERRORS",
     "BROKER_UNAVAILABLE",
+    "COMPRESS_CHUNKS_TASK",
     "DEAD_LETTER_SPOOL",
     "DRAIN_DEAD_LETTER_QUEUE_TASK",
     "HELD_PREFIX",

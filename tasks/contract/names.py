@@ -20,6 +20,7 @@ UPDATE_TASK = "trades.update"
 REPLAY_TASK = "trades.replay_spool"
 PRUNE_PREDICTIONS_TASK = "trades.prune_prediction_log"
 REFRESH_STATS_TASK = "trades.refresh_stats"  # beat: folds logged changes into the kept statistics
+COMPRESS_CHUNKS_TASK = "trades.compress_chunks"  # beat: TimescaleDB chunks into the columnstore
 PREDICT_TASK = "ml.predict"
 # RabbitMQ only: beat moves what the broker dead-lettered into the spool's dead-letter/.
 DRAIN_DEAD_LETTER_QUEUE_TASK = "trades.drain_dead_letter_queue"

@@ -57,6 +57,13 @@ HELD = Gauge(
     multiprocess_mode="livesum",
 )
 
+STATS_FOLDED = Counter(
+    "trade_stats_folded_changes", "Changes to trade_history folded into the kept statistics by beat's task"
+)
+CHUNKS_CONVERTED = Counter(
+    "columnstore_chunks_converted", "TimescaleDB chunks beat's task converted to the columnstore", ["table"]
+)
+
 PREDICTIONS_LOGGED = Counter(
     "prediction_log_entries_written",
     "Prediction log entries written to the database (duplicate: logged before, by a retry or replay)",

@@ -11,9 +11,10 @@ from typing import Any
 
 from celery_batches import SimpleRequest
 
-from db import Entry, database, describe_errors, prune_prediction_log, stats, utc_now
+from db import Ages, Entry, database, describe_errors, maintenance, prune_prediction_log, stats, utc_now
 from tasks import app
 from tasks.contract import (
+    COMPRESS_CHUNKS_TASK,
     PRUNE_PREDICTIONS_TASK,
     RECORD_TASK,
     REFRESH_STATS_TASK,
@@ -25,7 +26,7 @@ from tasks.contract import (
     record_entry,
     update_entry,
 )
-from tasks.observability import request_id
+from tasks.observability import metrics, request_id
 from tasks.worker.app import worker_settings
 from tasks.worker.batching import BATCH_DONE, JournalBatches
 from tasks.worker.journal import StoredNowhere, count_outage, dead_letter, drain_replay_spool, persist
@@ -122,19 +123,12 @@ def prune_predictions() -> dict[str, int] | None:
     days = worker_settings().prediction_log_retention_days
     if days == 0:
         return None  # kept for ever
-    try:
-        removed, unit = prune_prediction_log(database.session, utc_now(), days)
-    except Exception as exc:
-        verdict = classify(exc, talking_to="database")
-        count_outage(verdict, exc)
-        log.warning(
-            "prediction log not pruned, %s unavailable (%s): the next run tries again",
-            verdict.dependency,
-            brief(exc),
-        )
+    done = _upkeep(
+        "prediction log not pruned", lambda: prune_prediction_log(database.session, utc_now(), days)
+    )
+    if done is None:
         return None
-    finally:
-        database.session.remove()
+    removed, unit = done
     if removed:
         log.info("prediction log pruned: %d %s older than %d days", removed, unit, days)
     return {unit: removed}
@@ -144,25 +138,48 @@ def prune_predictions() -> dict[str, int] | None:
 def refresh_stats() -> dict[str, object] | None:
     """Fold the logged changes into the kept statistics (beat runs it every half of
     STATS_MAX_STALENESS_S); another process folding already is left to it."""
-    budget_s = worker_settings().database_statement_timeout_s
+    deadline = time.monotonic() + worker_settings().database_statement_timeout_s
+    done = _upkeep(
+        "statistics not refreshed",
+        lambda: stats.fold_all(database.session, utc_now(), wait=False, deadline=deadline),
+    )
+    if done is None:
+        return None
+    metrics.STATS_FOLDED.inc(done.changes)
+    if done.built:
+        log.info("kept statistics built from the trades: %d close days", done.days)
+    return {"changes": done.changes, "days": done.days, "built": done.built}
+
+
+@app.task(name=COMPRESS_CHUNKS_TASK, ignore_result=False)
+def compress_chunks() -> dict[str, int] | None:
+    """Convert the TimescaleDB chunks past their age to the columnstore (beat, hourly; a
+    no-op on plain PostgreSQL)."""
+    ages = Ages.of(worker_settings())
+    converted = _upkeep(
+        "chunks not converted", lambda: maintenance.compress_due(database.session, utc_now(), ages)
+    )
+    for table, count in (converted or {}).items():
+        metrics.CHUNKS_CONVERTED.labels(table=table).inc(count)
+    if converted:
+        log.info("converted to the columnstore: %s", ", ".join(f"{n} {t}" for t, n in converted.items()))
+    return converted
+
+
+def _upkeep(failed: str, work: Callable[[], Any]) -> Any:
+    """One run of beat's upkeep. A dependency that does not answer is counted as an outage
+    and logged (`failed`, then why); the next run tries again."""
     try:
-        done = stats.fold_all(database.session, utc_now(), wait=False, deadline=time.monotonic() + budget_s)
+        return work()
     except Exception as exc:
         verdict = classify(exc, talking_to="database")
         count_outage(verdict, exc)
         log.warning(
-            "statistics not refreshed, %s unavailable (%s): the next run tries again",
-            verdict.dependency,
-            brief(exc),
+            "%s, %s unavailable (%s): the next run tries again", failed, verdict.dependency, brief(exc)
         )
         return None
     finally:
         database.session.remove()
-    if done is None:
-        return None
-    if done.built:
-        log.info("kept statistics built from the trades: %d close days", done.days)
-    return {"changes": done.changes, "days": done.days, "built": done.built}
 
 
 def _dead_letter_poison(request: SimpleRequest, deliveries: int) -> None:

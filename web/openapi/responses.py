@@ -258,12 +258,30 @@ class JournalCheck(Check):
     workers: dict[str, int] | None = Field(default=None, description="`worker:task` -> trades it holds")
 
 
+class UpkeepPart(Check):
+    model_config = ConfigDict(extra="allow")
+
+
+class MaintenanceCheck(Check):
+    """Beat's upkeep; shown, never a reason to be unready (a lagging fold slows reads, it
+    does not make them wrong)."""
+
+    statistics: UpkeepPart | None = Field(
+        default=None, description="the kept statistics: built, pending changes, lag_s, watermark"
+    )
+    columnstore: UpkeepPart | None = Field(
+        default=None, description="per hypertable: chunks, compressed, due (TimescaleDB only)"
+    )
+    retention: UpkeepPart | None = Field(default=None, description="the prediction log's oldest entry")
+
+
 class ReadinessChecks(BaseModel):
     database: Check
     broker: Check
     workers: WorkersCheck
     models: ModelsCheck
     journal: JournalCheck
+    maintenance: MaintenanceCheck
 
 
 class Readiness(BaseModel):

@@ -1,6 +1,7 @@
 // Refreshes the dashboard's panels (HTML rendered by the server) and its charts (uPlot,
 // vendored: the equity curve, PnL per day, and per model an equity curve per version)
-// every few seconds, without reloading the page.
+// every few seconds, without reloading the page. Each of the six sources (four panels, two
+// charts' JSON) has at most one request out at a time: a slow one delays only itself.
 (function () {
   "use strict";
 
@@ -15,10 +16,13 @@
   const VERSION_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#65a30d", "#475569"];
   const MODEL_CHART_HEIGHT = 200;
   const DAY_S = 86400;
-  let refreshing = false;
+  // A source whose answer is this late gives up, so that it asks again on the next tick
+  // instead of waiting forever: a bit below three refresh periods, and above the server's
+  // own limit (WEB_STATEMENT_TIMEOUT_S, 10 s by default), whose 504 says more.
+  const REQUEST_TIMEOUT_MS = 12000;
 
-  async function fetchOrLogin(url) {
-    const response = await fetch(url, { credentials: "same-origin" });
+  async function fetchOrLogin(url, signal) {
+    const response = await fetch(url, { credentials: "same-origin", signal: signal });
     if (response.status === 401) {
       window.location.reload(); // the session is gone: the page asks for the token again
       return null;
@@ -34,19 +38,30 @@
     return query;
   }
 
-  async function loadPanel(id, query) {
+  function showFailure(id, message) {
+    const panel = document.getElementById(id);
+    panel.textContent = message;
+    panel.classList.add("failed");
+  }
+
+  // Paints the panel `id` from its route; false when nothing was painted. `stale()` says
+  // whether the filter changed since the request went out: that answer is not painted.
+  async function loadPanel(id, query, signal, stale) {
     const panel = document.getElementById(id);
     const suffix = query && String(query) ? "?" + query : "";
-    const response = await fetchOrLogin(panel.dataset.src + suffix);
-    if (response === null) return;
+    const response = await fetchOrLogin(panel.dataset.src + suffix, signal);
+    if (response === null) return false;
     if (!response.ok) {
       const body = await response.json().catch(() => null);
-      panel.textContent = body && body.error ? body.error.message : "could not load (" + response.status + ")";
-      panel.classList.add("failed");
-      return;
+      if (stale()) return false;
+      showFailure(id, body && body.error ? body.error.message : "could not load (" + response.status + ")");
+      return false;
     }
-    panel.innerHTML = await response.text();
+    const html = await response.text();
+    if (stale()) return false;
+    panel.innerHTML = html;
     panel.classList.remove("failed");
+    return true;
   }
 
   function rememberSymbols() {
@@ -61,9 +76,8 @@
     }
   }
 
-  async function loadTrades() {
-    await loadPanel("trades", tradeQuery());
-    rememberSymbols();
+  async function loadTrades(signal, stale) {
+    if (await loadPanel("trades", tradeQuery(), signal, stale)) rememberSymbols();
   }
 
   function money(value) {
@@ -137,13 +151,14 @@
     charts[name] = new uPlot(options, data, element);
   }
 
-  async function loadCharts() {
+  async function loadCharts(signal, stale) {
     const query = new URLSearchParams();
     const symbol = tradeQuery().get("symbol");
     if (symbol) query.set("symbol", symbol);
-    const response = await fetchOrLogin(performanceUrl + (String(query) ? "?" + query : ""));
-    if (response === null || !response.ok) return;
+    const response = await fetchOrLogin(performanceUrl + (String(query) ? "?" + query : ""), signal);
+    if (response === null || !response.ok) return; // the charts keep their last data
     const body = await response.json();
+    if (stale()) return;
     showTotals(body.totals);
     const equity = [body.equity.map((p) => p.at), body.equity.map((p) => p.equity)];
     const perDay = [body.per_bucket.map((p) => p.at), body.per_bucket.map((p) => p.pnl)];
@@ -197,9 +212,9 @@
     entry.signature = signature;
   }
 
-  async function loadModelCurves() {
-    const response = await fetchOrLogin(modelCurvesUrl);
-    if (response === null || !response.ok) return;
+  async function loadModelCurves(signal) {
+    const response = await fetchOrLogin(modelCurvesUrl, signal);
+    if (response === null || !response.ok) return; // the charts keep their last data
     const body = await response.json();
     const box = document.getElementById("model-curves");
     const seen = new Set();
@@ -232,28 +247,75 @@
     }
   }
 
-  async function refresh() {
-    if (refreshing) return;
-    refreshing = true;
+  // A source: how it loads (given the request's AbortSignal and `stale()`), and where a
+  // failure shows (null: the charts keep their last drawing, as for an error answer).
+  // `busy` while its request is out; `again` when the filter changed meanwhile.
+  function source(load, panelId) {
+    return { load: load, panelId: panelId, busy: false, again: false };
+  }
+
+  function panelSource(id) {
+    return source((signal, stale) => loadPanel(id, null, signal, stale), id);
+  }
+
+  const tradesSource = source(loadTrades, "trades");
+  const chartsSource = source(loadCharts, null);
+  const sources = [
+    panelSource("health"),
+    tradesSource,
+    panelSource("models"),
+    chartsSource,
+    panelSource("model-performance"),
+    source(loadModelCurves, null),
+  ];
+
+  // One request of `src`; never rejects. A failure or a timeout ends it like an answer
+  // does, so the source asks again on the next tick.
+  async function ask(src) {
+    src.busy = true;
+    src.again = false;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
     try {
-      await Promise.all([
-        loadPanel("health"),
-        loadTrades(),
-        loadPanel("models"),
-        loadCharts(),
-        loadPanel("model-performance"),
-        loadModelCurves(),
-      ]);
-      document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString() + ".";
+      await src.load(controller.signal, () => src.again);
+    } catch (error) {
+      if (src.again) {
+        // Moot: the panel asks again below, for the filter it now shows.
+      } else if (controller.signal.aborted) {
+        if (src.panelId) showFailure(src.panelId, "no answer within " + REQUEST_TIMEOUT_MS / 1000 + " s");
+      } else {
+        if (src.panelId) showFailure(src.panelId, "could not load (" + error.message + ")");
+        console.error(error); // a network failure, or a bug in painting: keep it visible
+      }
     } finally {
-      refreshing = false;
+      clearTimeout(timer);
+      src.busy = false;
     }
+    // The filter changed while the request was out: its answer was not painted; ask again
+    // now, with the latest filter.
+    if (src.again) await ask(src);
+  }
+
+  // Every tick asks each source that has nothing out and skips the others: one slow source
+  // delays only itself, and a source never has two requests out whose answers could cross.
+  async function refresh() {
+    const asked = sources.filter((src) => !src.busy).map(ask);
+    if (asked.length === 0) return;
+    await Promise.all(asked);
+    document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString() + ".";
+  }
+
+  // A filter change asks at once, unless the source's last request is still out: then it
+  // asks again as soon as that one ends (a second request now could answer first).
+  function askForFilter(src) {
+    if (src.busy) src.again = true;
+    else ask(src);
   }
 
   filter.addEventListener("submit", (event) => event.preventDefault());
   filter.addEventListener("change", () => {
-    loadTrades();
-    loadCharts();
+    askForFilter(tradesSource);
+    askForFilter(chartsSource);
   });
   window.addEventListener("resize", () => {
     for (const [name, chart] of Object.entries(charts)) {
