@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers clean
+.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers bench-scale clean
 
 install: $(STAMP)
 
@@ -56,6 +56,13 @@ bench-peers: install .venv-peers/.installed
 	test -x .venv-peers/bin/python || python3 -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet -r bench/requirements-peers.txt
 	touch $@
+
+# What reads and ingest cost as the journal grows (needs wrk): journals of 100k/1M and
+# 1M/10M trades/predictions loaded server-side, the web and a trades worker as compose
+# starts them; BENCH_ARGS passes options, e.g.
+# make bench-scale BENCH_ARGS="--sizes 100k/1M --reuse" (BENCH_PG_URL: a TimescaleDB server).
+bench-scale: install
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache test-artifacts *.egg-info

@@ -96,7 +96,7 @@ REDIS_DBS = [int(db) for db in os.environ.get("BENCH_SCALE_REDIS_DBS", "10,11").
 API_TOKEN = "bench-scale-token"  # noqa: S105 - a scratch stack's, known to the benchmark alone
 DATABASE_PREFIX = "bench_scale"
 # Changes whenever the generated rows do: a database kept by --reuse says which load it holds.
-LOAD_MARK = "bench-scale load 1"
+LOAD_MARK = "bench-scale load 2"
 SEED = 7
 # An ingest round fails when no progress was seen for this long (a broken worker
 # dead-letters what it cannot write instead of writing it).
@@ -402,9 +402,9 @@ _PREDICTIONS = text(
                                 predictions, latency_ms, request_id, features)
     SELECT md5(:seed || ':prediction:' || n)::uuid::text,
            CAST(:start AS timestamptz) + (n - 1 + random()) * CAST(:step AS interval),
-           (CAST(:names AS text[]))[n % 9 / 3 + 1],
+           (CAST(:names AS text[]))[n % 9 + 1],
            (CAST(:versions AS text[]))[n % 9 + 1],
-           (CAST(:types AS text[]))[n % 9 / 3 + 1],
+           (CAST(:types AS text[]))[n % 9 + 1],
            1,
            jsonb_build_array(round(random()::numeric, 6)),
            round((0.3 + 1.5 * -ln(1 - random()))::numeric, 3),
@@ -453,7 +453,7 @@ _TRADES = text(
            jsonb_build_object('momentum', side, 'trend', CASE WHEN u_bull > 0.5 THEN 'buy' ELSE 'hold' END),
            jsonb_build_object('rsi', round((100 * u_rsi)::numeric, 2)),
            CASE WHEN linked THEN md5(:seed || ':prediction:' || prediction)::uuid::text END,
-           (CAST(:names AS text[]))[model / 3 + 1],
+           (CAST(:names AS text[]))[model + 1],
            (CAST(:versions AS text[]))[model + 1]
     FROM (
         SELECT *,

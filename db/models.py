@@ -83,6 +83,16 @@ class TradeHistory(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
 
 
+class TradeIdLocation(Base):
+    """Each trade_id's opening time (migration 006, kept by triggers): the journal finds a
+    trade's row in its own chunk instead of searching every chunk by trade_id."""
+
+    __tablename__ = "trade_ids"
+
+    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    timestamp: Mapped[datetime] = mapped_column(primary_key=True)
+
+
 class PendingTradeUpdate(Base):
     """An update that arrived before its trade; applied when the trade is recorded."""
 

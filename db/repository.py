@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db import prediction_log, stats
 from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
-from db.models import PendingTradeUpdate, TradeHistory
+from db.models import PendingTradeUpdate, TradeHistory, TradeIdLocation
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.stats import GROUP_KEYS
 
@@ -129,10 +130,13 @@ class TradeRepository:
             self._link_to_predictions(new_rows, outcome)
             for trade_id, row in new_rows.items():
                 row["update_stamps"] = stamps[trade_id] or None
-            # A plain INSERT goes out as SQLAlchemy's batched "insertmanyvalues"; with
-            # ON CONFLICT it would be one round trip per row. The locks above already
-            # keep out a second row for the same trade.
-            self.session.execute(insert(TradeHistory.__table__), list(new_rows.values()))
+            # The locks above keep out a second row for a trade; the conflict target is
+            # named all the same, so that on a compressed chunk TimescaleDB checks it
+            # with its bloom filters instead of decompressing batches.
+            statement = pg_insert(TradeHistory.__table__).on_conflict_do_nothing(
+                index_elements=["trade_id", "timestamp"]
+            )
+            self.session.execute(statement, list(new_rows.values()))
         changed = {trade_id: values for trade_id, values in changed.items() if values}
         for trade_id, values in changed.items():
             self.session.execute(
@@ -182,16 +186,31 @@ class TradeRepository:
     def _stored_of(self, trade_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
         """The stored trades' opening fields, and the order of each field's last change."""
         columns = [getattr(TradeHistory, name) for name in OPENING_FIELDS]
-        rows = self.session.execute(
-            select(TradeHistory.trade_id, TradeHistory.update_stamps, *columns).where(
-                TradeHistory.trade_id.in_(trade_ids)
-            )
-        )
         opening, stamps = {}, {}
-        for row in rows:
+        for row in self._rows_of(trade_ids, TradeHistory.trade_id, TradeHistory.update_stamps, *columns):
             opening[row.trade_id] = {name: getattr(row, name) for name in OPENING_FIELDS}
             stamps[row.trade_id] = dict(row.update_stamps or {})
         return opening, stamps
+
+    def _rows_of(self, trade_ids: Sequence[str], *columns) -> list[Any]:
+        """trade_history's rows of these trades: their opening times from trade_ids, then
+        each row in its own chunk (the times as constants, which TimescaleDB excludes
+        chunks by), never a search of every chunk by trade_id."""
+        located = self.session.execute(
+            select(TradeIdLocation.trade_id, TradeIdLocation.timestamp).where(
+                TradeIdLocation.trade_id.in_(trade_ids)
+            )
+        ).all()
+        if not located:
+            return []
+        pairs = set(located)
+        rows = self.session.execute(
+            select(TradeHistory.timestamp.label("located_at"), *columns).where(
+                TradeHistory.trade_id.in_({trade_id for trade_id, _ in pairs}),
+                TradeHistory.timestamp.in_({timestamp for _, timestamp in pairs}),
+            )
+        )
+        return [row for row in rows if (row.trade_id, row.located_at) in pairs]
 
     def _take_pending(self, trade_ids: list[str]) -> list[UpdateEntry]:
         if not trade_ids:
@@ -212,9 +231,8 @@ class TradeRepository:
         return self._stored_of(list(trade_ids))[0] if trade_ids else {}
 
     def get(self, trade_id: str) -> TradeHistory | None:
-        return self.session.scalars(
-            select(TradeHistory).where(TradeHistory.trade_id == trade_id).limit(1)
-        ).first()
+        located = self._rows_of([trade_id], TradeHistory.trade_id, TradeHistory)
+        return located[0].TradeHistory if located else None
 
     def list(
         self,

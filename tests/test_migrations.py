@@ -47,6 +47,7 @@ JOURNAL_TABLES = {
     "trade_stats_segments",
     "trade_stats_profiles",
     "trade_stats_state",
+    "trade_ids",  # migration 006
 }
 ROOT = Path(__file__).resolve().parent.parent
 ENABLED = "TimescaleDB enabled: trade_history is a hypertable on timestamp"
