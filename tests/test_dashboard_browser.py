@@ -604,7 +604,7 @@ def test_a_request_without_an_answer_gives_up_and_the_panel_asks_again(stack, pa
             "both answered",
         )
         abandoned = of(answered(web, start, since=locked), MODEL_PERFORMANCE)[0]
-        assert abandoned.status == 200 and abandoned.ended - abandoned.started > CLIENT_TIMEOUT_S, abandoned
+        assert abandoned.status == 200 and abandoned.ended - abandoned.started > CLIENT_TIMEOUT_S, (locked, [(a.path, a.status, round(a.started - locked, 2), round(a.ended - locked, 2)) for a in answered(web, 0)])
         assert max(requests.most_out.values()) == 1, dict(requests.most_out)
         assert page.console_errors == []
     finally:

@@ -91,7 +91,8 @@ _WRITE_RUNS = text(
     """
 )
 _OLDEST_AGE = text(
-    "SELECT extract(epoch FROM clock_timestamp() - logged_at) FROM trade_stats_changes ORDER BY id LIMIT 1"
+    "SELECT clock_timestamp(), extract(epoch FROM clock_timestamp() - logged_at)"
+    " FROM trade_stats_changes ORDER BY id LIMIT 1"
 )
 _WRITE_CHUNK = 5_000
 _READ_CHUNK = 50
@@ -172,21 +173,22 @@ def fold_all(
 
 
 def catch_up(session: Session, max_staleness_s: float, budget_s: float = 10.0) -> None:
-    """Fold when the oldest logged change is older than `max_staleness_s` (by the
-    database's clock), for at most about `budget_s`; raises StatsBehind when changes
-    older than that still wait. Nothing to do while the statistics are not built: reads
-    compute them from the trades then."""
-    age = session.scalar(_OLDEST_AGE)
+    """Fold, when a change older than `max_staleness_s` waits, until every change logged
+    that long before this call is folded (changes logged while it folds are newer than
+    the read that asked). By the database's clock; for at most about `budget_s`, then
+    StatsBehind. Nothing to do while the statistics are not built: reads compute them
+    from the trades then."""
+    started, age = session.execute(_OLDEST_AGE).first() or (None, None)
     if age is None or age <= max_staleness_s:
         return
     row = session.execute(select(TRADE_STATS_STATE.c.built)).first()
     if row is None or not row.built:
         return
-    fold_all(session, session.scalar(select(func.now())), deadline=time.monotonic() + budget_s)
-    age = session.scalar(_OLDEST_AGE)
+    fold_all(session, started, deadline=time.monotonic() + budget_s)
+    oldest = session.scalar(select(TradeStatsChange.logged_at).order_by(TradeStatsChange.id).limit(1))
     session.commit()
-    if age is not None and age > max_staleness_s:
-        raise StatsBehind(age)
+    if oldest is not None and (started - oldest).total_seconds() > max_staleness_s:
+        raise StatsBehind((started - oldest).total_seconds())
 
 
 class StatsBehind(Exception):
