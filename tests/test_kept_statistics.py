@@ -222,7 +222,68 @@ def assert_every_answer(http, engine) -> int:
     asked = queries(now)
     for query in asked:
         assert_answer(http, trades, query)
+    assert_performance_and_dashboard(http, trades)
     return len(asked)
+
+
+def booked_in_close_order(trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        (t for t in trades if t["closed"] and t["realized_pnl"] is not None),
+        key=lambda t: (t["close_timestamp"] or t["timestamp"], t["trade_id"]),
+    )
+
+
+def curve(trades: list[dict[str, Any]], limit: int) -> list[tuple[float, float]]:
+    """Cumulative realized PnL after each close, the last `limit` points (Unix seconds)."""
+    points, equity = [], 0.0
+    for trade in booked_in_close_order(trades):
+        equity += trade["realized_pnl"]
+        points.append(((trade["close_timestamp"] or trade["timestamp"]).timestamp(), equity))
+    return points[-limit:]
+
+
+def assert_points(actual: list[dict[str, Any]], want: list[tuple[float, float]], where: str) -> None:
+    assert [point["at"] for point in actual] == pytest.approx([at for at, _ in want]), where
+    assert [point["equity"] for point in actual] == pytest.approx([value for _, value in want], rel=1e-9), (
+        where
+    )
+
+
+def assert_performance_and_dashboard(http, trades: list[dict[str, Any]]) -> None:
+    """/api/v1/ml/models/<name>/performance and the dashboard's two JSON routes, from the
+    same definitions."""
+    for name in ("alpha", "beta"):
+        body = http.get(f"/api/v1/ml/models/{name}/performance").get_json()
+        members = [t for t in trades if t["model_name"] == name]
+        versions = {
+            version: expected_stats(group) for (version,), group in by_key(members, ("model_version",))
+        }
+        assert {v["model_version"] for v in body["versions"]} == set(versions), name
+        for version in body["versions"]:
+            assert_same_stats(
+                version, versions[version["model_version"]], f"{name} {version['model_version']}"
+            )
+
+    body = http.get("/dashboard/performance.json").get_json()
+    assert_same_stats(body["totals"], expected_stats(trades), "dashboard totals")
+    per_day = _per_bucket(trades, timedelta(days=1))
+    assert [point["at"] for point in body["per_bucket"]] == [start.timestamp() for start, _ in per_day]
+    assert [point["pnl"] for point in body["per_bucket"]] == pytest.approx(
+        [s["total_pnl"] for _, s in per_day]
+    )
+    assert_points(body["equity"], curve(trades, 1000), "dashboard equity")
+
+    models = {
+        model["model_name"]: model
+        for model in http.get("/dashboard/model-performance.json").get_json()["models"]
+    }
+    for name in {t["model_name"] for t in trades if t["model_name"]}:
+        members = [t for t in trades if t["model_name"] == name]
+        for version in models[name]["versions"]:
+            mine = [t for t in members if t["model_version"] == version["model_version"]]
+            assert_points(version["equity"], curve(mine, 500), f"curve of {name} {version['model_version']}")
+        booked_versions = {t["model_version"] for t in booked_in_close_order(members)}
+        assert {v["model_version"] for v in models[name]["versions"]} == booked_versions, name
 
 
 @pytest.mark.parametrize("seed", [7, 8])

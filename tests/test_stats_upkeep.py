@@ -1,0 +1,202 @@
+"""How the kept statistics stay within STATS_MAX_STALENESS_S of the journal, with beat and
+without it; what a read that outlives its statement timeout answers; an existing journal
+upgraded to the kept statistics; the journal's writes against compressed chunks; and the
+upkeep's state in /readyz and /metrics. Real web server, workers, beat and PostgreSQL
+(with TimescaleDB where the server under test has it: there the old chunks really are in
+the columnstore)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tasks.client import TradeJournal
+from tests.conftest import PG_ADMIN_URL
+from tests.support.processes import flask, wait_for
+from tests.test_trade_stats import journal
+
+WRITTEN = text(
+    'INSERT INTO trade_history (trade_id, "timestamp", symbol, side, order_type, amount, entry_price, closed,'
+    " close_timestamp, realized_pnl, pnl_pct, fees, won, model_name, model_version)"
+    " VALUES (:trade_id, :timestamp, :symbol, 'buy', 'market', 1, 100, :closed, :close_timestamp,"
+    " :realized_pnl, :pnl_pct, :fees, :won, :model_name, :model_version)"
+)
+WHOLE = text(
+    "SELECT trades, gross_profit, gross_loss FROM trade_stats_buckets WHERE keyset = 0 AND width = 'all'"
+)
+
+
+def stats(web, query: str = "") -> dict:
+    status, body = web.get_json("/api/v1/trades/stats" + query)
+    assert status == 200, body
+    return body
+
+
+def write_trade(engine, pnl: float) -> None:
+    """A closed trade written with SQL, as an operator or a loader would."""
+    now = datetime.now(UTC)
+    row = {"trade_id": uuid.uuid4().hex, "timestamp": now, "symbol": "BTC/USDT", "closed": True}
+    row.update(close_timestamp=now, realized_pnl=pnl, pnl_pct=0.01, fees=0.1, won=pnl > 0)
+    with engine.begin() as connection:
+        connection.execute(WRITTEN, {**row, "model_name": None, "model_version": None})
+
+
+def count(engine, sql: str) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(text(sql))
+
+
+def test_without_beat_a_read_folds_what_is_older_than_the_staleness_allowed(web, engine):
+    server = web(STATS_MAX_STALENESS_S="2")
+    before = stats(server)["trades"]
+    write_trade(engine, 5.0)  # SQL, not the journal: the triggers log it all the same
+    written = time.monotonic()
+    wait_for(lambda: stats(server)["trades"] == before + 1, 10, "the trade to be counted")
+    # Counted once it was older than the staleness allowed, not some refresh interval later.
+    assert time.monotonic() - written < 2 + 3
+    assert count(engine, "SELECT count(*) FROM trade_stats_changes") == 0  # the read folded it
+
+
+def test_beat_keeps_the_statistics_folded_without_any_read(clean, engine, workers, start_beat):
+    workers("trades", STATS_MAX_STALENESS_S="2")
+    start_beat(STATS_MAX_STALENESS_S="2")
+    for pnl in (3.0, -1.0, 2.5):
+        write_trade(engine, pnl)
+    wait_for(
+        lambda: count(engine, "SELECT count(*) FROM trade_stats_changes") == 0,
+        30,
+        "beat's trades.refresh_stats to fold the changes",
+    )
+    with engine.connect() as connection:
+        whole = connection.execute(WHOLE).one()
+    assert (whole.trades, float(whole.gross_profit), float(whole.gross_loss)) == (3, 5.5, 1.0)
+
+
+def test_a_read_past_the_statement_timeout_is_a_504_within_it(web, engine):
+    server = web(WEB_STATEMENT_TIMEOUT_S="1", STATS_MAX_STALENESS_S="3600")
+    stats(server)
+    with engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE trade_stats_buckets IN ACCESS EXCLUSIVE MODE"))  # reads now wait
+        started = time.monotonic()
+        status, body = server.get_json("/api/v1/trades/stats?group_by=symbol")
+        waited = time.monotonic() - started
+        blocker.rollback()
+    assert status == 504 and body["error"]["code"] == "database_timeout", body
+    assert "WEB_STATEMENT_TIMEOUT_S" in body["error"]["message"]
+    assert waited < 1 + 3  # the statement timeout, not the client's deadline, nor a hang
+    assert stats(server)["trades"] == 0  # and the connection it held serves again
+
+
+@pytest.fixture
+def scratch_url():
+    """A database of the test's own."""
+    name = f"tradebot_upgrade_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_a_journal_from_before_the_kept_statistics_is_built_by_stats_refresh(scratch_url, env, tmp_path, web):
+    """An existing deployment upgrades: its statistics come from the trades until they are
+    built, then from what is kept, with the same answers."""
+    own = {**env, "DATABASE_URL": scratch_url}
+    flask(["db", "upgrade", "003"], own, tmp_path)
+    engine = create_engine(scratch_url)
+    with engine.begin() as connection:
+        connection.execute(WRITTEN, [{"close_timestamp": None, **trade} for trade in journal()])
+    engine.dispose()
+    flask(["db", "upgrade"], own, tmp_path)
+    server = web(DATABASE_URL=scratch_url)
+    query = "?group_by=model_version&bucket=1%20day&since=2026-03-02T05:00:00Z"
+    from_trades = stats(server, query)
+    refreshed = flask(["stats", "refresh"], own, tmp_path)
+    assert "built from the trades" in refreshed.stdout
+    since = datetime(2026, 3, 2, 5, tzinfo=UTC)
+    assert from_trades["trades"] == len([trade for trade in journal() if trade["timestamp"] >= since])
+    assert_same_answer(stats(server, query), from_trades)
+
+
+def assert_same_answer(actual, expected, path: str = "") -> None:
+    """Equal, numbers within the statistics tests' tolerance (a ratio's last digits differ
+    between PostgreSQL's numeric and the kept path's decimal arithmetic)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), path
+        for name in expected:
+            assert_same_answer(actual[name], expected[name], f"{path}.{name}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), path
+        for index, (mine, theirs) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_answer(mine, theirs, f"{path}[{index}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-9, abs=1e-12), path
+    else:
+        assert actual == expected, path
+
+
+def test_the_journal_writes_to_old_chunks_as_to_new_ones(clean, engine, env, tmp_path, start_worker, web):
+    """Old chunks in the columnstore (on TimescaleDB; elsewhere the command has nothing to
+    do): a repeated record, a late close and a conflicting record reach them as the
+    journal's rules say, and the statistics follow."""
+    old = datetime.now(UTC) - timedelta(days=40)
+
+    def opened(number: int, side: str = "buy") -> dict:
+        at = (old + timedelta(hours=number)).isoformat()
+        return {"trade_id": f"old-{number}", "symbol": "ETH/USDT", "side": side, "amount": 1, "timestamp": at}
+
+    start_worker()
+    with TradeJournal(env["CELERY_BROKER_URL"], env["SPOOL_DIR"]) as bot:
+        for number in range(30):
+            bot.record_trade({**opened(number), "entry_price": 100})
+    wait_for(lambda: count(engine, "SELECT count(*) FROM trade_history") == 30, 60, "the old trades")
+    compressed = flask(["storage", "compress", "--older-than-days", "7"], env, tmp_path).stdout
+    if "no columnstore" not in compressed:  # TimescaleDB: the trades' chunks are converted now
+        assert re.search(r"^trade_history: [1-9]\d* of \d+ chunks in the columnstore", compressed, re.M), (
+            compressed
+        )
+    with TradeJournal(env["CELERY_BROKER_URL"], env["SPOOL_DIR"]) as bot:
+        bot.record_trade({**opened(3), "entry_price": 100})  # again: stored once
+        bot.record_trade({**opened(4, side="sell"), "entry_price": 100})  # other content: a conflict
+        bot.update_trade(
+            "old-5", closed=True, realized_pnl=7.5, close_timestamp=datetime.now(UTC).isoformat()
+        )
+    wait_for(
+        lambda: count(engine, "SELECT count(*) FROM trade_history WHERE closed") == 1, 60, "the late close"
+    )
+    letters = tmp_path / "spool" / "dead-letter" / "active.jsonl"
+    wait_for(lambda: letters.exists() and "old-4" in letters.read_text(), 30, "the conflict's dead letter")
+    assert count(engine, "SELECT count(*) FROM trade_history") == 30
+    assert count(engine, "SELECT count(*) FROM trade_history WHERE trade_id = 'old-4' AND side = 'buy'") == 1
+    whole = stats(web(), "?symbol=ETH/USDT")
+    assert (whole["trades"], whole["closed"], whole["total_pnl"]) == (30, 1, 7.5)
+
+
+def test_readyz_and_metrics_show_where_the_upkeep_stands(web, engine):
+    server = web(STATS_MAX_STALENESS_S="3600")
+    write_trade(engine, 1.0)
+    _, body = server.get_json("/readyz")
+    upkeep = body["checks"]["maintenance"]
+    assert set(upkeep) >= {"ok", "statistics", "columnstore", "retention"}
+    assert upkeep["statistics"]["built"] is True and upkeep["statistics"]["pending"] == 1
+    assert upkeep["statistics"]["ok"] is True  # a second behind is keeping up
+    _, scraped = server.get("/metrics")
+    metrics = scraped.decode()
+    assert "journal_upkeep_up 1.0" in metrics
+    assert 'journal_upkeep_ok{part="statistics"} 1.0' in metrics
+    assert "trade_stats_pending_changes 1.0" in metrics
+
+
+@pytest.mark.parametrize("closed", ["maybe", ""])
+def test_a_bad_closed_filter_is_a_400_naming_it(http, closed):
+    response = http.get("/api/v1/trades/stats", query_string={"closed": closed})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "closed" in {problem["field"] for problem in response.get_json()["error"]["details"]}
