@@ -14,9 +14,11 @@ For each size (`--sizes`, a comma list of trades/predictions: 100k/1M, 1M/10M, 1
   (`prediction_log`, 9 model versions, and its `prediction_counts` as the workers keep
   them), then the trades over the two years before now (`trade_history`: 8 symbols, 70%
   closed, holding times of minutes, days and weeks, half of those of the last 90 days
-  linked to a logged prediction). Then `flask --app web stats refresh` (where the code has
-  it: it builds the kept statistics), VACUUM (ANALYZE), and on TimescaleDB `flask --app
-  web storage compress` (where the code has it). Each step's time is printed. With
+  linked to a logged prediction), with the code's triggers on, as for any writer. Then
+  `flask --app web stats refresh` (where the code has it: it builds the kept statistics),
+  VACUUM (ANALYZE) (what autovacuum would soon do, done before the reads are timed), and on
+  TimescaleDB `flask --app web storage compress` (where the code has it: old chunks to the
+  columnstore), then VACUUM (ANALYZE) again. Each step's time is printed. With
   `--reuse` a loaded database is kept and used again; its name holds the size, the seed
   and the code's migration head, so a stale one is never reused.
 * sizes: bytes per trade and per logged prediction (tables with indexes and TOAST;

@@ -6,9 +6,10 @@ A variable the user set (DATABASE_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND,
 environment or `.env`) must answer: if it does not, this says which and how to start it.
 With a variable unset and nothing answering at its default, a private server starts
 under the data directory instead (`devstack.embedded`), and stops when this does.
-Then: create the database, migrate, train the demo models if MODEL_DIR is empty, print
-the URLs and run every process of the Procfile under honcho until Ctrl-C. The web's
-access lines go to <data dir>/logs/access.log unless ACCESS_LOG says otherwise.
+Then: create the database, migrate, bring the kept statistics up to date, train the demo
+models if MODEL_DIR is empty, print the URLs and run every process of the Procfile under
+honcho until Ctrl-C. The web's access lines go to <data dir>/logs/access.log unless
+ACCESS_LOG says otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from tasks.web_clients import broker_problem
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_VARIABLES = ("celery_broker_url", "celery_result_backend")
-PREPARE = (["create-database"], ["db", "upgrade"], ["models", "train-demo", "--if-empty"], ["urls"])
+PREPARE = (
+    ["create-database"],
+    ["db", "upgrade"],
+    ["stats", "refresh"],  # builds the kept statistics where a journal predates them
+    ["models", "train-demo", "--if-empty"],
+    ["urls"],
+)
 
 
 def _configured(settings: Settings, *fields: str) -> bool:

@@ -144,7 +144,8 @@ def test_the_whole_stack_runs_from_one_image_after_the_migration(env_file: Path)
         assert service["command"], name
 
     migrate = services["migrate"]
-    assert migrate["command"] == ["flask", "--app", "web", "db", "upgrade"]
+    # Migrates, then builds (or brings up to date) the kept statistics before anything serves.
+    assert migrate["command"] == ["sh", "-c", "flask --app web db upgrade && flask --app web stats refresh"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
     for name in ["web", "worker-predict", "worker-trades", "beat"]:
