@@ -57,7 +57,8 @@ CREATE TRIGGER trade_ids_inserted AFTER INSERT ON trade_history
 CREATE TRIGGER trade_ids_deleted AFTER DELETE ON trade_history
     FOR EACH ROW EXECUTE FUNCTION trade_ids_moved();
 CREATE TRIGGER trade_ids_rekeyed AFTER UPDATE OF trade_id, "timestamp" ON trade_history
-    FOR EACH ROW WHEN (OLD.trade_id IS DISTINCT FROM NEW.trade_id OR OLD."timestamp" IS DISTINCT FROM NEW."timestamp")
+    FOR EACH ROW
+    WHEN (OLD.trade_id IS DISTINCT FROM NEW.trade_id OR OLD."timestamp" IS DISTINCT FROM NEW."timestamp")
     EXECUTE FUNCTION trade_ids_moved();
 CREATE TRIGGER trade_ids_truncated AFTER TRUNCATE ON trade_history
     FOR EACH STATEMENT EXECUTE FUNCTION trade_ids_truncated();
@@ -82,7 +83,9 @@ def upgrade():
     )
     # Lock out writers while the trades already stored are copied: none is missed.
     op.execute("LOCK TABLE trade_history IN SHARE MODE")
-    op.execute('INSERT INTO trade_ids (trade_id, "timestamp") SELECT trade_id, "timestamp" FROM trade_history')
+    op.execute(
+        'INSERT INTO trade_ids (trade_id, "timestamp") SELECT trade_id, "timestamp" FROM trade_history'
+    )
     op.execute(_TRIGGERS)
 
 
