@@ -200,10 +200,20 @@ _LOGGED_NAMES = text(_DISTINCT_NAMES.format(table="prediction_counts"))
 _TRADED_NAMES = text(_DISTINCT_NAMES.format(table="trade_history"))
 
 
+_KEPT_TRADED_NAMES = text(
+    "SELECT model_name FROM trade_stats_buckets"
+    " WHERE keyset = 2 AND width = 'all' AND model_name IS NOT NULL AND trades > 0"
+)
+
+
 def logged_model_names(session: Session) -> list[str]:
-    """Every model name the prediction log or the trades (their lineage) carry, sorted."""
-    names = set(session.scalars(_LOGGED_NAMES)) | set(session.scalars(_TRADED_NAMES))
-    return sorted(names)
+    """Every model name the prediction log or the trades (their lineage) carry, sorted.
+
+    The traded names come from the kept statistics once they are built (a row per model):
+    trade_history's own index is not in its compressed chunks."""
+    built = session.scalar(text("SELECT built FROM trade_stats_state LIMIT 1"))
+    traded = session.scalars(_KEPT_TRADED_NAMES if built else _TRADED_NAMES)
+    return sorted(set(session.scalars(_LOGGED_NAMES)) | set(traded))
 
 
 def prune_prediction_log(session: Session, now: datetime, retention_days: int) -> tuple[int, str]:
