@@ -269,7 +269,7 @@ class Footprint:
     state: str  # "loaded", "reused", "compressed"
     trades: int | None  # trade_history's bytes
     predictions: int | None  # prediction_log's
-    kept: int  # the kept statistics' tables
+    kept: int | None  # the kept statistics' tables (None: the code keeps none)
     database: int
 
 
@@ -567,12 +567,14 @@ def footprint(url: str, state: str) -> Footprint:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            kept = [relation_bytes(connection, name) for name in KEPT_STATISTICS]
+            kept = [
+                size for name in KEPT_STATISTICS if (size := relation_bytes(connection, name)) is not None
+            ]
             return Footprint(
                 state,
                 relation_bytes(connection, "trade_history"),
                 relation_bytes(connection, "prediction_log"),
-                sum(size for size in kept if size is not None),
+                sum(kept) if kept else None,
                 connection.scalar(text("SELECT pg_database_size(current_database())")),
             )
     finally:
@@ -1125,11 +1127,11 @@ def inspect_code(code: Code, database_url: str) -> None:
     """What the code's CLI has (an older --ref lacks `stats refresh` and `storage compress`)."""
     code.has_refresh = cli_has(code, database_url, "stats", "refresh")
     code.has_compress = cli_has(code, database_url, "storage", "compress")
-    print(
-        f"  flask --app web stats refresh: {'yes' if code.has_refresh else 'absent: skipped'}; "
-        f"storage compress: {'yes' if code.has_compress else 'absent: skipped'}"
-        + ("" if TIMESCALE else " (and not on plain PostgreSQL)")
-    )
+    compress = "run" if code.has_compress else "absent: skipped"
+    if not TIMESCALE:
+        compress = "not run (no columnstore on plain PostgreSQL)"
+    refresh = "run" if code.has_refresh else "absent: skipped"
+    print(f"  flask --app web stats refresh: {refresh}; storage compress: {compress}")
 
 
 def main() -> None:
