@@ -81,7 +81,6 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the project's venv
 # BENCH_PG_URL: a server with TimescaleDB (its admin URL); else the admin URL of the others.
 TIMESCALE = bool(os.environ.get("BENCH_PG_URL"))
@@ -287,9 +286,17 @@ class Journal:
         return self.size.label if self.size else "empty"
 
 
-def database_name(size: Size, seed: int, head: str) -> str:
+def database_name(size: Size, seed: int, head: str, run: str | None) -> str:
+    """The size, the seed and the migration head: what --reuse finds again. A run without
+    --reuse adds its own id (`run`), leaving alone any database kept by one with it."""
     label = f"{count_text(size.trades)}_{count_text(size.predictions)}"
-    return f"{DATABASE_PREFIX}_{label}_s{seed}_m{head}".lower()
+    name = f"{DATABASE_PREFIX}_{label}_s{seed}_m{head}"
+    return (name if run is None else f"{name}_{run}").lower()
+
+
+def run_id(code: Code) -> str:
+    """This run's: the scratch directory's random suffix."""
+    return code.scratch.directory.name.rsplit("-", 1)[-1].lower()
 
 
 def loaded_mark(name: str) -> str | None:
@@ -318,7 +325,7 @@ def mark_loaded(name: str) -> None:
 def open_journal(code: Code, size: Size, options: argparse.Namespace, journals: list[Journal]) -> None:
     """A journal of `size`, migrated, loaded and prepared, appended to `journals`: made
     now, or kept by an earlier --reuse run that finished its load."""
-    name = database_name(size, options.seed, code.head)
+    name = database_name(size, options.seed, code.head, None if options.reuse else run_id(code))
     url = make_url(PG_ADMIN).set(database=name).render_as_string(False)
     journal = Journal(name, url, size, keep=options.reuse)
     if options.reuse and loaded_mark(name) == LOAD_MARK:
@@ -327,8 +334,8 @@ def open_journal(code: Code, size: Size, options: argparse.Namespace, journals: 
         prepare(code, journal, "reused")
         return
     print(f"\n{size.label}: loading {name}", flush=True)
-    # An unfinished load, or one of an older generator, is never reused.
-    harness.scratch_database(PG_ADMIN, name, drop=True)
+    if options.reuse:  # an unfinished load, or one of an older generator: never reused
+        harness.scratch_database(PG_ADMIN, name, drop=True)
     harness.scratch_database(PG_ADMIN, name)
     journal.keep = False  # until the load is whole: half a load is worth nothing
     journals.append(journal)
@@ -342,7 +349,7 @@ def open_journal(code: Code, size: Size, options: argparse.Namespace, journals: 
 
 def open_empty_journal(code: Code, journals: list[Journal]) -> Journal:
     """A migrated journal with nothing loaded, for this run only."""
-    name = f"{DATABASE_PREFIX}_empty_{code.scratch.directory.name.rsplit('-', 1)[-1].lower()}"
+    name = f"{DATABASE_PREFIX}_empty_{run_id(code)}"
     journal = Journal(name, harness.scratch_database(PG_ADMIN, name), None, keep=False)
     journals.append(journal)
     print(f"\nempty: {name}", flush=True)
@@ -532,32 +539,29 @@ def load(journal: Journal, size: Size, seed: int) -> None:
             "log_step_s": log_step.total_seconds(),
             "predictions": size.predictions,
         }
-        insert(
-            engine,
-            journal,
-            f"prediction_log {size.predictions:,} rows",
-            _PREDICTIONS,
-            models | predictions,
-            seed,
-            1,
-        )
-        insert(engine, journal, "prediction_counts", _PREDICTION_COUNTS, {}, seed, 2)
-        insert(engine, journal, f"trade_history {size.trades:,} rows", _TRADES, models | trades, seed, 3)
+        insert(engine, journal, "prediction_log", _PREDICTIONS, seed, models | predictions)
+        insert(engine, journal, "prediction_counts", _PREDICTION_COUNTS, seed, {})
+        insert(engine, journal, "trade_history", _TRADES, seed, models | trades)
     finally:
         engine.dispose()
 
 
-def insert(engine, journal: Journal, what: str, statement, parameters: dict, seed: int, table: int) -> None:
-    """One INSERT ... SELECT in a transaction of its own, its random numbers seeded apart
-    (each table the same whatever the other's size)."""
+def insert(engine, journal: Journal, table: str, statement, seed: int, parameters: dict) -> None:
+    """One INSERT ... SELECT in a transaction of its own, its random numbers seeded by the
+    seed and the table (each table the same whatever the other's size)."""
     started = time.monotonic()
     with engine.begin() as connection:
         # The triggers stay on, as for any writer: what the code keeps by trigger (the
         # statistics' change log, trade_ids, ...) stays equal to the rows, and `stats
         # refresh` then builds from the trades as it does after any loader.
-        connection.execute(text("SELECT setseed(:value)"), {"value": ((seed * 31 + table) % 1000) / 1000})
-        connection.execute(statement, {"seed": str(seed), **parameters})
-    step(journal, f"insert {what}", time.monotonic() - started)
+        connection.execute(text("SELECT setseed(:value)"), {"value": seed_fraction(seed, table)})
+        rows = connection.execute(statement, {"seed": str(seed), **parameters}).rowcount
+    step(journal, f"insert {table} ({rows:,} rows)", time.monotonic() - started)
+
+
+def seed_fraction(seed: int, table: str) -> float:
+    """setseed's argument (-1 to 1) for `table` under `seed`."""
+    return int(hashlib.sha256(f"{seed}:{table}".encode()).hexdigest()[:8], 16) / 2**32
 
 
 # Sizes on disk
@@ -899,6 +903,7 @@ def ingest_round(code: Code, journal: Journal, options: argparse.Namespace) -> f
     run = f"ingest{uuid.uuid4().hex[:8]}"
     since = datetime.now(UTC) - timedelta(seconds=1)
     engine = create_engine(journal.url)
+    bot = None
     try:
         wait_worker(worker, log)
         env["SPOOL_DIR"] = str(code.scratch.subdirectory(f"bot-{run}"))  # the bot's outbox
@@ -916,7 +921,7 @@ def ingest_round(code: Code, journal: Journal, options: argparse.Namespace) -> f
             raise BenchError(f"{sent['spooled']} entries went to the bot's outbox: the broker failed")
         return options.ingest_trades / (done_at - sent["started"])
     finally:
-        harness.stop_processes([(worker, True)])
+        harness.stop_processes([(worker, True), *([(bot, False)] if bot else [])])
         forget(engine, run, since)
         engine.dispose()
 

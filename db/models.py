@@ -153,6 +153,23 @@ class PredictionCount(Base):
 _CELL_KEY = ("keyset", "symbol", "model_name", "model_version")
 
 
+class _KeptKey:
+    keyset: Mapped[int] = mapped_column(SmallInteger)
+    symbol: Mapped[str | None] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class _Run:
+    """A drawdown run of booked trades in close order (`db.stats.drawdown.Run`)."""
+
+    booked_n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    booked_net: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    booked_high: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    booked_low: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    booked_fall: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+
+
 class TradeStatsChange(Base):
     """A change to trade_history as triggers logged it (migration 004): the row's image
     before (sign -1) or after (sign +1). The fold (`db.stats.refresh`) takes them in id order."""
@@ -175,7 +192,7 @@ class TradeStatsChange(Base):
     fees: Mapped[float | None]
 
 
-class TradeStatsBucket(Base):
+class TradeStatsBucket(_KeptKey, _Run, Base):
     """The additive statistics of the trades opened in one bucket (`width` 'day', 'week',
     or 'all' with bucket -infinity) of one key, and the drawdown of its booked trades
     closed before the watermark (folded from its segments)."""
@@ -195,10 +212,6 @@ class TradeStatsBucket(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     width: Mapped[str] = mapped_column(String(4))
-    keyset: Mapped[int] = mapped_column(SmallInteger)
-    symbol: Mapped[str | None] = mapped_column(String(32))
-    model_name: Mapped[str | None] = mapped_column(String(255))
-    model_version: Mapped[str | None] = mapped_column(String(64))
     # Every trade: counts, PnL and fees; then the closed ones alone (the `closed` filter).
     trades: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     closed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
@@ -219,12 +232,7 @@ class TradeStatsBucket(Base):
     pct_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
     pct_squares: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
     downside_squares: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
-    # Drawdown of the booked trades closed before the watermark, in close order.
-    booked_n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    booked_net: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
-    booked_high: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
-    booked_low: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
-    booked_fall: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    # (_Run: the drawdown of the booked trades closed before the watermark, in close order.)
 
 
 class TradeClose(Base):
@@ -253,7 +261,7 @@ class TradeClose(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
 
 
-class TradeStatsSegment(Base):
+class TradeStatsSegment(_KeptKey, _Run, Base):
     """The drawdown state of one key's booked trades that closed on `close_day` (before the
     watermark) and opened in `bucket` of `width` ('all': any time), in close order; with
     the range of their opening times."""
@@ -276,20 +284,11 @@ class TradeStatsSegment(Base):
     close_day: Mapped[datetime] = mapped_column(primary_key=True)
     width: Mapped[str] = mapped_column(String(4))
     bucket: Mapped[datetime]
-    keyset: Mapped[int] = mapped_column(SmallInteger)
-    symbol: Mapped[str | None] = mapped_column(String(32))
-    model_name: Mapped[str | None] = mapped_column(String(255))
-    model_version: Mapped[str | None] = mapped_column(String(64))
-    booked_n: Mapped[int] = mapped_column(BigInteger)
-    booked_net: Mapped[Decimal] = mapped_column(Numeric)
-    booked_high: Mapped[Decimal] = mapped_column(Numeric)
-    booked_low: Mapped[Decimal] = mapped_column(Numeric)
-    booked_fall: Mapped[Decimal] = mapped_column(Numeric)
     first_opened: Mapped[datetime]
     last_opened: Mapped[datetime]
 
 
-class TradeStatsProfile(Base):
+class TradeStatsProfile(_KeptKey, _Run, Base):
     """The drawdown state of one key's booked trades that closed on `close_day` (before the
     watermark) and opened at or after `opened_from`, in close order: what `since` reads.
 
@@ -312,15 +311,6 @@ class TradeStatsProfile(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     close_day: Mapped[datetime] = mapped_column(primary_key=True)
     opened_from: Mapped[datetime]
-    keyset: Mapped[int] = mapped_column(SmallInteger)
-    symbol: Mapped[str | None] = mapped_column(String(32))
-    model_name: Mapped[str | None] = mapped_column(String(255))
-    model_version: Mapped[str | None] = mapped_column(String(64))
-    booked_n: Mapped[int] = mapped_column(BigInteger)
-    booked_net: Mapped[Decimal] = mapped_column(Numeric)
-    booked_high: Mapped[Decimal] = mapped_column(Numeric)
-    booked_low: Mapped[Decimal] = mapped_column(Numeric)
-    booked_fall: Mapped[Decimal] = mapped_column(Numeric)
 
 
 # One row: how far the kept statistics are built. `watermark`: booked trades that closed

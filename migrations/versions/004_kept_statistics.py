@@ -45,7 +45,7 @@ _DRAWDOWN = (
 
 
 def _drawdown():
-    return [sa.Column(name, type_, nullable=False) for name, type_ in _DRAWDOWN]
+    return [sa.Column(name, type_, server_default=sa.text("0"), nullable=False) for name, type_ in _DRAWDOWN]
 
 
 _SUMS = (
