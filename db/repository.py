@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db import prediction_log, stats
 from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
+from db.extension import json_text
 from db.models import PendingTradeUpdate, TradeHistory, TradeIdLocation
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.stats import GROUP_KEYS
@@ -35,6 +36,36 @@ MAX_LIST_LIMIT = 1000
 BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
 _LOCK_NAMESPACE = 0x7472  # "tr": keeps our advisory locks apart from other users'
 
+# Every update of a batch in one statement, planned once (on a hypertable, planning a
+# statement costs more the more chunks it has), each trade's row found by its key; a
+# field its update does not set keeps its value (`sets`, a bit per UPDATE_FIELDS). The
+# opening times also come as a constant array, from which TimescaleDB excludes the
+# chunks no row is in while planning.
+_APPLY_UPDATES = text(
+    """
+    UPDATE trade_history AS t SET
+        exit_price = CASE WHEN u.sets & 1 <> 0 THEN u.exit_price ELSE t.exit_price END,
+        realized_pnl = CASE WHEN u.sets & 2 <> 0 THEN u.realized_pnl ELSE t.realized_pnl END,
+        pnl_pct = CASE WHEN u.sets & 4 <> 0 THEN u.pnl_pct ELSE t.pnl_pct END,
+        fees = CASE WHEN u.sets & 8 <> 0 THEN u.fees ELSE t.fees END,
+        won = CASE WHEN u.sets & 16 <> 0 THEN u.won ELSE t.won END,
+        closed = CASE WHEN u.sets & 32 <> 0 THEN u.closed ELSE t.closed END,
+        close_timestamp = CASE WHEN u.sets & 64 <> 0 THEN u.close_timestamp ELSE t.close_timestamp END,
+        update_stamps = u.update_stamps
+    FROM unnest(
+        CAST(:trade_id AS varchar[]), CAST(:opened AS timestamptz[]), CAST(:sets AS integer[]),
+        CAST(:exit_price AS float8[]), CAST(:realized_pnl AS float8[]), CAST(:pnl_pct AS float8[]),
+        CAST(:fees AS float8[]), CAST(:won AS boolean[]), CAST(:closed AS boolean[]),
+        CAST(:close_timestamp AS timestamptz[]), CAST(:update_stamps AS jsonb[])
+    ) AS u(trade_id, opened, sets, exit_price, realized_pnl, pnl_pct, fees, won, closed, close_timestamp,
+           update_stamps)
+    WHERE t.trade_id = u.trade_id AND t."timestamp" = u.opened
+      AND t.trade_id = ANY(CAST(:trade_id AS varchar[]))
+      AND t."timestamp" = ANY(CAST(:opened AS timestamptz[]))
+    """
+)
+# The bits above, in this order.
+assert UPDATE_FIELDS == ("exit_price", "realized_pnl", "pnl_pct", "fees", "won", "closed", "close_timestamp")
 _LOCK_TRADE_IDS = text(
     "SELECT pg_advisory_xact_lock(:namespace, key) FROM ("
     " SELECT DISTINCT hashtext(trade_id) AS key"
@@ -138,13 +169,8 @@ class TradeRepository:
             )
             self.session.execute(statement, list(new_rows.values()))
         changed = {trade_id: values for trade_id, values in changed.items() if values}
-        for trade_id, values in changed.items():
-            self.session.execute(
-                update(TradeHistory)
-                .where(TradeHistory.trade_id == trade_id)
-                .where(TradeHistory.timestamp == stored[trade_id]["timestamp"])
-                .values(**values, update_stamps=stamps[trade_id])
-            )
+        if changed:
+            self.session.execute(_APPLY_UPDATES, _update_arrays(changed, stored, stamps))
         if parked:
             self.session.execute(insert(PendingTradeUpdate), parked)
 
@@ -329,6 +355,22 @@ def _conditions(symbol, since, until, closed) -> list[Any]:
 def _row_of(record: TradeRecord) -> dict[str, Any]:
     fields = (*OPENING_FIELDS, "trade_id", *UPDATE_FIELDS, *LINEAGE_FIELDS)
     return {name: getattr(record, name) for name in fields}
+
+
+def _update_arrays(
+    changed: dict[str, dict[str, Any]], stored: dict[str, dict[str, Any]], stamps: dict[str, dict[str, int]]
+) -> dict[str, list[Any]]:
+    """_APPLY_UPDATES' parameters: a column of values per field, and which fields each trade sets."""
+    arrays: dict[str, list[Any]] = {name: [] for name in ("trade_id", "opened", "sets", *UPDATE_FIELDS)}
+    arrays["update_stamps"] = []
+    for trade_id, values in changed.items():
+        arrays["trade_id"].append(trade_id)
+        arrays["opened"].append(stored[trade_id]["timestamp"])
+        arrays["sets"].append(sum(1 << bit for bit, name in enumerate(UPDATE_FIELDS) if name in values))
+        for name in UPDATE_FIELDS:
+            arrays[name].append(values.get(name))
+        arrays["update_stamps"].append(json_text(stamps[trade_id]))
+    return arrays
 
 
 def _merge_newest(target: dict[str, Any], stamps: dict[str, int], update_: TradeUpdate) -> bool:
