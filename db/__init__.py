@@ -23,7 +23,7 @@ _EXPORTS = {
     ),
     "db.extension": ("database", "flask_config"),
     "db.maintenance": ("Ages",),
-    "db.models": ("PendingTradeUpdate", "PredictionLog", "TradeHistory", "TradeIdLocation"),
+    "db.models": ("PendingTradeUpdate", "PredictionLog", "TradeHistory"),
     "db.prediction_log": (
         "logged_model_names",
         "logged_prediction",

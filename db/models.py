@@ -84,12 +84,14 @@ class TradeHistory(Base):
 
 
 class TradeIdLocation(Base):
-    """Each trade_id's opening time (migration 006, kept by triggers): the journal finds a
-    trade's row in its own chunk instead of searching every chunk by trade_id."""
+    """Each trade's opening time, under a 64-bit hash of its trade_id (migration 006, kept
+    by triggers): the journal finds a trade's row in its own chunk instead of searching
+    every chunk by trade_id. A hash shared by two trade_ids only adds a candidate time:
+    the row found is checked by its own trade_id."""
 
     __tablename__ = "trade_ids"
 
-    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trade_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # hashtextextended(trade_id, 0)
     timestamp: Mapped[datetime] = mapped_column(primary_key=True)
 
 
@@ -245,10 +247,10 @@ class TradeClose(Base):
 
     __tablename__ = "trade_closes"
     __table_args__ = (
-        Index("ix_trade_closes_closed_at", "closed_at", "trade_id"),
+        # A close day's trades (by opening time: `until`'s holdovers), and the last closes
+        # (the close day, then an incremental sort by close time); the same per version.
         Index("ix_trade_closes_close_day", "close_day", "opened_at"),
-        Index("ix_trade_closes_model", "model_name", "model_version", "closed_at", "trade_id"),
-        Index("ix_trade_closes_symbol", "symbol", "closed_at", "trade_id"),
+        Index("ix_trade_closes_model", "model_name", "model_version", "close_day"),
     )
 
     trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from db import prediction_log, stats
 from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
 from db.extension import json_text
-from db.models import PendingTradeUpdate, TradeHistory, TradeIdLocation
+from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.stats import GROUP_KEYS
 
@@ -66,6 +66,12 @@ _APPLY_UPDATES = text(
 )
 # The bits above, in this order.
 assert UPDATE_FIELDS == ("exit_price", "realized_pnl", "pnl_pct", "fees", "won", "closed", "close_timestamp")
+# The opening times trade_ids holds under these trade_ids' hashes (migration 006).
+_OPENING_TIMES = text(
+    'SELECT DISTINCT "timestamp" FROM trade_ids'
+    " WHERE trade_key = ANY(ARRAY(SELECT hashtextextended(trade_id, 0)"
+    " FROM unnest(CAST(:trade_ids AS text[])) AS trade_id))"
+)
 _LOCK_TRADE_IDS = text(
     "SELECT pg_advisory_xact_lock(:namespace, key) FROM ("
     " SELECT DISTINCT hashtext(trade_id) AS key"
@@ -221,22 +227,16 @@ class TradeRepository:
     def _rows_of(self, trade_ids: Sequence[str], *columns) -> list[Any]:
         """trade_history's rows of these trades: their opening times from trade_ids, then
         each row in its own chunk (the times as constants, which TimescaleDB excludes
-        chunks by), never a search of every chunk by trade_id."""
-        located = self.session.execute(
-            select(TradeIdLocation.trade_id, TradeIdLocation.timestamp).where(
-                TradeIdLocation.trade_id.in_(trade_ids)
+        chunks by), never a search of every chunk by trade_id. Every row found is one of
+        these trades' own: a time another trade_id's hash brought matches no row of theirs."""
+        opened = self.session.scalars(_OPENING_TIMES, {"trade_ids": list(trade_ids)}).all()
+        if not opened:
+            return []
+        return self.session.execute(
+            select(*columns).where(
+                TradeHistory.trade_id.in_(trade_ids), TradeHistory.timestamp.in_(set(opened))
             )
         ).all()
-        if not located:
-            return []
-        pairs = set(located)
-        rows = self.session.execute(
-            select(TradeHistory.timestamp.label("located_at"), *columns).where(
-                TradeHistory.trade_id.in_({trade_id for trade_id, _ in pairs}),
-                TradeHistory.timestamp.in_({timestamp for _, timestamp in pairs}),
-            )
-        )
-        return [row for row in rows if (row.trade_id, row.located_at) in pairs]
 
     def _take_pending(self, trade_ids: list[str]) -> list[UpdateEntry]:
         if not trade_ids:
@@ -257,7 +257,7 @@ class TradeRepository:
         return self._stored_of(list(trade_ids))[0] if trade_ids else {}
 
     def get(self, trade_id: str) -> TradeHistory | None:
-        located = self._rows_of([trade_id], TradeHistory.trade_id, TradeHistory)
+        located = self._rows_of([trade_id], TradeHistory)
         return located[0].TradeHistory if located else None
 
     def list(

@@ -200,3 +200,30 @@ def test_a_bad_closed_filter_is_a_400_naming_it(http, closed):
     response = http.get("/api/v1/trades/stats", query_string={"closed": closed})
     assert response.status_code == 400, response.get_data(as_text=True)
     assert "closed" in {problem["field"] for problem in response.get_json()["error"]["details"]}
+
+
+def test_the_journal_finds_a_trade_an_operator_moved_and_forgets_one_deleted(http, app, engine):
+    """trade_ids follows SQL as it follows the journal: a trade whose opening time was
+    corrected in SQL (within its chunk: TimescaleDB refuses to move a row to another)
+    takes its next update where it now is; one deleted in SQL can be recorded again, once."""
+    from db import RecordEntry, TradeRecord, TradeRepository, TradeUpdate, UpdateEntry, database
+    from tests.test_api_trades import VALID
+
+    opened = datetime(2026, 5, 4, 10, tzinfo=UTC)
+    records = [{**VALID, "trade_id": name, "timestamp": opened.isoformat()} for name in ("moved", "gone")]
+    with app.app_context():
+        TradeRepository(database.session).write([RecordEntry(TradeRecord.from_dict(r)) for r in records])
+    with engine.begin() as connection:
+        moved = text('UPDATE trade_history SET "timestamp" = "timestamp" - :by WHERE trade_id = :id')
+        connection.execute(moved, {"by": timedelta(minutes=30), "id": "moved"})
+        connection.execute(text("DELETE FROM trade_history WHERE trade_id = 'gone'"))
+    later = TradeUpdate.from_dict({"closed": True, "realized_pnl": 4.0})
+    again = {**VALID, "trade_id": "gone", "timestamp": (opened + timedelta(hours=1)).isoformat()}
+    with app.app_context():
+        repository = TradeRepository(database.session)
+        outcome = repository.write([UpdateEntry("moved", later), RecordEntry(TradeRecord.from_dict(again))])
+        assert outcome.updated == 1 and outcome.inserted == ["gone"] and outcome.pending == 0
+        assert repository.get("moved").realized_pnl == 4.0
+        assert repository.get("gone").timestamp == opened + timedelta(hours=1)
+        assert repository.write([RecordEntry(TradeRecord.from_dict(again))]).duplicates == ["gone"]
+    assert count(engine, "SELECT count(*) FROM trade_history WHERE trade_id IN ('moved', 'gone')") == 2

@@ -212,12 +212,8 @@ def upgrade():
         sa.Column("model_version", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("trade_id", "closed_at", name="trade_closes_pkey"),
     )
-    op.create_index("ix_trade_closes_closed_at", "trade_closes", ["closed_at", "trade_id"])
     op.create_index("ix_trade_closes_close_day", "trade_closes", ["close_day", "opened_at"])
-    op.create_index(
-        "ix_trade_closes_model", "trade_closes", ["model_name", "model_version", "closed_at", "trade_id"]
-    )
-    op.create_index("ix_trade_closes_symbol", "trade_closes", ["symbol", "closed_at", "trade_id"])
+    op.create_index("ix_trade_closes_model", "trade_closes", ["model_name", "model_version", "close_day"])
     op.create_table(
         "trade_stats_segments",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -285,9 +281,8 @@ def downgrade():
     op.drop_index("ix_trade_stats_segments_close_day", table_name="trade_stats_segments")
     op.drop_index("ux_trade_stats_segments", table_name="trade_stats_segments")
     op.drop_table("trade_stats_segments")
-    for name in ("ix_trade_closes_symbol", "ix_trade_closes_model", "ix_trade_closes_close_day"):
+    for name in ("ix_trade_closes_model", "ix_trade_closes_close_day"):
         op.drop_index(name, table_name="trade_closes")
-    op.drop_index("ix_trade_closes_closed_at", table_name="trade_closes")
     op.drop_table("trade_closes")
     op.drop_index("ux_trade_stats_buckets", table_name="trade_stats_buckets")
     op.drop_table("trade_stats_buckets")
