@@ -335,3 +335,15 @@ def test_trades_and_predictions_written_at_once_never_miss_each_other(clean, eng
             text("SELECT model_version FROM trade_history WHERE trade_id LIKE 'race-%'")
         ).all()
     assert versions == ["v-race"] * rounds
+
+
+def test_a_logged_integer_beyond_64_bits_is_served_as_it_was_logged(http, engine):
+    """jsonb holds integers orjson cannot write: the answer falls back, exact, not a 500."""
+    huge = 10**30
+    entry = logged_entry("p-huge", datetime.now(UTC))
+    entry.fields["features"] = [[huge, 1.5, -(2**70)]]
+    with Session(engine) as session:
+        TradeRepository(session).write([entry])
+    response = http.get("/api/v1/ml/predictions/p-huge")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert json.loads(response.get_data(as_text=True))["features"] == [[huge, 1.5, -(2**70)]]

@@ -16,6 +16,7 @@ from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight
 from web.auth import require_token_for_api
 from web.body_limit import BoundedBodies
 from web.errors import register_error_handlers
+from web.json_provider import OrjsonProvider
 from web.request_log import log_requests
 from web.settings import keep_settings
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         flask_config(settings.database_url, settings.web_statement_timeout_s),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
     )
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     # MAX_CONTENT_LENGTH holds for chunked bodies too (413), not only for a Content-Length.
     app.wsgi_app = BoundedBodies(app, app.wsgi_app)

@@ -142,6 +142,15 @@ def _raw_level(
     return {tuple(row.pop(name) for name in level): row for row in rows}
 
 
+_RUN_COLUMNS = ("booked_n", "booked_net", "booked_high", "booked_low", "booked_fall")
+_CLOSE_COLUMNS = ("opened_at", "pnl", "close_day", *KEY_COLUMNS)
+
+
+def _columns(table, names) -> list[Any]:
+    """Plain columns: a read of hundreds of rows builds no ORM objects."""
+    return [getattr(table, name) for name in names]
+
+
 class Reader:
     """One read's view of the kept statistics."""
 
@@ -221,19 +230,20 @@ class Reader:
     def _all_time_runs(self, keyset: int, keys: tuple[str, ...]) -> dict[Key, Run]:
         bucket = TradeStatsBucket
         rows = self.session.execute(
-            select(bucket).where(
+            select(*_columns(bucket, (*KEY_COLUMNS, *_RUN_COLUMNS))).where(
                 bucket.keyset == keyset,
                 bucket.width == "all",
                 bucket.bucket == ALL_BUCKET,
                 *self.fixed(bucket),
             )
-        ).scalars()
+        )
         return {tuple(getattr(row, name) for name in keys): Run.of_columns(row) for row in rows}
 
     def _cold_runs(self, keyset: int, keys: tuple[str, ...]) -> dict[Key, Run]:
         """The kept drawdown of the trades opened in [since, until), close day by close day."""
         since, until = self.filters.since, self.filters.until
-        query = select(Segment).where(
+        names = (*KEY_COLUMNS, "close_day", "first_opened", "last_opened", *_RUN_COLUMNS)
+        query = select(*_columns(Segment, names)).where(
             Segment.keyset == keyset,
             Segment.width == "all",
             Segment.bucket == ALL_BUCKET,
@@ -247,7 +257,7 @@ class Reader:
         profiles: dict[Key, list[datetime]] = defaultdict(list)
         raw_days: set[datetime] = set()
         full_keys: dict[Key, tuple] = {}
-        for segment in self.session.execute(query).scalars():
+        for segment in self.session.execute(query):
             key = tuple(getattr(segment, name) for name in keys)
             full_keys[key] = tuple(getattr(segment, name) for name in KEY_COLUMNS)
             day = segment.close_day
@@ -296,16 +306,14 @@ class Reader:
     ) -> dict[tuple[Key, datetime], list[Any]]:
         """The booked trades of these close days (before the watermark) opened in the range."""
         close = TradeClose
-        query = select(close).where(
+        query = select(*_columns(close, _CLOSE_COLUMNS)).where(
             close.close_day.in_(days),
             close.closed_at < self.watermark,
             *self.fixed(close),
             *self.opened(close),
         )
         found: dict[tuple[Key, datetime], list[Any]] = defaultdict(list)
-        for row in self.session.execute(
-            query.order_by(close.close_day, close.closed_at, close.trade_id)
-        ).scalars():
+        for row in self.session.execute(query.order_by(close.close_day, close.closed_at, close.trade_id)):
             found[(tuple(getattr(row, name) for name in keys), row.close_day)].append(row)
         return found
 
@@ -321,10 +329,12 @@ class Reader:
         """The booked trades closed since the watermark, opened in the range, in close order."""
         if self._hot is None:
             close = TradeClose
-            query = select(close).where(
-                close.closed_at >= self.watermark, *self.fixed(close), *self.opened(close)
+            # The close day bounds the index scan; the close time is the exact edge.
+            recent = (close.close_day >= floor(self.watermark, DAY), close.closed_at >= self.watermark)
+            query = select(*_columns(close, _CLOSE_COLUMNS)).where(
+                *recent, *self.fixed(close), *self.opened(close)
             )
-            self._hot = list(self.session.execute(query.order_by(close.closed_at, close.trade_id)).scalars())
+            self._hot = list(self.session.execute(query.order_by(close.closed_at, close.trade_id)))
         return self._hot
 
     # -- buckets --------------------------------------------------------------------------
@@ -368,13 +378,16 @@ class Reader:
         self, keyset: int, keys: tuple[str, ...], width: str, first: datetime | None, last: datetime | None
     ) -> dict[Key, tuple[dict[str, Any], Run]]:
         bucket = TradeStatsBucket
-        query = select(bucket).where(bucket.keyset == keyset, bucket.width == width, *self.fixed(bucket))
+        names = (*KEY_COLUMNS, "bucket", *SUM_FIELDS, *_RUN_COLUMNS)
+        query = select(*_columns(bucket, names)).where(
+            bucket.keyset == keyset, bucket.width == width, *self.fixed(bucket)
+        )
         if first is not None:
             query = query.where(bucket.bucket >= first)
         if last is not None:
             query = query.where(bucket.bucket < last)
         kept = {}
-        for row in self.session.execute(query).scalars():
-            key = (*(getattr(row, name) for name in keys), row.bucket)
-            kept[key] = ({name: getattr(row, name) for name in SUM_FIELDS}, Run.of_columns(row))
+        for row in self.session.execute(query).mappings():
+            key = (*(row[name] for name in keys), row["bucket"])
+            kept[key] = ({name: row[name] for name in SUM_FIELDS}, Run(*(row[name] for name in _RUN_COLUMNS)))
         return kept
