@@ -210,7 +210,7 @@ def logout():
     summary="The trades panel (HTML), newest first",
     tag="dashboard",
     answers={200: Answer("the panel", media=HTML)},
-    errors=(400, 401, 503),
+    errors=(400, 401, 503, 504),
     query=TradeQuery,
 )
 def trades_panel():
@@ -244,7 +244,7 @@ def models_panel():
     "the linked trades' win rate, PnL, drawdown and Sharpe",
     tag="dashboard",
     answers={200: Answer("the panel", media=HTML)},
-    errors=(401, 503),
+    errors=(401, 503, 504),
 )
 def model_performance_panel():
     session = database.session
@@ -288,7 +288,7 @@ def _served_order(served: dict[str, dict[str, Any]], version: str | None) -> tup
             media={JSON: MODEL_CURVES},
         )
     },
-    errors=(401, 503),
+    errors=(401, 503, 504),
 )
 def model_curves():
     repository = reads.repository()
@@ -329,7 +329,7 @@ def health_panel():
     summary="The charts' data: totals, PnL per bucket (default `1 day`) and the equity curve",
     tag="dashboard",
     answers={200: Answer("totals and two series (times in Unix seconds)", media={JSON: PERFORMANCE})},
-    errors=(400, 401, 503),
+    errors=(400, 401, 503, 504),
     query=PerformanceQuery,
 )
 def performance():

@@ -39,7 +39,7 @@ MODEL_NAME_PATH = {
     summary="One logged prediction",
     tag="ml",
     answers={200: Answer("the prediction as the worker served it", r.LoggedPrediction)},
-    errors=(400, 401, 404, 503),
+    errors=(400, 401, 404, 503, 504),
     path=PREDICTION_ID_PATH,
     description="`prediction_id` is the one every prediction answer carries (the job id). "
     "`features` are the input rows (at most PREDICTION_LOG_MAX_ROWS; null with "
@@ -67,7 +67,7 @@ def get_prediction(prediction_id: str):
     answers={
         200: Answer("per version: predictions served and the linked trades' statistics", r.ModelPerformance)
     },
-    errors=(400, 401, 404, 503),
+    errors=(400, 401, 404, 503, 504),
     path=MODEL_NAME_PATH,
     description="`name` is a model file's name (its stem where unambiguous), or the `model_name` "
     "trades were recorded with. Per version: `predictions` logged, `first_served`, "

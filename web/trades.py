@@ -102,7 +102,7 @@ def update_trade(trade_id: str):
     summary="List trades, newest first",
     tag="trades",
     answers={200: Answer("the trades", r.TradeList)},
-    errors=(400, 401, 503),
+    errors=(400, 401, 503, 504),
     query=TradeQuery,
 )
 def list_trades():
@@ -117,7 +117,7 @@ def list_trades():
     summary="Trade statistics: counts, win rate, PnL, fees and risk",
     tag="trades",
     answers={200: Answer("statistics of the whole; per bucket, per group when asked", r.StatsResponse)},
-    errors=(400, 401, 503),
+    errors=(400, 401, 503, 504),
     query=StatsQuery,
     description="Counts, win rate, total and average PnL, fees, profit factor, maximum drawdown, "
     "Sharpe and Sortino ratios (per trade, of `pnl_pct`) of the trades matching the filters, "
@@ -141,7 +141,7 @@ def trade_stats():
     summary="One trade",
     tag="trades",
     answers={200: Answer("the trade", r.Trade)},
-    errors=(400, 401, 404, 503),
+    errors=(400, 401, 404, 503, 504),
     path=TRADE_ID_PATH,
 )
 def get_trade(trade_id: str):

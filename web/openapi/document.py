@@ -42,7 +42,10 @@ ERRORS = {
     413: ("PayloadTooLarge", "body larger than MAX_REQUEST_BYTES"),
     422: ("UnprocessableEntity", "valid JSON of the wrong shape; `details` names each field"),
     503: ("ServiceUnavailable", "a dependency (database, broker, worker) is down"),
-    504: ("GatewayTimeout", "no answer in time; `details` says where to poll"),
+    504: (
+        "GatewayTimeout",
+        "no answer in time: a prediction (`details` says where to poll), or a read past WEB_STATEMENT_TIMEOUT_S",
+    ),
 }
 DESCRIPTION = """\
 Trade journal and model serving of a trading bot.
