@@ -44,7 +44,8 @@ ERRORS = {
     503: ("ServiceUnavailable", "a dependency (database, broker, worker) is down"),
     504: (
         "GatewayTimeout",
-        "no answer in time: a prediction (`details` says where to poll), or a read past WEB_STATEMENT_TIMEOUT_S",
+        "no answer in time: a prediction (`details` says where to poll), or a read past"
+        " WEB_STATEMENT_TIMEOUT_S",
     ),
 }
 DESCRIPTION = """\
