@@ -187,11 +187,17 @@ class WrkFailed(RuntimeError):
 
 
 def start_wrk(
-    url: str, script: Path, threads: int, connections: int, seconds: float, histogram: Path
+    url: str,
+    script: Path,
+    threads: int,
+    connections: int,
+    seconds: float,
+    histogram: Path,
+    timeout_s: float = 10,
 ) -> subprocess.Popen:
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
-    # wrk's default timeout is 2 s; a request that slow is a stall, failed below either way.
-    argv += ["--timeout", "10s", "-s", str(script), url]
+    # wrk's default timeout is 2 s; a request slower than `timeout_s` is a stall, failed below.
+    argv += ["--timeout", f"{timeout_s:g}s", "-s", str(script), url]
     env = {**os.environ, "WRK_HISTOGRAM": str(histogram)}
     histogram.unlink(missing_ok=True)
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

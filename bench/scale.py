@@ -657,6 +657,9 @@ class Web:
     log: Path
     headers: dict[bool, dict[str, str]] = field(default_factory=dict)  # a dashboard route? -> headers
     scripts: dict[str, Path] = field(default_factory=dict)  # route path -> its wrk script
+    # Route path -> how long its check took: a burst lasts long enough for a few answers
+    # even on a slow side (a `--ref` from before the kept statistics takes seconds a read).
+    once_s: dict[str, float] = field(default_factory=dict)
 
 
 class WebFailed(BenchError):
@@ -725,6 +728,7 @@ def check_routes(web: Web, all_routes: list[Route]) -> None:
         if status != 200:
             raise WebFailed(web, f"{route.label} answered {status}: {body[:3000].decode(errors='replace')}")
         took_ms = (time.monotonic() - started) * 1000
+        web.once_s[route.path] = took_ms / 1000
         print(
             f"  {web.journal.label}: {route.label}: 200, {len(body):,} bytes in {took_ms:,.0f} ms", flush=True
         )
@@ -746,7 +750,9 @@ def wrk(code: Code, web: Web, route: Route, seconds: float) -> Counter:
     histogram = directory / "histogram.txt"
     cpu_before = harness.children_cpu_seconds()
     url = f"http://127.0.0.1:{web.port}{route.path}"
-    process = harness.start_wrk(url, web.scripts[route.path], 1, 1, seconds, histogram)
+    once_s = web.once_s.get(route.path, 0.0)
+    seconds = max(seconds, 5 * once_s)
+    process = harness.start_wrk(url, web.scripts[route.path], 1, 1, seconds, histogram, max(10, 3 * once_s))
     try:
         run = harness.finish_wrk(process, histogram, cpu_before)
     except harness.WrkFailed as exc:

@@ -36,11 +36,12 @@ MAX_LIST_LIMIT = 1000
 BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
 _LOCK_NAMESPACE = 0x7472  # "tr": keeps our advisory locks apart from other users'
 
-# Every update of a batch in one statement, planned once (on a hypertable, planning a
-# statement costs more the more chunks it has), each trade's row found by its key; a
-# field its update does not set keeps its value (`sets`, a bit per UPDATE_FIELDS). The
-# opening times also come as a constant array, from which TimescaleDB excludes the
-# chunks no row is in while planning.
+# A batch's updates of trades opened on one day in one statement, planned once (on a
+# hypertable, planning a statement costs more the more chunks it has), each trade's row
+# found by its key; a field its update does not set keeps its value (`sets`, a bit per
+# UPDATE_FIELDS). The day's range of opening times, as constants, lets TimescaleDB leave
+# every other chunk out while planning: a statement that named them all would make it
+# check each compressed one's batches for rows to change.
 _APPLY_UPDATES = text(
     """
     UPDATE trade_history AS t SET
@@ -60,8 +61,8 @@ _APPLY_UPDATES = text(
     ) AS u(trade_id, opened, sets, exit_price, realized_pnl, pnl_pct, fees, won, closed, close_timestamp,
            update_stamps)
     WHERE t.trade_id = u.trade_id AND t."timestamp" = u.opened
+      AND t."timestamp" BETWEEN :first_opened AND :last_opened
       AND t.trade_id = ANY(CAST(:trade_id AS varchar[]))
-      AND t."timestamp" = ANY(CAST(:opened AS timestamptz[]))
     """
 )
 # The bits above, in this order.
@@ -175,8 +176,11 @@ class TradeRepository:
             )
             self.session.execute(statement, list(new_rows.values()))
         changed = {trade_id: values for trade_id, values in changed.items() if values}
-        if changed:
-            self.session.execute(_APPLY_UPDATES, _update_arrays(changed, stored, stamps))
+        by_day: dict[Any, dict[str, dict[str, Any]]] = {}
+        for trade_id, values in changed.items():
+            by_day.setdefault(stored[trade_id]["timestamp"].date(), {})[trade_id] = values
+        for same_day in by_day.values():
+            self.session.execute(_APPLY_UPDATES, _update_arrays(same_day, stored, stamps))
         if parked:
             self.session.execute(insert(PendingTradeUpdate), parked)
 
@@ -359,7 +363,7 @@ def _row_of(record: TradeRecord) -> dict[str, Any]:
 
 def _update_arrays(
     changed: dict[str, dict[str, Any]], stored: dict[str, dict[str, Any]], stamps: dict[str, dict[str, int]]
-) -> dict[str, list[Any]]:
+) -> dict[str, Any]:
     """_APPLY_UPDATES' parameters: a column of values per field, and which fields each trade sets."""
     arrays: dict[str, list[Any]] = {name: [] for name in ("trade_id", "opened", "sets", *UPDATE_FIELDS)}
     arrays["update_stamps"] = []
@@ -370,7 +374,7 @@ def _update_arrays(
         for name in UPDATE_FIELDS:
             arrays[name].append(values.get(name))
         arrays["update_stamps"].append(json_text(stamps[trade_id]))
-    return arrays
+    return {**arrays, "first_opened": min(arrays["opened"]), "last_opened": max(arrays["opened"])}
 
 
 def _merge_newest(target: dict[str, Any], stamps: dict[str, int], update_: TradeUpdate) -> bool:
