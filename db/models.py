@@ -247,14 +247,15 @@ class TradeClose(Base):
 
     __tablename__ = "trade_closes"
     __table_args__ = (
-        # A close day's trades (by opening time: `until`'s holdovers), and the last closes
-        # (the close day, then an incremental sort by close time); the same per version.
+        # A close day's trades by opening time (`until` reads the holdovers); a version's last
+        # closes. The key, by close time first, gives the last closes of all: newest chunk
+        # first on TimescaleDB, whose time dimension it leads with.
         Index("ix_trade_closes_close_day", "close_day", "opened_at"),
-        Index("ix_trade_closes_model", "model_name", "model_version", "close_day"),
+        Index("ix_trade_closes_model", "model_name", "model_version", "closed_at", "trade_id"),
     )
 
-    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     closed_at: Mapped[datetime] = mapped_column(primary_key=True)
+    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     close_day: Mapped[datetime]
     opened_at: Mapped[datetime]
     pnl: Mapped[Decimal] = mapped_column(Numeric)

@@ -56,9 +56,8 @@ def equity_curves(session: Session, model_name: str, limit: int) -> dict[str | N
 
 def _curve(session: Session, query, booked_total: Decimal, limit: int) -> list[dict[str, Any]]:
     close = TradeClose
-    # By close day first: the indexes hold it, and each day is sorted by close time on its own.
-    latest = (close.close_day.desc(), close.closed_at.desc(), close.trade_id.desc())
-    last = session.execute(query.order_by(*latest).limit(limit)).all()
+    # By close time, trade_closes' key (and its time dimension on TimescaleDB: newest chunk first).
+    last = session.execute(query.order_by(close.closed_at.desc(), close.trade_id.desc()).limit(limit)).all()
     equity = booked_total - sum((row.pnl for row in last), Decimal(0))
     points = []
     for row in reversed(last):

@@ -329,10 +329,9 @@ class Reader:
         """The booked trades closed since the watermark, opened in the range, in close order."""
         if self._hot is None:
             close = TradeClose
-            # The close day bounds the index scan; the close time is the exact edge.
-            recent = (close.close_day >= floor(self.watermark, DAY), close.closed_at >= self.watermark)
+            recent = close.closed_at >= self.watermark  # by trade_closes' key: its last hour or so
             query = select(*_columns(close, _CLOSE_COLUMNS)).where(
-                *recent, *self.fixed(close), *self.opened(close)
+                recent, *self.fixed(close), *self.opened(close)
             )
             self._hot = list(self.session.execute(query.order_by(close.closed_at, close.trade_id)))
         return self._hot

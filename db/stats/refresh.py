@@ -359,7 +359,7 @@ def _keep_closes(session: Session, batch) -> None:
         list(_CLOSE_COLUMNS), now_booked.where(last.c.sign == 1, _booked(last.c))
     )
     statement = statement.on_conflict_do_update(  # it was there already: a batch folded twice
-        index_elements=["trade_id", "closed_at"],
+        index_elements=["closed_at", "trade_id"],
         set_={name: statement.excluded[name] for name in _CLOSE_COLUMNS[2:]},
     )
     session.execute(statement)

@@ -210,10 +210,12 @@ def upgrade():
         sa.Column("symbol", sa.String(32), nullable=False),
         sa.Column("model_name", sa.String(255), nullable=True),
         sa.Column("model_version", sa.String(64), nullable=True),
-        sa.PrimaryKeyConstraint("trade_id", "closed_at", name="trade_closes_pkey"),
+        sa.PrimaryKeyConstraint("closed_at", "trade_id", name="trade_closes_pkey"),
     )
     op.create_index("ix_trade_closes_close_day", "trade_closes", ["close_day", "opened_at"])
-    op.create_index("ix_trade_closes_model", "trade_closes", ["model_name", "model_version", "close_day"])
+    op.create_index(
+        "ix_trade_closes_model", "trade_closes", ["model_name", "model_version", "closed_at", "trade_id"]
+    )
     op.create_table(
         "trade_stats_segments",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -269,6 +271,15 @@ def upgrade():
             " create_default_indexes => FALSE, if_not_exists => TRUE)"
         )
         log.info("TimescaleDB enabled: trade_closes is a hypertable on closed_at")
+    # The change log is a queue: vacuumed every 10,000 rows taken, not at a fifth of its size.
+    op.execute(
+        "ALTER TABLE trade_stats_changes SET (autovacuum_vacuum_scale_factor = 0,"
+        " autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_insert_scale_factor = 0,"
+        " autovacuum_vacuum_insert_threshold = 10000)"
+    )
+    # Folds rewrite the current buckets' sums, no indexed column: room on the page keeps
+    # those updates heap-only.
+    op.execute("ALTER TABLE trade_stats_buckets SET (fillfactor = 80)")
     op.execute(_TRIGGERS)
 
 
