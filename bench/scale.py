@@ -54,6 +54,7 @@ import argparse
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import shlex
@@ -751,8 +752,10 @@ def wrk(code: Code, web: Web, route: Route, seconds: float) -> Counter:
     cpu_before = harness.children_cpu_seconds()
     url = f"http://127.0.0.1:{web.port}{route.path}"
     once_s = web.once_s.get(route.path, 0.0)
-    seconds = max(seconds, 5 * once_s)
-    process = harness.start_wrk(url, web.scripts[route.path], 1, 1, seconds, histogram, max(10, 3 * once_s))
+    seconds = max(seconds, math.ceil(5 * once_s))  # wrk takes whole seconds
+    process = harness.start_wrk(
+        url, web.scripts[route.path], 1, 1, seconds, histogram, max(10, math.ceil(3 * once_s))
+    )
     try:
         run = harness.finish_wrk(process, histogram, cpu_before)
     except harness.WrkFailed as exc:

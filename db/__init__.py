@@ -45,7 +45,6 @@ _EXPORTS = {
         "utc_now",
     ),
     "db.repository": (
-        "BUCKET_PATTERN",
         "MAX_LIST_LIMIT",
         "Conflict",
         "TradeRepository",
@@ -54,6 +53,7 @@ _EXPORTS = {
     ),
     "db.spool": ("ACTIVE", "DrainReport", "Spool"),
     "db.stats": ("GROUP_KEYS", "STAT_FIELDS", "StatsBehind", "no_trades"),
+    "db.stats.buckets": ("BUCKET_PATTERN",),
     "db.timescale": ("TimescaleState", "timescale_status"),
     "db.timeouts": ("statement_timed_out",),
 }

@@ -15,7 +15,6 @@ Writes go through `TradeRepository.write`, one transaction per batch of entries:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,9 +30,9 @@ from db.extension import json_text
 from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.stats import GROUP_KEYS
+from db.stats.buckets import BUCKET_PATTERN
 
 MAX_LIST_LIMIT = 1000
-BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
 _LOCK_NAMESPACE = 0x7472  # "tr": keeps our advisory locks apart from other users'
 
 # A batch's updates of trades opened on one day in one statement, planned once (on a

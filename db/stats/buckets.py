@@ -9,6 +9,7 @@ one statement: `GROUPING SETS` over the six keysets times three widths.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,8 @@ from sqlalchemy.dialects.postgresql import insert
 from db.models import TradeStatsBucket
 from db.stats.measures import KEY_COLUMNS, KEYSETS, SUM_FIELDS, keyset_columns, sum_columns
 
+# The bucket widths a statistics query may ask for: `N minutes`, `hours`, `days`, `weeks`.
+BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
 ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday: TimescaleDB's origin for time_bucket
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)

@@ -17,7 +17,6 @@ For each level (the whole, each group, each bucket, each group's buckets):
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from db.models import TRADE_STATS_STATE, TradeClose, TradeHistory, TradeStatsBucket, TradeStatsProfile
 from db.models import TradeStatsSegment as Segment
-from db.stats.buckets import ALL_BUCKET, DAY, ORIGIN, WIDTHS, ceiling, floor
+from db.stats.buckets import ALL_BUCKET, BUCKET_PATTERN, DAY, ORIGIN, WIDTHS, ceiling, floor
 from db.stats.drawdown import EMPTY, Run, chain
 from db.stats.measures import (
     GROUP_KEYS,
@@ -43,7 +42,6 @@ from db.stats.raw import sums_query, trade_statistics
 from db.timescale import timescale_installed
 
 _KEPT_WIDTHS = {("1", "day"): "day", ("1", "week"): "week"}
-_BUCKET_TEXT = re.compile(r"^([1-9][0-9]{0,3}) (minute|hour|day|week)s?$")
 
 Key = tuple
 
@@ -120,7 +118,7 @@ def statistics(
 
 
 def _kept_width(bucket: str | None) -> str | None:
-    match = _BUCKET_TEXT.match(bucket or "")
+    match = BUCKET_PATTERN.match(bucket or "")
     return _KEPT_WIDTHS.get(match.groups()) if match else None
 
 
