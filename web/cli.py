@@ -190,7 +190,7 @@ def refresh_stats(rebuild: bool) -> None:
         now = session.scalar(select(func.now()))
         if rebuild:
             stats.build(session, now, progress=lambda line: click.echo(f"  {line}"))
-        done = stats.fold_all(session, now)
+        done = stats.fold_all(session, now, build_beyond=stats.BULK_CHANGES)
         standing = stats.state(session)
     if rebuild or (done is not None and done.built):
         click.echo(f"built from the trades at {standing.built_at:%Y-%m-%d %H:%M:%S}")

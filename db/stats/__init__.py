@@ -9,9 +9,20 @@ section describes the design.
 from db.stats.equity import equity_curve, equity_curves
 from db.stats.measures import GROUP_KEYS, STAT_FIELDS, no_trades
 from db.stats.read import Filters, statistics
-from db.stats.refresh import Fold, StatsBehind, StatsState, build, catch_up, fold, fold_all, state
+from db.stats.refresh import (
+    BULK_CHANGES,
+    Fold,
+    StatsBehind,
+    StatsState,
+    build,
+    catch_up,
+    fold,
+    fold_all,
+    state,
+)
 
 __all__ = [
+    "BULK_CHANGES",
     "GROUP_KEYS",
     "STAT_FIELDS",
     "Filters",

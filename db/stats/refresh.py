@@ -59,6 +59,7 @@ from db.stats.drawdown import EMPTY, Run, chain
 from db.stats.measures import KEY_COLUMNS
 
 BATCH_CHANGES = 20_000  # changes one fold takes; a backlog takes several folds
+BULK_CHANGES = 200_000  # a backlog this long is built from the trades (beat, the CLI), not folded
 _LOCK = text("SELECT pg_advisory_xact_lock(:namespace, 1)")
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:namespace, 1)")
 _LOCK_NAMESPACE = 0x7374  # "st": apart from the journal's locks
@@ -150,10 +151,29 @@ def fold(session: Session, now: datetime, *, wait: bool = True, limit: int = BAT
 
 
 def fold_all(
-    session: Session, now: datetime, *, deadline: float | None = None, wait: bool = True
+    session: Session,
+    now: datetime,
+    *,
+    deadline: float | None = None,
+    wait: bool = True,
+    build_beyond: int | None = None,
 ) -> Fold | None:
     """Folds until nothing logged before this call is left (or `deadline`, a
-    time.monotonic() value, passes); the last fold's report with the totals."""
+    time.monotonic() value, passes); the last fold's report with the totals.
+
+    With `build_beyond`, a backlog of at least that many changes (a bulk load, a long
+    outage of beat) is built from the trades instead, in one pass: folding it batch by
+    batch would recompute nearly every close day once a batch."""
+    if build_beyond is not None and _backlog_reaches(session, build_beyond):
+        built = build(session, now, wait=wait)
+        if built is None:
+            return None
+        more = fold_all(session, now, deadline=deadline, wait=wait)
+        if more is not None:
+            built.changes += more.changes
+            built.days += more.days
+            built.watermark = more.watermark
+        return built
     total = None
     while True:
         done = fold(session, now, wait=wait)
@@ -170,6 +190,13 @@ def fold_all(
             return total
         if deadline is not None and time.monotonic() > deadline:
             return total
+
+
+def _backlog_reaches(session: Session, changes: int) -> bool:
+    at_least = select(func.count()).select_from(select(TradeStatsChange.id).limit(changes).subquery())
+    reached = session.scalar(at_least) >= changes
+    session.commit()
+    return reached
 
 
 def catch_up(session: Session, max_staleness_s: float, budget_s: float = 10.0) -> None:
@@ -213,8 +240,7 @@ def build(
     retry. The trades are read a month of opening times at a time, each statement
     within the statement timeout however large the journal.
     """
-    if session.in_transaction():
-        session.commit()  # the isolation level is chosen as a transaction begins
+    session.commit()  # the isolation level is chosen as a transaction begins
     while True:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         if session.execute(_TRY_LOCK, {"namespace": _LOCK_NAMESPACE}).scalar():

@@ -141,7 +141,9 @@ def refresh_stats() -> dict[str, object] | None:
     deadline = time.monotonic() + worker_settings().database_statement_timeout_s
     done = _upkeep(
         "statistics not refreshed",
-        lambda: stats.fold_all(database.session, utc_now(), wait=False, deadline=deadline),
+        lambda: stats.fold_all(
+            database.session, utc_now(), wait=False, deadline=deadline, build_beyond=stats.BULK_CHANGES
+        ),
     )
     if done is None:
         return None
