@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -209,6 +211,29 @@ def test_the_journal_lists_newest_first_with_filters(app, http):
     assert [item["trade_id"] for item in window["trades"]] == ["list-4", "list-3", "list-2"]
 
     assert http.get("/api/v1/trades?limit=2").get_json()["count"] == 2
+
+
+def test_a_page_of_the_list_spans_old_and_new_trades_in_order(app, http):
+    """The list reads the last day, then week, then 90 days, then everything: each page
+    is still the newest trades, however far apart they are (and a trade dated ahead)."""
+    now = datetime.now(UTC)
+    ages = {"ahead": -1 / 24, "hour": 1 / 24, "days": 3, "month": 30, "year": 400, "years": 800}
+    records = []
+    for number, (name, days) in enumerate(ages.items()):
+        record = trade("spread", number) | {"trade_id": name, "symbol": "BTC/USDT"}
+        records.append(record | {"timestamp": (now - timedelta(days=days)).isoformat()})
+    seed(app, records)
+
+    newest_first = list(ages)
+    for limit in range(1, len(ages) + 2):
+        listed = http.get(f"/api/v1/trades?limit={limit}").get_json()["trades"]
+        assert [item["trade_id"] for item in listed] == newest_first[:limit]
+    until = quote((now - timedelta(days=2)).isoformat())
+    older = http.get(f"/api/v1/trades?limit=2&until={until}").get_json()["trades"]
+    assert [item["trade_id"] for item in older] == ["days", "month"]
+    since = quote((now - timedelta(days=100)).isoformat())
+    recent = http.get(f"/api/v1/trades?since={since}").get_json()["trades"]
+    assert [item["trade_id"] for item in recent] == ["ahead", "hour", "days", "month"]
 
 
 @pytest.mark.parametrize(
