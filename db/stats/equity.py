@@ -9,10 +9,11 @@ from trade_history (`db.stats.raw.equity_curves`).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, Text, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from db.models import TradeClose
@@ -42,22 +43,55 @@ def equity_curves(session: Session, model_name: str, limit: int) -> dict[str | N
     if watermark is None:
         return raw_curves(session, filters.trade_conditions(), "model_version", limit)
     reader = Reader(session, filters, watermark)
-    curves = {}
     per_version = reader.sums(keyset_of({"model_name", "model_version"}), ("model_version",))
+    close = TradeClose
+    # Every version's last closes in one statement (planned once: on TimescaleDB each plan
+    # of trade_closes covers its chunks); a version still null is a query of its own, as
+    # `IS NOT DISTINCT FROM` would take no index.
+    named = [version for (version,) in per_version if version is not None]
+    last = defaultdict(list)
+    if named:
+        versions = func.unnest(literal(named, ARRAY(Text))).table_valued("version")
+        wanted = versions.render_derived(name="wanted")
+        newest = (
+            select(close.closed_at, close.trade_id, close.pnl)
+            .where(close.model_name == model_name, close.model_version == wanted.c.version)
+            .order_by(close.closed_at.desc(), close.trade_id.desc())
+            .limit(limit)
+            .lateral("newest")
+        )
+        query = select(wanted.c.version, newest.c.closed_at, newest.c.trade_id, newest.c.pnl).join(
+            newest, true()
+        )
+        for row in session.execute(query):
+            last[row.version].append(row)
+        for rows in last.values():  # a join keeps no order: newest first, as _last_closes reads
+            rows.sort(key=lambda row: (row.closed_at, row.trade_id), reverse=True)
+    if (None,) in per_version:
+        unnamed = select(close.closed_at, close.pnl).where(
+            close.model_name == model_name, close.model_version.is_(None)
+        )
+        last[None] = _last_closes(session, unnamed, limit)
+    curves = {}
     for (version,), sums in per_version.items():
-        close = TradeClose
-        version_is = close.model_version.is_(None) if version is None else close.model_version == version
-        query = select(close.closed_at, close.pnl).where(close.model_name == model_name, version_is)
-        points = _curve(session, query, sums["gross_profit"] - sums["gross_loss"], limit)
+        points = _points(last[version], sums["gross_profit"] - sums["gross_loss"])
         if points:
             curves[version] = points
     return curves
 
 
-def _curve(session: Session, query, booked_total: Decimal, limit: int) -> list[dict[str, Any]]:
+def _last_closes(session: Session, query, limit: int) -> list:
     close = TradeClose
     # By close time, trade_closes' key (and its time dimension on TimescaleDB: newest chunk first).
-    last = session.execute(query.order_by(close.closed_at.desc(), close.trade_id.desc()).limit(limit)).all()
+    return session.execute(query.order_by(close.closed_at.desc(), close.trade_id.desc()).limit(limit)).all()
+
+
+def _curve(session: Session, query, booked_total: Decimal, limit: int) -> list[dict[str, Any]]:
+    return _points(_last_closes(session, query, limit), booked_total)
+
+
+def _points(last: list, booked_total: Decimal) -> list[dict[str, Any]]:
+    """The curve through `last` (newest first), ending at `booked_total`."""
     equity = booked_total - sum((row.pnl for row in last), Decimal(0))
     points = []
     for row in reversed(last):
