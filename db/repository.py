@@ -31,6 +31,7 @@ from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.stats import GROUP_KEYS
 from db.stats.buckets import BUCKET_PATTERN
+from db.timescale import LIFT_DECOMPRESSION_LIMIT
 
 MAX_LIST_LIMIT = 1000
 # The list looks back this far first, then further: on TimescaleDB a query without a time
@@ -183,6 +184,8 @@ class TradeRepository:
         by_day: dict[Any, dict[str, dict[str, Any]]] = {}
         for trade_id, values in changed.items():
             by_day.setdefault(stored[trade_id]["timestamp"].date(), {})[trade_id] = values
+        if by_day:
+            self.session.execute(LIFT_DECOMPRESSION_LIMIT)  # late closes of old, compressed trades
         for same_day in by_day.values():
             self.session.execute(_APPLY_UPDATES, _update_arrays(same_day, stored, stamps))
         if parked:

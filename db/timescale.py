@@ -15,6 +15,14 @@ EXTENSION = "timescaledb"
 # shared_preload_libraries is readable by superusers and pg_read_all_settings alone.
 LOADER_SETTING = "timescaledb.max_background_workers"
 
+# For the transaction that runs it: no limit to the tuples TimescaleDB decompresses to
+# change rows of compressed chunks (its default, 100,000, fails a journal batch of late
+# closes spread over 13 old days; each day's statement decompresses a batch a symbol, the
+# statement bounds say which). A placeholder, harmless, where TimescaleDB is not loaded.
+LIFT_DECOMPRESSION_LIMIT = text(
+    "SELECT set_config('timescaledb.max_tuples_decompressed_per_dml_transaction', '0', true)"
+)
+
 _FACTS = text(
     """
     SELECT

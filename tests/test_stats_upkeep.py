@@ -143,41 +143,67 @@ def assert_same_answer(actual, expected, path: str = "") -> None:
         assert actual == expected, path
 
 
-def test_the_journal_writes_to_old_chunks_as_to_new_ones(clean, engine, env, tmp_path, start_worker, web):
+@pytest.fixture
+def tiny_decompression_limit(engine):
+    """TimescaleDB's limit on the tuples a transaction may decompress to change compressed
+    rows, at 1 for the test database's new sessions (a placeholder without TimescaleDB)."""
+    database = engine.dialect.identifier_preparer.quote(engine.url.database)  # no bind for a name
+    setting = "timescaledb.max_tuples_decompressed_per_dml_transaction"
+    with engine.begin() as connection:
+        connection.execute(text(f"ALTER DATABASE {database} SET {setting} = 1"))
+    yield
+    with engine.begin() as connection:
+        connection.execute(text(f"ALTER DATABASE {database} RESET {setting}"))
+
+
+def test_the_journal_writes_to_old_chunks_as_to_new_ones(
+    clean, engine, tiny_decompression_limit, env, tmp_path, start_worker, web
+):
     """Old chunks in the columnstore (on TimescaleDB; elsewhere the command has nothing to
-    do): a repeated record, a late close and a conflicting record reach them as the
-    journal's rules say, and the statistics follow."""
+    do): a repeated record, late closes, a corrected old close and a conflicting record
+    reach them as the journal's rules say, and the statistics follow. The journal's and
+    the fold's transactions lift TimescaleDB's decompression limit (at its default of
+    100,000 tuples, the fold failed on every batch once 1M trades' closes were compressed;
+    here it is 1)."""
     old = datetime.now(UTC) - timedelta(days=40)
+    closed_trades = "SELECT count(*) FROM trade_history WHERE closed"
 
     def opened(number: int, side: str = "buy") -> dict:
         at = (old + timedelta(hours=number)).isoformat()
         return {"trade_id": f"old-{number}", "symbol": "ETH/USDT", "side": side, "amount": 1, "timestamp": at}
 
+    def close(bot, number: int, pnl: float, at: datetime) -> None:
+        bot.update_trade(f"old-{number}", closed=True, realized_pnl=pnl, close_timestamp=at.isoformat())
+
     start_worker()
     with TradeJournal(env["CELERY_BROKER_URL"], env["SPOOL_DIR"]) as bot:
         for number in range(30):
             bot.record_trade({**opened(number), "entry_price": 100})
-    wait_for(lambda: count(engine, "SELECT count(*) FROM trade_history") == 30, 60, "the old trades")
+        for number in range(10):  # closed long ago: trade_closes' old chunk
+            close(bot, number, 1.0, old + timedelta(hours=number, minutes=30))
+    wait_for(lambda: count(engine, closed_trades) == 10, 60, "the old trades")
+    flask(["stats", "refresh"], env, tmp_path)
     compressed = flask(["storage", "compress", "--older-than-days", "7"], env, tmp_path).stdout
-    if "no columnstore" not in compressed:  # TimescaleDB: the trades' chunks are converted now
-        assert re.search(r"^trade_history: [1-9]\d* of \d+ chunks in the columnstore", compressed, re.M), (
-            compressed
-        )
+    if "no columnstore" not in compressed:  # TimescaleDB: the old chunks are converted now
+        for table in ("trade_history", "trade_closes"):
+            converted = rf"^{table}: [1-9]\d* of \d+ chunks in the columnstore"
+            assert re.search(converted, compressed, re.M), compressed
     with TradeJournal(env["CELERY_BROKER_URL"], env["SPOOL_DIR"]) as bot:
         bot.record_trade({**opened(3), "entry_price": 100})  # again: stored once
         bot.record_trade({**opened(4, side="sell"), "entry_price": 100})  # other content: a conflict
-        bot.update_trade(
-            "old-5", closed=True, realized_pnl=7.5, close_timestamp=datetime.now(UTC).isoformat()
-        )
-    wait_for(
-        lambda: count(engine, "SELECT count(*) FROM trade_history WHERE closed") == 1, 60, "the late close"
-    )
+        for number in range(10, 30):  # closed now, opened over two days long ago
+            close(bot, number, 7.5, datetime.now(UTC))
+        bot.update_trade("old-0", realized_pnl=-2.0)  # corrected: its old close changes in trade_closes
+    wait_for(lambda: count(engine, closed_trades) == 30, 60, "the late closes")
+    wait_for(lambda: count(engine, f"{closed_trades} AND realized_pnl < 0") == 1, 60, "the correction")
     letters = tmp_path / "spool" / "dead-letter" / "active.jsonl"
     wait_for(lambda: letters.exists() and "old-4" in letters.read_text(), 30, "the conflict's dead letter")
     assert count(engine, "SELECT count(*) FROM trade_history") == 30
     assert count(engine, "SELECT count(*) FROM trade_history WHERE trade_id = 'old-4' AND side = 'buy'") == 1
     whole = stats(web(), "?symbol=ETH/USDT")
-    assert (whole["trades"], whole["closed"], whole["total_pnl"]) == (30, 1, 7.5)
+    assert (whole["trades"], whole["closed"], whole["total_pnl"]) == (30, 30, 9 * 1.0 - 2.0 + 20 * 7.5)
+    assert count(engine, "SELECT count(*) FROM trade_stats_changes") == 0  # all folded
+    assert count(engine, "SELECT count(*) FROM trade_closes WHERE trade_id = 'old-0' AND pnl < 0") == 1
 
 
 def test_readyz_and_metrics_show_where_the_upkeep_stands(web, engine):

@@ -57,6 +57,7 @@ from db.stats.buckets import DAY, bucket_sql, floor, image_columns, upsert_sums
 from db.stats.closedays import CellKey, recompute_days
 from db.stats.drawdown import EMPTY, Run, chain
 from db.stats.measures import KEY_COLUMNS
+from db.timescale import LIFT_DECOMPRESSION_LIMIT
 
 BATCH_CHANGES = 20_000  # changes one fold takes; a backlog takes several folds
 BULK_CHANGES = 200_000  # a backlog this long is built from the trades (beat, the CLI), not folded
@@ -378,7 +379,7 @@ def _keep_closes(session: Session, batch) -> None:
     c = batch.c
     first = select(batch).ext(distinct_on(c.trade_id)).order_by(c.trade_id, c.id).subquery("first")
     held = select(first.c.trade_id, first.c.closed_at).where(first.c.sign == -1, _booked(first.c))
-    session.execute(delete(TradeClose).where(tuple_(TradeClose.trade_id, TradeClose.closed_at).in_(held)))
+    _remove_closes(session, session.execute(held).all())
     last = select(batch).ext(distinct_on(c.trade_id)).order_by(c.trade_id, c.id.desc()).subquery("last")
     now_booked = select(*_close_row(last, last.c.trade_id, last.c.closed_at, last.c.opened_at))
     statement = upsert(TradeClose).from_select(
@@ -389,6 +390,30 @@ def _keep_closes(session: Session, batch) -> None:
         set_={name: statement.excluded[name] for name in _CLOSE_COLUMNS[2:]},
     )
     session.execute(statement)
+
+
+def _remove_closes(session: Session, held: list) -> None:
+    """Deletes these (trade_id, closed_at) from trade_closes, one statement per close day
+    with that day's range of close times written out: TimescaleDB decompresses, for a
+    DELETE on a compressed chunk, every batch its constant conditions do not rule out, so
+    a join (no constants) decompressed all of trade_closes, and failed past its limit of
+    100,000 tuples a transaction (1M trades). The limit is lifted for the fold's
+    transaction: late changes to old trades decompress what they touch, and a batch's
+    changes may touch many days."""
+    if not held:
+        return
+    session.execute(LIFT_DECOMPRESSION_LIMIT)
+    by_day: dict[datetime, list] = defaultdict(list)
+    for trade_id, closed_at in held:
+        by_day[floor(closed_at, DAY)].append((trade_id, closed_at))
+    for closes in by_day.values():
+        times = [closed_at for _, closed_at in closes]
+        session.execute(
+            delete(TradeClose).where(
+                TradeClose.closed_at.between(min(times), max(times)),
+                tuple_(TradeClose.trade_id, TradeClose.closed_at).in_(closes),
+            )
+        )
 
 
 def _refold(session: Session, touched: set[CellKey]) -> None:
