@@ -9,7 +9,9 @@ per (inode, size, mtime) for its version.
 version (a new content hash) is loaded beside the old one and swapped in whole, so a
 caller gets the old model or the new one, never a half-built one. A file modified less
 than `settle_s` ago may still be being written and is left alone until it settles; a
-version that fails to load is logged once and the previous version keeps serving.
+version that fails to load (the library refuses it, or its content is not a model at
+all) is logged once, remembered per name (`failures`) and the previous version keeps
+serving: one bad file affects its own name only.
 """
 
 from __future__ import annotations
@@ -86,6 +88,21 @@ class ModelFile:
     def input_kind(self) -> str:
         return INPUT_KINDS[self.type]
 
+    @classmethod
+    def of_description(cls, directory: Path, facts: dict[str, Any]) -> ModelFile:
+        """The file a loaded model's `describe()` tells of: what a worker holds, for a
+        process that does not load models (the web) once the file on disk has changed."""
+        return cls(
+            name=facts["name"],
+            path=directory / facts["name"],
+            type=facts["type"],
+            format=facts["format"],
+            size_bytes=facts["size_bytes"],
+            modified=datetime.fromisoformat(facts["modified"]),
+            version=facts["version"],
+            meta={key: facts[key] for key in SIDECAR_FACTS if facts.get(key) is not None},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe metadata; never the server path."""
         facts: dict[str, Any] = {
@@ -151,19 +168,33 @@ class ModelStore:
 
     def list(self) -> list[ModelFile]:
         """Every servable model file directly in the directory, by name."""
+        return self.scan()[0]
+
+    def content_version(self, name: str) -> str | None:
+        """The version of the file called `name` as last read, a model or not."""
+        probe = self._probes.get(name)
+        return probe.version if probe is not None else None
+
+    def scan(self) -> tuple[list[ModelFile], dict[str, tuple[str, ModelRefused]]]:
+        """`list()`, and name -> (version, why) of every file named as a model whose content
+        is not one: shown with its reason, never served."""
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
-            return []
-        files = []
+            return [], {}
+        files, refused = [], {}
         for name in names:
             if not is_candidate(name):
                 continue
             try:
                 files.append(self._file(name))
-            except (ModelNotFound, ModelRefused):
-                continue  # a folder, an escaping symlink, gone meanwhile, or not a model (warned)
-        return files
+            except ModelRefused as exc:  # not a model (warned once per content)
+                version = self.content_version(name)
+                if version is not None:
+                    refused[name] = (version, exc)
+            except ModelNotFound:
+                continue  # a folder, an escaping symlink, or gone meanwhile
+        return files, refused
 
     def resolve(self, name: str) -> ModelFile:
         """The model file called `name`, or whose stem is `name` when only one has it."""
@@ -287,8 +318,20 @@ class ModelStore:
         except ModelNotFound:
             self._forget_missing()
             raise
+        except ModelRefused as refused:
+            # Its content is no model (any more): the version loaded before keeps serving.
+            current = self._loaded.get(name)
+            self._note_refusal(name, refused)
+            if current is None:
+                raise
+            check_type(current.file.type, model_type)
+            return current
         check_type(file.type, model_type)
-        self._check_pickle(file)
+        try:
+            self._check_pickle(file)
+        except ModelRefused as refused:
+            self._failures[file.name] = (file.version, refused)
+            raise
         current = self._loaded.get(file.name)
         if _serves(current, file):
             return current
@@ -317,13 +360,21 @@ class ModelStore:
         results: dict[str, str | None] = {}
         try:
             self._forget_missing()
-            files = self.list()
+            files, refused = self.scan()
         except Exception:
             log.exception("cannot list the model directory")
             return results
+        for name, (_, error) in refused.items():
+            if self._note_refusal(name, error):
+                results[name] = error.message
         for file in files:
             try:
-                self.load(file.name)
+                served = self.load(file.name)
+                failure = self._failures.get(file.name)
+                if served.file.version == file.version:
+                    self._failures.pop(file.name, None)  # back to a version that loads
+                elif failure is not None and failure[0] == file.version:
+                    raise copy.copy(failure[1])  # the previous version serves; say why
                 results[file.name] = None
             except ModelError as exc:
                 results[file.name] = exc.message
@@ -335,6 +386,11 @@ class ModelStore:
     def loaded(self) -> dict[str, str]:
         """name -> version of every model this process has loaded."""
         return {name: model.file.version for name, model in list(self._loaded.items())}
+
+    def failures(self) -> dict[str, tuple[str, ModelError]]:
+        """name -> (version, why) of every file whose current content did not load here
+        (a version loaded before, if any, serves meanwhile)."""
+        return dict(self._failures)
 
     def loaded_model(self, name: str) -> LoadedModel | None:
         """The model this process holds under the file name `name`, as it is: no lookup on
@@ -392,9 +448,20 @@ class ModelStore:
             )
 
     def _settling(self, file: ModelFile) -> bool:
-        age = time.time() - file.stat_key[2] / 1e9
+        return self._recent(file.stat_key)
+
+    def _recent(self, key: StatKey) -> bool:
+        age = time.time() - key[2] / 1e9
         # A modification time far in the future is clock skew, not a write in progress.
         return -_CLOCK_SKEW_S < age < self.settle_s
+
+    def _note_refusal(self, name: str, refused: ModelRefused) -> bool:
+        # A file still being written may not look like a model yet: not a failure until it settles.
+        probe = self._probes.get(name)
+        if probe is None or probe.refused is None or self._recent(probe.key):
+            return False
+        self._failures[name] = (probe.version, refused)
+        return True
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -408,6 +475,9 @@ class ModelStore:
                 self._probes.pop(name, None)
                 self._sidecars.pop(name, None)
                 log.info("model %s removed from the directory; dropped", name)
+        for name in list(self._failures):
+            if not (self.directory / name).is_file():
+                self._failures.pop(name, None)  # a file that never loaded, gone
 
 
 def check_name(name: Any) -> None:

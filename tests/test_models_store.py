@@ -279,6 +279,63 @@ def test_an_unloadable_file_says_so_without_server_details(folder: Path):
         assert "workspace" not in caught.value.message
 
 
+def test_a_replacement_that_is_no_model_leaves_the_old_version_serving_until_a_good_one(folder: Path):
+    data = np.random.default_rng(0).normal(size=(4, 5))
+    path = folder / "model.json"
+    booster(0).save_model(path)
+    settled(path)
+    store = ModelStore(folder, settle_s=SETTLE_S)
+    old = store.load("model.json")
+    staged = folder / ".model.json.part"
+    staged.write_text('{"not": "a model"}')
+    os.replace(staged, path)
+    settled(path)
+
+    assert store.load("model.json") is old  # asked by name, the old version answers
+    assert (
+        store.preload()["model.json"]
+        == "model.json: not an XGBoost JSON model (as written by Booster.save_model)"
+    )
+    assert store.loaded() == {"model.json": old.file.version}
+    version, error = store.failures()["model.json"]
+    assert version != old.file.version and error.code == "model_refused"
+
+    new = booster(1)
+    staged.write_bytes(new.save_raw(raw_format="json"))
+    os.replace(staged, path)
+    settled(path)
+    wait_for(
+        lambda: store.preload() == {"model.json": None} and store.loaded()["model.json"] != old.file.version
+    )
+    assert close(store.load("model.json").predict(data.tolist()), predictions(new, data))
+    assert store.failures() == {}
+
+
+def test_a_file_that_never_loaded_is_a_failure_of_its_own_name_only(folder: Path):
+    booster(0).save_model(folder / "good.json")
+    (folder / "broken.json").write_text("{}")
+    payload = booster(1).save_raw(raw_format="json")
+    (folder / "half.json").write_bytes(payload[: len(payload) // 2])
+    for path in folder.iterdir():
+        settled(path)
+    store = ModelStore(folder, settle_s=SETTLE_S)
+    report = store.preload()
+    assert report["good.json"] is None
+    assert "not an XGBoost JSON model" in report["broken.json"]
+    assert "cannot be loaded" in report["half.json"]
+    assert {name: error.code for name, (_, error) in store.failures().items()} == {
+        "broken.json": "model_refused",
+        "half.json": "model_unloadable",
+    }
+    assert list(store.loaded()) == ["good.json"]
+    with pytest.raises(ModelRefused):
+        store.load("broken.json")
+    (folder / "broken.json").unlink()
+    (folder / "half.json").unlink()
+    store.preload()
+    assert store.failures() == {}
+
+
 def test_a_deleted_file_is_dropped(folder: Path):
     path = folder / "model.json"
     booster(0).save_model(path)

@@ -12,7 +12,7 @@ from db import database, flask_config
 from models import ModelStore
 from tasks.client import TradeJournal
 from tasks.web_clients import PredictionClient
-from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight, trades, v2
+from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight, queues_cli, trades, v2
 from web.auth import require_token_for_api
 from web.body_limit import BoundedBodies
 from web.errors import register_error_handlers
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(cli.storage_cli)
     app.cli.add_command(preflight.preflight)
     app.cli.add_command(preflight.urls)
+    app.cli.add_command(queues_cli.queues_cli)
     # What is built so far lives as long as the process: the collector's passes skip it
     # (about a tenth of a request's CPU otherwise goes to rescanning it).
     gc.freeze()

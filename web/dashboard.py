@@ -30,7 +30,7 @@ from web import reads
 from web.auth import API_PREFIX
 from web.errors import ApiError, database_unavailable, error_response
 from web.inputs import query
-from web.ml import model_entry
+from web.ml import listed_entries
 from web.openapi.declare import BINARY, HTML, JSON, LOCATION, Answer, Documented, declare_endpoint, documented
 from web.schemas import PerformanceQuery, TradeQuery
 from web.settings import current_settings
@@ -232,9 +232,7 @@ def trades_panel():
     errors=(401, 503),
 )
 def models_panel():
-    reported = current_app.extensions["predictions"].loaded_models()
-    models = [model_entry(file, reported) for file in current_app.extensions["model_store"].list()]
-    return render_template("dashboard/models.html", models=models)
+    return render_template("dashboard/models.html", models=listed_entries())
 
 
 @blueprint.get("/dashboard/model-performance")

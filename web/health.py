@@ -29,7 +29,8 @@ from sqlalchemy.pool import NullPool
 from config import Settings
 from db import Ages, maintenance
 from models import ModelStore
-from tasks.web_clients import BrokerDown, BrokerQueues, WorkerStatus, held_reports, loaded_descriptions
+from tasks.web_clients import BrokerDown, BrokerQueues, ModelReports, WorkerStatus, held_reports
+from web.model_states import models_check
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
@@ -160,9 +161,14 @@ class Readiness:
     def _broker_answers(self) -> Check:
         try:
             self._broker.ping()
+            disagreeing = self._broker.disagreements()
         except BrokerDown as exc:
             error = f"the broker at {self._broker.where} does not answer: {_first_line(exc)}"
             return {"ok": False, "error": error}
+        if disagreeing:
+            # RabbitMQ refuses the workers' declaration of these queues: what waits there is stranded.
+            error = " ".join(found.describe() for found in disagreeing)
+            return {"ok": False, "error": error, "disagreeing": [found.as_dict() for found in disagreeing]}
         return {"ok": True}
 
     def _live_workers(self) -> Check:
@@ -177,32 +183,13 @@ class Readiness:
 
     def _loaded_models(self) -> Check:
         """Every model file has a version loaded by a predict worker (the one on disk, or the
-        previous one while the new one loads on its first prediction)."""
-        files = self._store.list()
+        previous one while the new one loads or does not load); see `web.model_states`."""
         try:
-            reported = loaded_descriptions(self._results)
+            reports = ModelReports.read(self._results)
         except redis.RedisError as exc:
             error = f"the result backend does not answer: {_first_line(exc)}"
             return {"ok": False, "loaded": [], "error": error}
-        versions: dict[str, dict[str, float]] = {}  # name -> version -> when reported
-        for key, description in reported.items():
-            name, _, version = key.rpartition("@")
-            versions.setdefault(name, {})[version] = description.get("reported_at", 0.0)
-        loaded, missing = [], []
-        for file in files:
-            known = versions.get(file.name, {})
-            if not known:
-                missing.append(file.name)
-                continue
-            version = file.version if file.version in known else max(known, key=known.__getitem__)
-            loaded.append({"name": file.name, "version": version})
-        check: Check = {"ok": bool(files) and not missing, "loaded": loaded}
-        if missing:
-            check["missing"] = missing
-            check["error"] = f"no predict worker has loaded {', '.join(missing)}"
-        elif not files:
-            check["error"] = "MODEL_DIR holds no model"
-        return check
+        return models_check(self._store, reports)
 
     def _journal(self) -> Check:
         try:

@@ -28,6 +28,7 @@ from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, broker_unavailable
 from web.inputs import body_as
+from web.model_states import Answering, answering, model_states
 from web.openapi import responses as r
 from web.openapi.declare import LOCATION, Answer, documented
 from web.settings import current_settings
@@ -64,15 +65,36 @@ def _client() -> PredictionClient:
     return current_app.extensions["predictions"]
 
 
-def model_entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A model file's facts and what the workers reported about its version (the dashboard's too)."""
+def model_entry(model: Answering, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The facts of the version that answers for a name, what the workers reported about
+    it, and the load error of a file that does not load (the dashboard's too)."""
+    file = model.file
     entry = {"n_features": None, **file.to_dict()}
     description = reported.get(f"{file.name}@{file.version}")
     entry["loaded"] = description is not None
     for key in DESCRIBED:
         if description is not None and description.get(key) is not None:
             entry[key] = description[key]
+    if model.load_error is not None:
+        entry["load_error"] = model.load_error
     return entry
+
+
+def listed_entries() -> list[dict[str, Any]]:
+    """Every name of MODEL_DIR some version answers for, or that is a model file."""
+    reports = _client().model_reports()
+    states = model_states(_store(), reports)
+    return [
+        model_entry(Answering(state.file, state.load_error), reports.loaded)
+        for state in states
+        if state.file is not None
+    ]
+
+
+def serving_file(name: str) -> ModelFile:
+    """The file of the version that answers for `name` (the last that loaded, while the
+    file on disk does not)."""
+    return answering(_store(), name, _client().model_reports()).file
 
 
 @blueprint.get("/models")
@@ -84,8 +106,7 @@ def model_entry(file: ModelFile, reported: dict[str, dict[str, Any]]) -> dict[st
     errors=(401, 503),
 )
 def list_models():
-    reported = _client().loaded_models()
-    return jsonify(models=[model_entry(file, reported) for file in _store().list()])
+    return jsonify(models=listed_entries())
 
 
 @blueprint.get("/models/<name>")
@@ -99,8 +120,8 @@ def list_models():
     description="`name` is the file name, or its stem when only one file has it.",
 )
 def get_model(name: str):
-    file = _store().resolve(name)
-    return jsonify(model_entry(file, _client().loaded_models()))
+    reports = _client().model_reports()
+    return jsonify(model_entry(answering(_store(), name, reports), reports.loaded))
 
 
 @blueprint.post("/predict")
@@ -137,7 +158,7 @@ def get_model(name: str):
 )
 def predict():
     body = body_as(PredictRequest.model_validate)
-    file = _store().resolve(body.model_name)
+    file = serving_file(body.model_name)
     check_type(file.type, body.model_type)
     if body.explain and file.type not in EXPLAINABLE_TYPES:
         raise ExplanationUnsupported.for_type(file.type)

@@ -8,7 +8,8 @@
 - `publisher`: one message onto a queue, the way Celery would send it;
 - `failures`: the one place that sorts an error into the failure model;
 - `redis_commands`: several Redis commands in one round trip;
-- `queues`: the queues' declarations on RabbitMQ.
+- `queues`: the queues' declarations on RabbitMQ;
+- `queue_agreement`: whether RabbitMQ's queues are declared as the contract declares them.
 """
 
 from tasks.contract.connections import (
@@ -41,6 +42,7 @@ from tasks.contract.names import (
     ISSUED_PREFIX,
     LANE_KEY,
     LOADED_MODELS_KEY,
+    MODEL_FAILURES_KEY,
     OUTBOX_SPOOL,
     PREDICT_QUEUE,
     PREDICT_TASK,
@@ -70,6 +72,8 @@ from tasks.contract.outcomes import (
     waits_on_reply,
 )
 from tasks.contract.publisher import BROKER_DOWN, LeanPublisher
+from tasks.contract.queue_agreement import MIGRATE_COMMAND, Disagreement
+from tasks.contract.queue_agreement import disagreement as queue_disagreement
 from tasks.contract.queues import (
     TRADES_DELIVERY_LIMIT,
     TRADES_QUEUE_ARGUMENTS,
@@ -90,6 +94,8 @@ __all__ = [
     "ISSUED_PREFIX",
     "LANE_KEY",
     "LOADED_MODELS_KEY",
+    "MIGRATE_COMMAND",
+    "MODEL_FAILURES_KEY",
     "OUTBOX_SPOOL",
     "PREDICT_QUEUE",
     "PREDICT_TASK",
@@ -112,6 +118,7 @@ __all__ = [
     "UPDATE_TASK",
     "BrokerUnavailable",
     "Call",
+    "Disagreement",
     "Failure",
     "LaneRequest",
     "LeanPublisher",
@@ -135,6 +142,7 @@ __all__ = [
     "kept_connection",
     "lane_store_url",
     "message_of",
+    "queue_disagreement",
     "record_entry",
     "redis_problem",
     "reply_key",

@@ -30,6 +30,7 @@ LANE_KEY = "predict:direct"  # synchronous predictions waiting for a worker thre
 REPLY_PREFIX = "ml:reply:"  # + job id: the list a waiting caller pops its outcome from
 ISSUED_PREFIX = "ml:job:"  # + job id: marks a job the web issued (unknown ids are 404)
 LOADED_MODELS_KEY = "ml:loaded-models"  # hash: name@version -> what a worker loaded
+MODEL_FAILURES_KEY = "ml:model-load-failures"  # hash: name@version -> why it did not load
 HELD_PREFIX = "journal:held:"  # + worker:task: trades a worker holds unacknowledged
 REDELIVERIES_PREFIX = "journal:redeliveries:"  # + task id: deliveries without an outcome
 

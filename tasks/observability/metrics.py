@@ -89,6 +89,11 @@ PREDICTION_LOG_DROPPED = Counter(
     "prediction_log_dropped_entries",
     "Prediction log entries given up: neither the database nor the spool took them for too long",
 )
+MODEL_LOAD_FAILURES = Counter(
+    "model_load_failures",
+    "Model file versions a worker process could not load (the previous version, if any, kept serving)",
+    ["model", "code"],
+)
 BATCH_SIZE = Histogram(
     "prediction_batch_size",
     "Prediction requests served by one micro-batch (one pool call of a worker)",

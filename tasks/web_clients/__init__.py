@@ -5,7 +5,7 @@ they have loaded and what they hold. Nothing here runs in a worker.
 
 from tasks.web_clients.broker_queues import BrokerDown, BrokerQueues, broker_problem, hidden_password
 from tasks.web_clients.held import held_reports
-from tasks.web_clients.loaded_models import loaded_descriptions
+from tasks.web_clients.loaded_models import ModelReports, loaded_descriptions
 from tasks.web_clients.predictions import Job, PredictionClient, PredictionTimeout
 from tasks.web_clients.worker_status import QueueConsumers, WorkerStatus
 
@@ -13,6 +13,7 @@ __all__ = [
     "BrokerDown",
     "BrokerQueues",
     "Job",
+    "ModelReports",
     "PredictionClient",
     "PredictionTimeout",
     "QueueConsumers",

@@ -26,10 +26,12 @@ from tasks.contract import (
     REDIS_HINT,
     TRADES_DEAD_LETTER_QUEUE,
     TRADES_QUEUE,
+    Disagreement,
     is_redis_url,
     lane_store_url,
     redis_problem,
 )
+from tasks.contract import queue_disagreement as disagreement
 
 # kombu's Redis transport keeps a queue's prioritised messages in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -73,11 +75,12 @@ def broker_problem(broker_url: str) -> str | None:
     reader = AmqpQueues(broker_url, PROBE_TIMEOUT_S)
     try:
         reader.ping()
+        disagreeing = reader.disagreements(AMQP_QUEUES)
     except BrokerDown as exc:
         return f"RabbitMQ does not answer at {hidden_password(broker_url)}: {exc}\n  {AMQP_HINT}"
     finally:
         reader.close()
-    return None
+    return "\n".join(found.describe() for found in disagreeing) or None
 
 
 class BrokerQueues:
@@ -113,6 +116,11 @@ class BrokerQueues:
                 raise BrokerDown(str(exc)) from exc
         else:
             self._amqp.ping()
+
+    def disagreements(self) -> list[Disagreement]:
+        """The queues RabbitMQ holds declared otherwise than the contract (none on Redis, whose
+        queues have no declarations). Raises BrokerDown when the broker does not answer."""
+        return [] if self._amqp is None else self._amqp.disagreements(AMQP_QUEUES)
 
     def depths(self) -> dict[str, int]:
         """Messages waiting in each queue, and in the lane (LANE_KEY) when its store answers.
@@ -164,6 +172,16 @@ class AmqpQueues:
                     raise
                 # The kept connection was closed under us (a broker restart): one fresh try.
                 return {queue: self._depth(queue) for queue in queues}
+
+    def disagreements(self, queues: tuple[str, ...]) -> list[Disagreement]:
+        with self._lock:
+            self._open_channel()  # the kept connection, opened (or rebuilt) on the way
+            try:
+                found = [disagreement(self._connection, queue) for queue in queues]
+            except (*self._connection.connection_errors, *self._connection.channel_errors, OSError) as exc:
+                self._drop()
+                raise BrokerDown(str(exc) or type(exc).__name__) from exc
+            return [one for one in found if one is not None]
 
     def close(self) -> None:
         with self._lock:

@@ -41,7 +41,7 @@ from tasks.contract import (
     reply_key,
 )
 from tasks.observability import request_id
-from tasks.web_clients.loaded_models import loaded_descriptions
+from tasks.web_clients.loaded_models import ModelReports
 from tasks.web_clients.replies import Replies
 
 log = logging.getLogger(__name__)
@@ -110,14 +110,18 @@ class PredictionClient:
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._expires_s = get_settings().predict_expires_s if expires_s is None else expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
-        self._loaded: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._reports: tuple[float, ModelReports] | None = None
 
     def loaded_models(self, max_age_s: float = 1.0) -> dict[str, dict[str, Any]]:
         """`name@version` -> description, as the workers reported; re-read at most every max_age_s."""
+        return self.model_reports(max_age_s).loaded
+
+    def model_reports(self, max_age_s: float = 1.0) -> ModelReports:
+        """What the workers reported loaded, and could not load; re-read at most every max_age_s."""
         now = time.monotonic()
-        if self._loaded is None or now - self._loaded[0] > max_age_s:
-            self._loaded = (now, loaded_descriptions(self._results))
-        return self._loaded[1]
+        if self._reports is None or now - self._reports[0] > max_age_s:
+            self._reports = (now, ModelReports.read(self._results))
+        return self._reports[1]
 
     def predict(
         self,

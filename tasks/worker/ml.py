@@ -43,7 +43,7 @@ from tasks.observability import metrics, request_id
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.batching import BATCH_DONE
 from tasks.worker.lane_server import BatchLimits, LaneServer
-from tasks.worker.model_registry import report_loaded
+from tasks.worker.model_registry import LoadReport
 from tasks.worker.model_watch import ModelWatch
 from tasks.worker.outcomes import mark_started, publish_outcomes
 from tasks.worker.prediction_log import PredictionLogWriter, Served
@@ -255,21 +255,20 @@ def serve_waiting(calls: list[Call]) -> None:
         publish_outcomes(app, [(call, error) for call in calls])
 
 
-_reported: dict[str, str] = {}
+_load_report: LoadReport | None = None
 
 
 def _report_new_versions() -> None:
-    """Tell the web about a model version this process loaded since it last reported.
-    Never raises: it runs after the callers were answered, and a later call retries."""
-    global _reported
-    loaded = store().loaded()
-    if loaded != _reported:
-        try:
-            report_loaded(app.backend.client, store())
-        except (redis.RedisError, ModelError) as exc:
-            log.warning("could not report the loaded models: %s", exc)
-            return
-        _reported = loaded
+    """Tell the web about a model version this process loaded, or a file it could not
+    load, since it last reported. Never raises: it runs after the callers were answered,
+    and a later call retries."""
+    global _load_report
+    if _load_report is None:
+        _load_report = LoadReport(store())
+    try:
+        _load_report.report(app.backend.client)
+    except redis.RedisError as exc:
+        log.warning("could not report the loaded models: %s", exc)
 
 
 def run_batch(requests: list[Call], served: list[Served] | None = None) -> list[Outcome]:

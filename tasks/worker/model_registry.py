@@ -1,25 +1,87 @@
 """What the predict workers have loaded, for the web (which never loads a model itself).
 
 Each pool process, after loading, records every model's description under its version
-in one Redis hash; the web shows a model's details when the version on disk has been
-loaded by some worker.
+in one Redis hash, and every file that did not load (with why) in another; the web shows
+a model's details when the version on disk has been loaded by some worker, and a load
+error beside the version that still serves.
+
+Each name is reported from what the process holds (`loaded_model`), never by looking at
+the file again: a file that stopped loading must not keep the other names, or the last
+good version of its own, from being reported.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import redis
 
-from models import ModelStore
-from tasks.contract import LOADED_MODELS_KEY
+from models import ModelError, ModelStore
+from tasks.contract import LOADED_MODELS_KEY, MODEL_FAILURES_KEY
+from tasks.observability import metrics
+
+Failures = dict[str, ModelError]  # name@version -> why it did not load
 
 
-def report_loaded(client: redis.Redis, store: ModelStore) -> None:
-    entries = {}
-    for name, version in store.loaded().items():
-        description = store.load(name).describe()
-        entries[f"{name}@{version}"] = json.dumps({**description, "reported_at": time.time()})
-    if entries:
-        client.hset(LOADED_MODELS_KEY, mapping=entries)
+class LoadReport:
+    """Reports this process's models when they change; counts each failed version once."""
+
+    def __init__(self, store: ModelStore):
+        self._store = store
+        self._reported: tuple[dict[str, str], set[str]] | None = None
+        self._counted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def report(self, client: redis.Redis) -> None:
+        """Write what changed since the last report (raises redis.RedisError; the next call
+        retries). A report already under way in another thread makes this one a no-op: the
+        model watch reports again within seconds."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._report(client)
+        finally:
+            self._lock.release()
+
+    def _report(self, client: redis.Redis) -> None:
+        loaded = self._store.loaded()
+        failures = {f"{name}@{version}": error for name, (version, error) in self._store.failures().items()}
+        self._count(failures)
+        if self._reported == (loaded, set(failures)):
+            return
+        now = time.time()
+        entries = {}
+        for name in loaded:
+            model = self._store.loaded_model(name)
+            if model is not None:  # not dropped meanwhile
+                description = {**model.describe(), "reported_at": now}
+                entries[f"{name}@{model.file.version}"] = json.dumps(description)
+        failed = {
+            key: json.dumps(
+                {
+                    "code": error.code,
+                    "error": error.message,
+                    "serving": loaded.get(key.rpartition("@")[0]),  # the version kept, if any
+                    "reported_at": now,
+                }
+            )
+            for key, error in failures.items()
+        }
+        cleared = self._reported[1] - set(failures) if self._reported else set()
+        pipeline = client.pipeline(transaction=False)
+        if entries:
+            pipeline.hset(LOADED_MODELS_KEY, mapping=entries)
+        if failed:
+            pipeline.hset(MODEL_FAILURES_KEY, mapping=failed)
+        if cleared:
+            pipeline.hdel(MODEL_FAILURES_KEY, *cleared)
+        pipeline.execute()
+        self._reported = (loaded, set(failures))
+
+    def _count(self, failures: Failures) -> None:
+        for key, error in failures.items():
+            if key not in self._counted:
+                self._counted.add(key)
+                metrics.MODEL_LOAD_FAILURES.labels(key.rpartition("@")[0], error.code).inc()

@@ -136,8 +136,18 @@ class StatsResponse(TradeStats):
 # -- model serving ----------------------------------------------------------------
 
 
+class LoadError(BaseModel):
+    """The file of MODEL_DIR under a model's name, which does not load."""
+
+    version: str = Field(description="first 16 hex digits of the file's SHA-256")
+    code: str = Field(description="`model_refused` (not a model, or a refused pickle) or `model_unloadable`")
+    message: str
+
+
 class ModelInfo(BaseModel):
-    """A model file of MODEL_DIR; the worker-reported fields appear once a worker loaded it."""
+    """A model file of MODEL_DIR; the worker-reported fields appear once a worker loaded it.
+    While the file does not load, the version the workers kept answers and is described here,
+    with the file's `load_error`."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -160,6 +170,9 @@ class ModelInfo(BaseModel):
     )
     batch_wait_s: float | None = Field(
         default=None, description="from the sidecar: how long queueing callers wait for company"
+    )
+    load_error: LoadError | None = Field(
+        default=None, description="the file on disk does not load; the version described answers meanwhile"
     )
 
 
@@ -246,9 +259,17 @@ class LoadedModelVersion(BaseModel):
     version: str
 
 
+class DegradedModel(LoadError):
+    name: str
+    serving: str | None = Field(description="the version that answers meanwhile; null: none, the name is out")
+
+
 class ModelsCheck(Check):
     loaded: list[LoadedModelVersion]
     missing: list[str] | None = None
+    degraded: list[DegradedModel] | None = Field(
+        default=None, description="files that do not load; never a reason to be unready"
+    )
 
 
 class JournalCheck(Check):
@@ -256,6 +277,20 @@ class JournalCheck(Check):
         description="trades the workers hold unacknowledged: neither the database nor the spool takes them"
     )
     workers: dict[str, int] | None = Field(default=None, description="`worker:task` -> trades it holds")
+
+
+class DisagreeingQueue(BaseModel):
+    queue: str
+    argument: str | None = Field(description="the queue argument RabbitMQ holds otherwise (None: not named)")
+    fix: str = Field(description="the command that moves the queue's messages into the contract's queue")
+
+
+class BrokerCheck(Check):
+    disagreeing: list[DisagreeingQueue] | None = Field(
+        default=None,
+        description="RabbitMQ queues declared otherwise than this version declares them (a classic "
+        "`trades` left by an older deployment): no worker consumes them until they are migrated",
+    )
 
 
 class UpkeepPart(Check):
@@ -277,7 +312,7 @@ class MaintenanceCheck(Check):
 
 class ReadinessChecks(BaseModel):
     database: Check
-    broker: Check
+    broker: BrokerCheck
     workers: WorkersCheck
     models: ModelsCheck
     journal: JournalCheck

@@ -17,8 +17,9 @@ from models import ModelFile, ModelStore, features_array
 from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, broker_unavailable
-from web.health import readiness
+from web.health import ADVISORY, readiness
 from web.inputs import body_as
+from web.model_states import answering
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
 from web.v2 import schemas as s
@@ -64,6 +65,11 @@ def _client() -> PredictionClient:
     return current_app.extensions["predictions"]
 
 
+def _answering(name: str) -> ModelFile:
+    """The version that answers for `name`: the file's, or the last that loaded while it does not."""
+    return answering(_store(), name, _client().model_reports()).file
+
+
 # -- server ---------------------------------------------------------------------------
 
 
@@ -89,7 +95,8 @@ def server_live():
     },
 )
 def server_ready():
-    ready = all(check["ok"] for check in readiness().report().values())
+    # As /readyz: the advisory checks (beat's upkeep) are shown there, never a reason to be unready.
+    ready = all(check["ok"] for name, check in readiness().report().items() if name not in ADVISORY)
     return jsonify(ready=ready), 200 if ready else 503
 
 
@@ -97,7 +104,7 @@ def server_ready():
 
 
 def _metadata(name: str, version: str | None):
-    file = _store().resolve(name)
+    file = _answering(name)
     reported = _client().loaded_models()
     check_version(file, reported, version)
     return jsonify(model_metadata(file, reported, version))
@@ -128,7 +135,7 @@ def model_version(name: str, version: str):
 
 
 def _ready(name: str, version: str | None):
-    file = _store().resolve(name)
+    file = _answering(name)
     reported = _client().loaded_models()
     check_version(file, reported, version)
     loaded = [key.rpartition("@")[2] for key in reported if key.rpartition("@")[0] == file.name]
@@ -195,7 +202,7 @@ def _infer(name: str, version: str | None):
     if request.headers.get(BINARY_HEADER) is not None:
         raise bad_tensor(BINARY_REFUSED)
     body = body_as(InferenceRequest.model_validate)
-    file = _store().resolve(name)
+    file = _answering(name)
     reported = _client().loaded_models()
     check_version(file, reported, version)
     if version is not None and version != file.version:
