@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers bench-scale clean
+.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers bench-scale bench-soak clean
 
 install: $(STAMP)
 
@@ -63,6 +63,12 @@ bench-peers: install .venv-peers/.installed
 # make bench-scale BENCH_ARGS="--sizes 100k/1M --reuse" (BENCH_PG_URL: a TimescaleDB server).
 bench-scale: install
 	$(PY) bench/scale.py $(BENCH_ARGS)
+
+# A lost worker, a Redis restart and a two-host database outage, repeated on fresh private
+# stacks (a redis-server of its own, a scratch database); one line per run and a summary.
+# BENCH_ARGS passes options, e.g. make bench-soak BENCH_ARGS="--runs 20 --keep-going".
+bench-soak: install
+	$(PY) bench/soak_outages.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache test-artifacts *.egg-info

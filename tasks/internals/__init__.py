@@ -6,7 +6,8 @@ naming the module to revisit, not later with wrong behaviour. tests/test_interna
 runs each against the installed library.
 
 - `kombu_redis`: kombu's Redis transport (kombu 5.7)
-- `celery_batches`: handing a batch to the worker's pool (celery-batches 0.11)
+- `celery_batches`: handing a batch to the worker's pool (celery-batches 0.11), and telling
+  whether the prefork pool dropped it (billiard 4.3)
 - `celery_results`: Celery's result metadata, written directly (celery 5.6)
 """
 

@@ -10,7 +10,11 @@ as unacknowledged, and another to acknowledge it, each through a freshly built
   arrives but leaves the message in the queue; a Lua script then takes up to the
   prefetch allowance from the consumed queues and records them as unacknowledged in
   the same atomic step. kombu's BRPOP pops a message before recording it, so a worker
-  killed between the two lost that message for good;
+  killed between the two lost that message for good. Each take runs under a token and
+  its messages stay listed under it until the next take: a take whose reply was lost
+  (Redis restarted or the connection dropped after the script ran) is asked again and
+  returns the same messages, which would otherwise wait, held by no one, for the
+  visibility timeout;
 * the acks of one event-loop turn go to Redis in one pipeline. A worker that dies
   before the pipeline runs gets those messages redelivered, which the journal absorbs
   (its writes are idempotent); outside a worker's event loop (a bot, a threads pool's
@@ -36,13 +40,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from queue import Empty
 from time import monotonic, time
+from typing import ClassVar
 
 import redis.exceptions
 from kombu.asynchronous import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from tasks.contract import BROKER_UNAVAILABLE, brief
@@ -56,13 +63,22 @@ MAX_BULK_FETCH = 100
 RETRY_REFUSED_S = 1.0
 MAX_CONSUME_PAUSE_S = 10.0
 
-# KEYS: unacked hash, unacked index, then the lists to take from in order (kombu's BRPOP
-# order: priority first, then the queue cycle); ARGV: how many, now. Records each message
-# exactly as kombu's QoS.append does: index score = time, hash value =
-# [message, exchange, routing_key]. Returns [list position, raw message, ...].
+# KEYS: unacked hash, unacked index, this take's list, the previous take's list, then the
+# lists to take from in order (kombu's BRPOP order: priority first, then the queue cycle);
+# ARGV: how many, now, how long a take's list is kept. Records each message exactly as
+# kombu's QoS.append does: index score = time, hash value = [message, exchange,
+# routing_key]. Returns [list name, raw message, ...], and keeps that under the take's
+# token until the next take: asked again with the same token (its reply was lost), it
+# returns the same messages instead of taking others.
 _TAKE_AND_RECORD = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return redis.call('LRANGE', KEYS[3], 0, -1)
+end
+if KEYS[4] ~= KEYS[3] then
+  redis.call('DEL', KEYS[4])
+end
 local taken, wanted = {}, tonumber(ARGV[1])
-for q = 3, #KEYS do
+for q = 5, #KEYS do
   while #taken < wanted * 2 do
     local raw = redis.call('RPOP', KEYS[q])
     if not raw then break end
@@ -75,9 +91,13 @@ for q = 3, #KEYS do
       redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' .. cjson.encode(info.exchange or '')
         .. ',' .. cjson.encode(info.routing_key or '') .. ']')
     end
-    taken[#taken + 1] = q - 3
+    taken[#taken + 1] = KEYS[q]
     taken[#taken + 1] = raw
   end
+end
+if #taken > 0 then
+  redis.call('RPUSH', KEYS[3], unpack(taken))
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
 return taken
 """
@@ -199,6 +219,12 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    # The take whose reply has not been read (the connection dropped after Redis may have
+    # run it), asked again by the next take, and the last one answered, whose list the
+    # next take deletes. Process-wide: a reconnection builds new channels, and one thread
+    # takes (the consumer's event loop).
+    unanswered_take: ClassVar[str | None] = None
+    answered_take: ClassVar[str | None] = None
     _sync_client = None
     _take_and_record = None
     _blmove_supported: bool | None = None
@@ -295,20 +321,36 @@ class Channel(kombu_redis.Channel):
         if not queues or wanted <= 0 or self.global_keyprefix:
             return 0
         lists = [self._q_for_pri(queue, priority) for priority in self.priority_steps for queue in queues]
-        taken = self._take_and_record(
-            keys=[self.unacked_key, self.unacked_index_key, *lists],
-            args=[wanted, time()],
-            client=self._create_client(),
-        )
+        taken = self._take(wanted, lists)
         for position in range(0, len(taken), 2):
             payload = loads(taken[position + 1])
             tag = (payload.get("properties") or {}).get("delivery_tag") if isinstance(payload, dict) else None
             if tag is not None:
                 self.qos.recorded.add(tag)
-            queue = lists[int(taken[position])].rsplit(self.sep, 1)[0]
+            queue = bytes_to_str(taken[position]).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
             self.connection._deliver(payload, queue)
         return len(taken) // 2
+
+    def _take(self, wanted: int, lists: list[str]) -> list:
+        """Run the take under a token. A take whose reply never came (Redis restarted or the
+        connection dropped after the script ran: its messages are recorded as
+        unacknowledged, held by no one) is asked again with its token by the next take,
+        which gets those messages back instead of leaving them to the visibility timeout."""
+        token = Channel.unanswered_take or uuid.uuid4().hex
+        Channel.unanswered_take = token
+        record = self._take_key(token)
+        previous = self._take_key(Channel.answered_take) if Channel.answered_take else record
+        taken = self._take_and_record(
+            keys=[self.unacked_key, self.unacked_index_key, record, previous, *lists],
+            args=[wanted, time(), max(1, int(self.visibility_timeout))],
+            client=self._create_client(),
+        )
+        Channel.unanswered_take, Channel.answered_take = None, token
+        return taken
+
+    def _take_key(self, token: str) -> str:
+        return f"{self.unacked_key}:take:{token}"
 
 
 class Transport(kombu_redis.Transport):

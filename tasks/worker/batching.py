@@ -19,9 +19,11 @@ journal, what happens to each message follows the failure model (`tasks.contract
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -30,7 +32,7 @@ from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
 from tasks.contract import REDELIVERIES_PREFIX, brief, classify
-from tasks.internals.celery_batches import restart_flush_timer, run_in_pool
+from tasks.internals.celery_batches import dropped_by_pool, restart_flush_timer, run_in_pool
 from tasks.observability import metrics
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.held import report_held
@@ -43,6 +45,19 @@ log = logging.getLogger(__name__)
 # holds the whole batch.
 BATCH_DONE = "done"
 MAX_HOLD_BACKOFF_S = 30.0
+
+
+_batch_keys = itertools.count()
+
+
+@dataclass
+class _PoolBatch:
+    """A batch handed to the pool and not called back yet."""
+
+    key: int
+    requests: list[Request]
+    suspect: bool
+    job: Any = None  # the pool's handle (tasks.internals.celery_batches.dropped_by_pool)
 
 
 class JournalLedger:
@@ -98,6 +113,7 @@ class JournalBatches(FlaskTask, Batches):
     def __init__(self) -> None:
         super().__init__()
         self._held: dict[str, Request] = {}  # held, waiting for their retry or in it
+        self._in_pool: dict[int, _PoolBatch] = {}  # handed to the pool, no outcome yet
         self._waiting: list[Request] = []  # held, waiting for their retry
         self._reported = 0
         self._retry_timer: Any = None
@@ -126,6 +142,7 @@ class JournalBatches(FlaskTask, Batches):
         rabbitmq = connection is not None and connection.transport.driver_type == "amqp"
         dropped = restart_flush_timer(self, consumer.timer, drop_buffered=rabbitmq)
         self._retry_timer = None
+        self._run_again_what_the_pool_dropped(consumer.timer, rabbitmq)
         if rabbitmq and (dropped or self._held):
             log.warning(
                 "connection renewed: %d buffered and %d held %s messages left to RabbitMQ's redelivery",
@@ -138,6 +155,30 @@ class JournalBatches(FlaskTask, Batches):
             self._count_held()
         elif self._waiting:
             self._retry_timer = consumer.timer.call_after(self._hold_backoff_s or 0.1, self._retry_held)
+
+    def _run_again_what_the_pool_dropped(self, timer: Any, rabbitmq: bool) -> None:
+        """Celery flushed the prefork pool when the connection was lost, discarding the
+        batches no process had started. RabbitMQ gives their messages back by itself; on
+        Redis nobody would ever acknowledge them, nor renew them (their channel is gone),
+        and they would wait for the visibility timeout: they run again now. A batch a
+        process had already received may then run twice; the journal's writes are
+        idempotent."""
+        dropped = [batch for batch in list(self._in_pool.values()) if dropped_by_pool(batch.job)]
+        for batch in dropped:
+            self._in_pool.pop(batch.key, None)
+        if not dropped or rabbitmq:
+            return
+        log.warning(
+            "connection renewed: %d %s messages the pool dropped run again",
+            sum(len(batch.requests) for batch in dropped),
+            self.name,
+        )
+
+        def run_again() -> None:
+            for batch in dropped:
+                self._run_batch(batch.requests, suspect=batch.suspect)
+
+        timer.call_after(0.0, run_again)
 
     def flush(self, requests: Collection[Request]) -> None:
         fresh = [request for request in requests if not request.delivery_info.get("redelivered")]
@@ -186,7 +227,11 @@ class JournalBatches(FlaskTask, Batches):
     # -- running a batch ---------------------------------------------------------------
 
     def _run_batch(self, requests: list[Request], suspect: bool = False) -> None:
+        batch = _PoolBatch(next(_batch_keys), requests, suspect)
+        self._in_pool[batch.key] = batch
+
         def on_return(result: Any) -> None:
+            self._in_pool.pop(batch.key, None)
             if result == BATCH_DONE:
                 held: set[str] = set()
             elif isinstance(result, dict):
@@ -209,6 +254,7 @@ class JournalBatches(FlaskTask, Batches):
         def on_error(exc_info: ExceptionInfo) -> None:
             # The pool process died or hit its time limit: every message goes back to
             # the queue, to be run alone and counted.
+            self._in_pool.pop(batch.key, None)
             log.warning(
                 "batch of %d %s messages lost its process (%r): requeued",
                 len(requests),
@@ -221,7 +267,7 @@ class JournalBatches(FlaskTask, Batches):
             self._count_held()
 
         simple = [SimpleRequest.from_request(request) for request in requests]
-        run_in_pool(
+        batch.job = run_in_pool(
             self,
             simple,
             callback=on_return,

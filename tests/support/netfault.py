@@ -4,11 +4,14 @@ While cut, new connections are refused and open ones are reset, exactly what a c
 sees when a database or broker goes away; `restore` brings it back on the same port.
 While stalled, it forwards nothing but closes nothing either (connections are accepted,
 bytes are read and kept): a peer that went silent, as a hung server or a network
-partition look to a client. `resume` sends on what was kept.
+partition look to a client. `hold_replies` stalls one way only: requests reach the
+server, which runs them, and its replies are kept (a link that broke after the request
+went out). `resume` sends on what was kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -22,6 +25,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._flowing = threading.Event()
         self._flowing.set()
+        self._replying = threading.Event()
+        self._replying.set()
         self.port = self._listen(0)
 
     @property
@@ -33,6 +38,10 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             connections, self._connections = self._connections, set()
         if listener is not None:
+            # Closing alone leaves the port listening while _accept is blocked in accept()
+            # (until a client comes), and a restore right away could not bind it again.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for connection in connections:
             _reset(connection)
@@ -44,11 +53,15 @@ class TcpProxy:
     def stall(self) -> None:
         self._flowing.clear()
 
+    def hold_replies(self) -> None:
+        self._replying.clear()
+
     def resume(self) -> None:
         self._flowing.set()
+        self._replying.set()
 
     def close(self) -> None:
-        self._flowing.set()
+        self.resume()
         self.cut()
 
     def _listen(self, port: int) -> int:
@@ -77,13 +90,17 @@ class TcpProxy:
                     _reset(upstream)
                     return
                 self._connections.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, gates in (
+                (client, upstream, (self._flowing,)),
+                (upstream, client, (self._flowing, self._replying)),
+            ):
+                threading.Thread(target=self._pump, args=(source, sink, gates), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, gates: tuple[threading.Event, ...]) -> None:
         try:
             while data := source.recv(65536):
-                self._flowing.wait()
+                for gate in gates:
+                    gate.wait()
                 sink.sendall(data)
         except OSError:
             pass
