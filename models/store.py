@@ -371,11 +371,11 @@ class ModelStore:
             try:
                 served = self.load(file.name)
                 failure = self._failures.get(file.name)
+                results[file.name] = None
                 if served.file.version == file.version:
                     self._failures.pop(file.name, None)  # back to a version that loads
                 elif failure is not None and failure[0] == file.version:
-                    raise copy.copy(failure[1])  # the previous version serves; say why
-                results[file.name] = None
+                    results[file.name] = failure[1].message  # the previous version serves; say why
             except ModelError as exc:
                 results[file.name] = exc.message
             except Exception:

@@ -160,7 +160,6 @@ class Readiness:
 
     def _broker_answers(self) -> Check:
         try:
-            self._broker.ping()
             disagreeing = self._broker.disagreements()
         except BrokerDown as exc:
             error = f"the broker at {self._broker.where} does not answer: {_first_line(exc)}"

@@ -74,7 +74,6 @@ def broker_problem(broker_url: str) -> str | None:
         return None if problem is None else f"{problem}\n  {REDIS_HINT}"
     reader = AmqpQueues(broker_url, PROBE_TIMEOUT_S)
     try:
-        reader.ping()
         disagreeing = reader.disagreements(AMQP_QUEUES)
     except BrokerDown as exc:
         return f"RabbitMQ does not answer at {hidden_password(broker_url)}: {exc}\n  {AMQP_HINT}"
@@ -119,8 +118,12 @@ class BrokerQueues:
 
     def disagreements(self) -> list[Disagreement]:
         """The queues RabbitMQ holds declared otherwise than the contract (none on Redis, whose
-        queues have no declarations). Raises BrokerDown when the broker does not answer."""
-        return [] if self._amqp is None else self._amqp.disagreements(AMQP_QUEUES)
+        queues have no declarations); asking is the round trip that shows the broker answers.
+        Raises BrokerDown when it does not."""
+        if self._amqp is None:
+            self.ping()
+            return []
+        return self._amqp.disagreements(AMQP_QUEUES)
 
     def depths(self) -> dict[str, int]:
         """Messages waiting in each queue, and in the lane (LANE_KEY) when its store answers.
@@ -163,25 +166,21 @@ class AmqpQueues:
         self.depths((TRADES_QUEUE,))
 
     def depths(self, queues: tuple[str, ...]) -> dict[str, int]:
+        return self._asked(lambda: {queue: self._depth(queue) for queue in queues})
+
+    def disagreements(self, queues: tuple[str, ...]) -> list[Disagreement]:
+        return self._asked(lambda: [found for queue in queues if (found := self._disagreement(queue))])
+
+    def _asked(self, ask):
         with self._lock:
             kept = self._connection is not None
             try:
-                return {queue: self._depth(queue) for queue in queues}
+                return ask()
             except BrokerDown:
                 if not kept:
                     raise
                 # The kept connection was closed under us (a broker restart): one fresh try.
-                return {queue: self._depth(queue) for queue in queues}
-
-    def disagreements(self, queues: tuple[str, ...]) -> list[Disagreement]:
-        with self._lock:
-            self._open_channel()  # the kept connection, opened (or rebuilt) on the way
-            try:
-                found = [disagreement(self._connection, queue) for queue in queues]
-            except (*self._connection.connection_errors, *self._connection.channel_errors, OSError) as exc:
-                self._drop()
-                raise BrokerDown(str(exc) or type(exc).__name__) from exc
-            return [one for one in found if one is not None]
+                return ask()
 
     def close(self) -> None:
         with self._lock:
@@ -197,6 +196,14 @@ class AmqpQueues:
             self._channel = None
             return 0
         except (*self._connection.connection_errors, OSError) as exc:
+            self._drop()
+            raise BrokerDown(str(exc) or type(exc).__name__) from exc
+
+    def _disagreement(self, queue: str) -> Disagreement | None:
+        self._open_channel()  # the kept connection, opened (or rebuilt) on the way
+        try:
+            return disagreement(self._connection, queue)
+        except (*self._connection.connection_errors, *self._connection.channel_errors, OSError) as exc:
             self._drop()
             raise BrokerDown(str(exc) or type(exc).__name__) from exc
 
