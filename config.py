@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_result_backend: str = "redis://127.0.0.1:6379/1"
     model_dir: Path = Path("./model_store")
+    # Every version that served a model is kept in MODEL_ARCHIVE_DIR (content-addressed, by
+    # version hash; `MODEL_DIR/.versions` when unset, which a listing never shows), so a
+    # replaced file's versions stay servable: the newest MODEL_VERSIONS_KEPT per name, plus
+    # every version a release names. A predict worker holds its release's champion and
+    # challenger loaded, and at most MODEL_VERSIONS_LOADED other versions on demand.
+    model_archive_dir: Path | None = None
+    model_versions_kept: int = Field(default=10, ge=1)
+    model_versions_loaded: int = Field(default=4, ge=0)
     spool_dir: Path = Path("./data/trades")
     api_token: SecretStr | None = None
     predict_timeout_s: float = Field(default=10.0, gt=0)
@@ -104,6 +112,7 @@ class Settings(BaseSettings):
         "web_secret_key",
         "flower_url",
         "access_log",
+        "model_archive_dir",
         mode="before",
     )
     @classmethod
@@ -114,6 +123,11 @@ class Settings(BaseSettings):
     @classmethod
     def _dash_is_stderr(cls, value: object) -> object:
         return None if value == "-" else value
+
+    @property
+    def model_archive(self) -> Path:
+        """Where kept model versions live: MODEL_ARCHIVE_DIR, else `MODEL_DIR/.versions`."""
+        return self.model_archive_dir or self.model_dir / ".versions"
 
     def service_urls(self) -> dict[str, str]:
         """Where a browser on this machine reaches the web server and Flower."""

@@ -31,6 +31,7 @@ _EXPORTS = {
         "served_versions",
     ),
     "db.probe": ("postgres_hint", "postgres_problem"),
+    "db.releases": ("Release", "ReleaseRefused"),
     "db.record": (
         "TRADE_ID",
         "PREDICTION_ID",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, StringConstraints
@@ -66,6 +66,9 @@ class LoggedPrediction(BaseModel):
     request_id: Annotated[str, Strict(), StringConstraints(max_length=128)] | None = None
     features: list[JsonValue] | None = None
     contributions: list[JsonValue] | None = None
+    # Absent from lines spooled before releases: a champion's prediction.
+    role: Literal["champion", "challenger", "shadow", "pinned"] | None = None
+    shadow_of: PredictionId | None = None
 
 
 @dataclass(frozen=True)

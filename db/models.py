@@ -25,6 +25,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -131,6 +132,10 @@ class PredictionLog(Base):
     # The input rows (at most PREDICTION_LOG_MAX_ROWS of them; none with PREDICTION_LOG_FEATURES=off).
     features: Mapped[Any | None] = mapped_column(JSONB)
     contributions: Mapped[Any | None] = mapped_column(JSONB)
+    # Which side of the model's release answered (champion, challenger, shadow, pinned;
+    # none before releases existed: champion), and a shadow's champion `prediction_id`.
+    role: Mapped[str | None] = mapped_column(String(16))
+    shadow_of: Mapped[str | None] = mapped_column(String(64))
 
 
 class PredictionCount(Base):
@@ -146,6 +151,41 @@ class PredictionCount(Base):
     predictions: Mapped[int] = mapped_column(BigInteger)
     first_served: Mapped[datetime]
     last_served: Mapped[datetime]
+
+
+class ModelReleaseState(Base):
+    """A model name's release: its champion (pinned; none serves the file's current
+    version), the challenger and its mode, the guards that roll the challenger back."""
+
+    __tablename__ = "model_release_state"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    champion: Mapped[str | None] = mapped_column(String(64))
+    previous_champion: Mapped[str | None] = mapped_column(String(64))  # what a rollback restores
+    challenger: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[str | None] = mapped_column(String(8))  # shadow, canary
+    percent: Mapped[int | None] = mapped_column(SmallInteger)
+    guards: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    challenger_since: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+
+class ModelReleaseChange(Base):
+    """One change to a release, as `GET .../releases` shows it."""
+
+    __tablename__ = "model_releases"
+    __table_args__ = (Index("ix_model_releases_model_at", "model_name", text("at DESC")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(primary_key=True, server_default=text("now()"))
+    model_name: Mapped[str] = mapped_column(String(255))
+    who: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(16))  # release, promote, rollback, guard
+    from_version: Mapped[str | None] = mapped_column(String(64))
+    to_version: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[str | None] = mapped_column(String(8))
+    percent: Mapped[int | None] = mapped_column(SmallInteger)
+    reason: Mapped[str] = mapped_column(Text)
 
 
 # -- kept statistics (db.stats): what the statistics, performance and dashboard read ------------

@@ -41,6 +41,8 @@ LOGGED_FIELDS = (
     "request_id",
     "features",
     "contributions",
+    "role",
+    "shadow_of",
 )
 
 _LOCK_BUCKETS_SQL = (
@@ -61,12 +63,14 @@ _LOG_COUNT_AND_LINK = text(
     """
 WITH new AS (
     INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,
-                                rows, predictions, latency_ms, request_id, features, contributions)
+                                rows, predictions, latency_ms, request_id, features, contributions,
+                                role, shadow_of)
     SELECT * FROM unnest(
         CAST(:prediction_id AS varchar[]), CAST(:created_at AS timestamptz[]),
         CAST(:model_name AS varchar[]), CAST(:model_version AS varchar[]), CAST(:model_type AS varchar[]),
         CAST(:rows AS integer[]), CAST(:predictions AS jsonb[]), CAST(:latency_ms AS float8[]),
-        CAST(:request_id AS varchar[]), CAST(:features AS jsonb[]), CAST(:contributions AS jsonb[]))
+        CAST(:request_id AS varchar[]), CAST(:features AS jsonb[]), CAST(:contributions AS jsonb[]),
+        CAST(:role AS varchar[]), CAST(:shadow_of AS varchar[]))
     ON CONFLICT DO NOTHING
     RETURNING prediction_id, model_name, model_version, created_at
 ), counted AS (

@@ -1,14 +1,17 @@
 """ML model adapters, the model store and demo-model training (model serving).
 
-`store` lists and loads the files of MODEL_DIR, `base` holds the errors and the adapter
-interface, `validation` checks request features; none of them imports an ML library, so
-the web process can list models without torch, xgboost or lightgbm. The adapters
-(`xgboost_adapter`, `lightgbm_adapter`, `torch_adapter`, `pickle_adapter`) import their
-library and are imported only when a model of their type is loaded.
+`store` lists and loads the files of MODEL_DIR, `archive` keeps every version of them
+that loaded (so a replaced or deleted file's versions stay servable), `base` holds the
+errors and the adapter interface, `validation` checks request features; none of them
+imports an ML library, so the web process can list models without torch, xgboost or
+lightgbm. The adapters (`xgboost_adapter`, `lightgbm_adapter`, `torch_adapter`,
+`pickle_adapter`) import their library and are imported only when a model of their type
+is loaded.
 
 Callers import from the package: `from models import ModelStore, ModelError`.
 """
 
+from models.archive import KeptVersion, ModelArchive
 from models.base import (
     EXPLAINABLE_TYPES,
     Adapter,
@@ -36,7 +39,9 @@ __all__ = [
     "ExplanationUnsupported",
     "InputMismatch",
     "InvalidModelName",
+    "KeptVersion",
     "LoadedModel",
+    "ModelArchive",
     "ModelError",
     "ModelFile",
     "ModelLoading",

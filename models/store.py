@@ -12,6 +12,12 @@ than `settle_s` ago may still be being written and is left alone until it settle
 version that fails to load (the library refuses it, or its content is not a model at
 all) is logged once, remembered per name (`failures`) and the previous version keeps
 serving: one bad file affects its own name only.
+
+With a `ModelArchive`, every version that loads is also kept there by content, and
+`load(name, version=...)` serves a version other than the file's current one: loaded
+from the archive on demand into a small LRU (`max_extra_versions`), or held loaded for
+good (`hold`: a release's champion and challenger). A version is a content hash, so a
+kept version is the same model for as long as it is kept.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import importlib
 import logging
 import math
 import os
+import re
 import stat
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -48,6 +57,9 @@ from models.sidecar import read_sidecar, sidecar_path
 from models.threads import limit_threads
 from models.validation import features_array
 
+if TYPE_CHECKING:
+    from models.archive import ModelArchive  # which imports this module: for typing only
+
 log = logging.getLogger(__name__)
 
 # Imported only when a model of the type is loaded: a process serving no LSTM never imports torch.
@@ -59,8 +71,11 @@ _ADAPTERS = {
 _MAX_NAME = 255
 _HASH_CHUNK = 1 << 20
 _CLOCK_SKEW_S = 60.0
+_VERSION_DIGITS = 16
+_VERSION = re.compile(rf"[0-9a-f]{{{_VERSION_DIGITS}}}")
 
 StatKey = tuple[int, int, int]  # (inode, size, mtime_ns)
+VersionKey = tuple[str, str]  # (file name, version)
 SIDECAR_FACTS = (
     "n_features",
     "feature_names",
@@ -149,7 +164,11 @@ class ModelStore:
         allow_pickle: bool = False,
         settle_s: float = 1.0,
         recheck_s: float = 0.25,
+        archive: ModelArchive | None = None,
+        max_extra_versions: int = 4,
     ):
+        if max_extra_versions < 0:
+            raise ValueError("max_extra_versions must be 0 or more")
         self.directory = Path(os.path.abspath(directory))
         self.allow_pickle = allow_pickle
         self.settle_s = settle_s
@@ -161,8 +180,15 @@ class ModelStore:
         self._sidecars: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._loaded: dict[str, LoadedModel] = {}
         self._failures: dict[str, tuple[str, ModelError]] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()  # also guards _extra and _held
+        self.archive = archive
+        self.max_extra_versions = max_extra_versions
+        # Loaded versions other than their file's current one, least recently used first.
+        # Held ones stay whatever their use; only the others count against max_extra_versions.
+        self._extra: OrderedDict[VersionKey, LoadedModel] = OrderedDict()
+        self._held: frozenset[VersionKey] = frozenset()
+        self._kept_failures: dict[VersionKey, ModelError] = {}
 
     # -- files ----------------------------------------------------------------------
 
@@ -275,7 +301,7 @@ class ModelStore:
             log.warning("model file %s is not served: %s", path.name, exc.message)
         except OSError:
             pass  # gone meanwhile
-        probe = _Probe(key, kind, digest.hexdigest()[:16], refused)
+        probe = _Probe(key, kind, version_of(digest), refused)
         try:
             if _key(path.stat()) == key:
                 self._probes[path.name] = probe
@@ -292,27 +318,23 @@ class ModelStore:
         cached = self._sidecars.get(path.name)
         if cached is not None and cached[0] == side_key:
             return cached[1]
-        meta = read_sidecar(side)
-        if "type" in meta and meta["type"] != kind.type:
-            log.warning(
-                "sidecar %s: type %r ignored; the file is a %s model", side.name, meta["type"], kind.type
-            )
-            meta = {k: v for k, v in meta.items() if k != "type"}
+        meta = read_meta(side, kind)
         self._sidecars[path.name] = (side_key, meta)
         return meta
 
     def _inside(self, path: Path) -> bool:
-        root = os.path.realpath(self.directory)
-        real = os.path.realpath(path)
-        return real != root and os.path.commonpath([root, real]) == root
+        return inside(self.directory, path)
 
     # -- loaded models --------------------------------------------------------------
 
-    def load(self, name: str, model_type: str | None = None) -> LoadedModel:
-        """The loaded model called `name`, at the file's current version once it has settled.
+    def load(self, name: str, model_type: str | None = None, version: str | None = None) -> LoadedModel:
+        """The loaded model called `name`, at the file's current version once it has settled,
+        or at `version` when given (see `_load_pinned`).
 
         `model_type`, when given, must name the file's type (ModelTypeMismatch otherwise).
         """
+        if version is not None:
+            return self._load_pinned(name, version, model_type)
         try:
             file = self.resolve(name)
         except ModelNotFound:
@@ -381,11 +403,45 @@ class ModelStore:
             except Exception:
                 log.exception("preloading %s failed", file.name)
                 results[file.name] = "unexpected error; see the server log"
+        results.update(self._preload_held())
         return results
 
+    def _preload_held(self) -> dict[str, str | None]:
+        # A held pair served as its file's current version is reported under the file's name.
+        results: dict[str, str | None] = {}
+        for name, version in sorted(self._held):
+            current = self._loaded.get(name)
+            if current is not None and current.file.version == version:
+                continue
+            key = f"{name}@{version}"
+            try:
+                self.load(name, version=version)
+                results[key] = None
+            except ModelError as exc:
+                results[key] = exc.message
+            except Exception:
+                log.exception("preloading %s failed", key)
+                results[key] = "unexpected error; see the server log"
+        return results
+
+    def hold(self, pairs: Collection[tuple[str, str]]) -> None:
+        """Keep these (file name, version) pairs loaded for good, in place of those held
+        before (which become ordinary LRU members); `preload` loads the missing ones."""
+        with self._guard:
+            self._held = frozenset((name, version) for name, version in pairs)
+            self._evict()
+
     def loaded(self) -> dict[str, str]:
-        """name -> version of every model this process has loaded."""
+        """name -> version of every model this process has loaded at its file's current version."""
         return {name: model.file.version for name, model in list(self._loaded.items())}
+
+    def loaded_versions(self) -> dict[str, LoadedModel]:
+        """Every model this process holds, current versions and extra ones, as
+        "name@version" -> model."""
+        models = {f"{name}@{model.file.version}": model for name, model in list(self._loaded.items())}
+        with self._guard:
+            models.update({f"{name}@{version}": model for (name, version), model in self._extra.items()})
+        return models
 
     def failures(self) -> dict[str, tuple[str, ModelError]]:
         """name -> (version, why) of every file whose current content did not load here
@@ -404,7 +460,7 @@ class ModelStore:
                 return current
             raise copy.copy(failure[1])
         try:
-            adapter = self._build(file)
+            adapter = self._extra_adapter(file) or self._build(file)
         except Exception as exc:
             error = exc if isinstance(exc, ModelError) else _unloadable(file)
             self._failures[file.name] = (file.version, error)
@@ -423,8 +479,147 @@ class ModelStore:
         loaded = LoadedModel(replace(file, type=adapter.type), adapter)
         self._loaded[file.name] = loaded  # the swap: one assignment
         self._failures.pop(file.name, None)
+        self._drop_extra((file.name, file.version))  # current now: held once, under its name
+        if current is not None and current.file.version != file.version:
+            self._retire(current)
         log.info("model %s loaded (%s, %s, version %s)", file.name, file.type, file.format, file.version)
+        self._keep(file)
         return loaded
+
+    # -- versions other than the current one ------------------------------------------
+
+    def _load_pinned(self, name: str, version: str, model_type: str | None) -> LoadedModel:
+        """`name` at `version`: the current model if it is that version, else a loaded extra
+        version, else the file (if that is its current content) or the archive."""
+        if not is_version(version):
+            raise ModelNotFound(f"{name} has no version {version!r}; a version is 16 hexadecimal digits")
+        file_name, file = self._pinned_file(name)
+        model = self._loaded_version(file_name, version)
+        if model is None:
+            if file is not None and file.version == version:
+                model = self._load_current_as(file)
+            else:
+                model = self._load_kept(file_name, version)
+        check_type(model.file.type, model_type)
+        return model
+
+    def _pinned_file(self, name: str) -> tuple[str, ModelFile | None]:
+        """The file name `name` stands for, and its file unless it is gone or no model now."""
+        try:
+            file = self.resolve(name)
+        except (ModelNotFound, ModelRefused):
+            # Deleted, or no model any more: its kept versions still serve, by full file name.
+            if not is_candidate(name):
+                raise
+            return name, None
+        return file.name, file
+
+    def _loaded_version(self, name: str, version: str) -> LoadedModel | None:
+        current = self._loaded.get(name)
+        if current is not None and current.file.version == version:
+            return current
+        key = (name, version)
+        with self._guard:
+            model = self._extra.get(key)
+            if model is not None:
+                self._extra.move_to_end(key)  # just used: the last to be evicted
+            return model
+
+    def _load_current_as(self, file: ModelFile) -> LoadedModel:
+        # The file's current content is the version asked for: loaded the usual way, and
+        # so kept in the archive too.
+        model = self.load(file.name)
+        if model.file.version == file.version:
+            return model
+        failure = self._failures.get(file.name)
+        if failure is not None and failure[0] == file.version:
+            raise copy.copy(failure[1])
+        raise ModelLoading(
+            f"{file.name} version {file.version} is not loaded yet; try again in a moment",
+            {"retry_after_s": max(1, math.ceil(self.settle_s))},
+        )
+
+    def _load_kept(self, name: str, version: str) -> LoadedModel:
+        if self.archive is None:
+            raise ModelNotFound(f"{name} has no version {version!r} here; only its current version serves")
+        key = (name, version)
+        with self._lock(key):  # one load per version, however many ask at once
+            model = self._loaded_version(name, version)
+            if model is not None:
+                return model
+            failure = self._kept_failures.get(key)
+            if failure is not None:  # a kept version never changes: neither does its failure
+                raise copy.copy(failure)
+            file = self.archive.file(name, version)
+            try:
+                self._check_pickle(file)
+                adapter = self._build(file)
+            except Exception as exc:
+                error = exc if isinstance(exc, ModelError) else _unloadable(file)
+                self._kept_failures[key] = error
+                log.warning(
+                    "model %s kept version %s not loaded: %s",
+                    name,
+                    version,
+                    error.message if error is exc else f"{type(exc).__name__}: {exc}",
+                )
+                raise error from None
+            model = LoadedModel(replace(file, type=adapter.type), adapter)
+            self._remember_extra(model)
+            log.info(
+                "model %s version %s loaded from the archive (%s, %s)", name, version, file.type, file.format
+            )
+            return model
+
+    def _extra_adapter(self, file: ModelFile) -> Adapter | None:
+        # A file back at a version loaded on the side (a rollback) needs no second load.
+        with self._guard:
+            extra = self._extra.get((file.name, file.version))
+        return extra.adapter if _serves(extra, file) else None
+
+    def _remember_extra(self, model: LoadedModel) -> None:
+        key = (model.file.name, model.file.version)
+        with self._guard:
+            self._extra[key] = model
+            self._extra.move_to_end(key)
+            self._evict()
+
+    def _drop_extra(self, key: VersionKey) -> None:
+        with self._guard:
+            self._extra.pop(key, None)
+
+    def _retire(self, model: LoadedModel) -> None:
+        """A model no longer its file's current version: a held one stays loaded on the
+        side; any other is let go, as before there were versions."""
+        if (model.file.name, model.file.version) in self._held:
+            self._remember_extra(model)
+
+    def _evict(self) -> None:
+        # Called with _guard held.
+        unheld = [key for key in self._extra if key not in self._held]
+        for key in unheld[: max(0, len(unheld) - self.max_extra_versions)]:
+            del self._extra[key]
+            log.info("model %s version %s unloaded (least recently used)", *key)
+
+    def _held_versions(self, name: str) -> set[str]:
+        """The versions of `name` this store holds or must hold: never pruned."""
+        with self._guard:
+            versions = {version for held, version in self._held if held == name}
+            versions.update(version for held, version in self._extra if held == name)
+        current = self._loaded.get(name)
+        if current is not None:
+            versions.add(current.file.version)
+        return versions
+
+    def _keep(self, file: ModelFile) -> None:
+        # The archive never gets in serving's way: a full or read-only disk is only logged.
+        if self.archive is None:
+            return
+        try:
+            self.archive.keep_version(file)
+            self.archive.prune(file.name, self._held_versions(file.name))
+        except Exception:
+            log.exception("keeping model %s version %s failed; serving goes on", file.name, file.version)
 
     def _build(self, file: ModelFile) -> Adapter:
         if file.format == "pickle":
@@ -463,14 +658,17 @@ class ModelStore:
         self._failures[name] = (probe.version, refused)
         return True
 
-    def _lock(self, name: str) -> threading.Lock:
+    def _lock(self, key: Hashable) -> threading.Lock:
+        """The lock of a file name, or of a (name, version) pair."""
         with self._guard:
-            return self._locks.setdefault(name, threading.Lock())
+            return self._locks.setdefault(key, threading.Lock())
 
     def _forget_missing(self) -> None:
         for name in list(self._loaded):
             if not (self.directory / name).is_file():
-                self._loaded.pop(name, None)
+                model = self._loaded.pop(name, None)
+                if model is not None:
+                    self._retire(model)  # a held version serves on from memory
                 self._failures.pop(name, None)
                 self._probes.pop(name, None)
                 self._sidecars.pop(name, None)
@@ -492,6 +690,32 @@ def check_name(name: Any) -> None:
         raise InvalidModelName("a model name is a file name in the model directory, without a path")
     if name.startswith("."):
         raise InvalidModelName("a model name must not start with '.' (relative or hidden names)")
+
+
+def is_version(value: Any) -> bool:
+    """Whether `value` is a version (16 lowercase hex digits): nothing else ever becomes a path."""
+    return isinstance(value, str) and _VERSION.fullmatch(value) is not None
+
+
+def version_of(digest: hashlib._Hash) -> str:
+    """The version of the content whose SHA-256 `digest` is."""
+    return digest.hexdigest()[:_VERSION_DIGITS]
+
+
+def read_meta(side: Path, kind: Kind) -> dict[str, Any]:
+    """The sidecar `side` of a model of `kind`: a `type` that contradicts the content is dropped."""
+    meta = read_sidecar(side)
+    if "type" in meta and meta["type"] != kind.type:
+        log.warning("sidecar %s: type %r ignored; the file is a %s model", side.name, meta["type"], kind.type)
+        meta = {k: v for k, v in meta.items() if k != "type"}
+    return meta
+
+
+def inside(directory: Path, path: Path) -> bool:
+    """Whether `path`, symlinks followed, lies within `directory` (and is not it)."""
+    root = os.path.realpath(directory)
+    real = os.path.realpath(path)
+    return real != root and os.path.commonpath([root, real]) == root
 
 
 def _serves(current: LoadedModel | None, file: ModelFile) -> bool:

@@ -115,7 +115,10 @@ def clean(engine: Engine, broker: redis.Redis) -> None:
     with engine.begin() as connection:
         connection.execute(
             # trade_history's TRUNCATE trigger empties the kept statistics with it.
-            text("TRUNCATE trade_history, trade_pending_updates, prediction_log, prediction_counts")
+            text(
+                "TRUNCATE trade_history, trade_pending_updates, prediction_log, prediction_counts,"
+                " model_release_state, model_releases"
+            )
         )
     broker.flushdb()
     redis.Redis.from_url(RESULT_URL).flushdb()

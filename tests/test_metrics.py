@@ -172,13 +172,12 @@ def test_predictions_are_counted_by_model_version_and_outcome(
 
         version = version_of(get_settings().model_dir / "xgb.json")
         samples = scrape(web.url)
-        assert value(samples, "predictions_total", model="xgb.json", version=version, outcome="ok") == 3
-        assert (
-            value(samples, "predictions_total", model="xgb.json", version="", outcome="input_mismatch") == 1
-        )
-        assert (
-            value(samples, "predictions_total", model="unknown", version="", outcome="model_not_found") == 1
-        )
+        ok = {"model": "xgb.json", "version": version, "outcome": "ok", "role": "champion"}
+        assert value(samples, "predictions_total", **ok) == 3
+        mismatch = {"model": "xgb.json", "version": "", "outcome": "input_mismatch", "role": ""}
+        assert value(samples, "predictions_total", **mismatch) == 1
+        unknown = {"model": "unknown", "version": "", "outcome": "model_not_found", "role": ""}
+        assert value(samples, "predictions_total", **unknown) == 1
     finally:
         bot.close()
         worker.stop()

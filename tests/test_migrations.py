@@ -48,6 +48,8 @@ JOURNAL_TABLES = {
     "trade_stats_profiles",
     "trade_stats_state",
     "trade_ids",  # migration 006
+    "model_release_state",  # migration 007
+    "model_releases",
 }
 ROOT = Path(__file__).resolve().parent.parent
 ENABLED = "TimescaleDB enabled: trade_history is a hypertable on timestamp"

@@ -276,7 +276,7 @@ def test_a_versioned_infer_takes_the_content_hash(stack):
     answer = post(web.url, f"/v2/models/xgb4.json/versions/{version}/infer", body)
     assert answer.status == 200 and answer.json()["model_version"] == version
     stale = post(web.url, "/v2/models/xgb4.json/versions/0123456789abcdef/infer", body)
-    assert stale.status == 404 and "has no version '0123456789abcdef'" in stale.json()["error"]
+    assert stale.status == 404 and "has no kept version '0123456789abcdef'" in stale.json()["error"]
 
 
 def test_a_v2_infer_is_counted_and_echoes_its_request_id(stack):

@@ -9,10 +9,23 @@ from flask_migrate import Migrate
 
 from config import Settings, get_settings
 from db import database, flask_config
-from models import ModelStore
+from models import ModelArchive, ModelStore
 from tasks.client import TradeJournal
 from tasks.web_clients import PredictionClient
-from web import cli, dashboard, health, lineage, metrics, ml, openapi, preflight, queues_cli, trades, v2
+from web import (
+    cli,
+    dashboard,
+    health,
+    lineage,
+    metrics,
+    ml,
+    openapi,
+    preflight,
+    queues_cli,
+    releases,
+    trades,
+    v2,
+)
 from web.auth import require_token_for_api
 from web.body_limit import BoundedBodies
 from web.errors import register_error_handlers
@@ -51,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     Migrate(app, database, directory=str(MIGRATIONS))
     app.extensions["trade_journal"] = TradeJournal(settings.celery_broker_url, settings.spool_dir)
     app.extensions["model_store"] = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
+    app.extensions["model_archive"] = ModelArchive(settings.model_archive, keep=settings.model_versions_kept)
     app.extensions["predictions"] = PredictionClient(
         settings.celery_broker_url,
         settings.celery_result_backend,
@@ -67,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(trades.blueprint, url_prefix="/api/v1/trades")
     app.register_blueprint(ml.blueprint, url_prefix="/api/v1/ml")
     app.register_blueprint(lineage.blueprint, url_prefix="/api/v1/ml")
+    app.register_blueprint(releases.blueprint, url_prefix="/api/v1/ml")
     v2.register(app)  # the Open Inference Protocol on the same port, token and workers
     openapi.register(app)
     dashboard.register(app)

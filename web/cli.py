@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import getpass
+import json
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -10,16 +13,18 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
+from pydantic import ValidationError
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db import Ages, maintenance, stats, timeouts
-from models import ModelStore
+from models import ModelError, ModelStore
 from tasks.client import TradeJournal
 from tasks.contract import OUTBOX_SPOOL
-from web import trade_import
+from web import releases, trade_import
+from web.errors import ApiError
 from web.settings import current_settings
 from web.trade_import import count
 
@@ -260,3 +265,62 @@ def list_models() -> None:
             f"{file.name:<32} {file.type:<9} {file.format:<12} {file.version}  "
             f"{facts['size_mb']:>8.3f} MB  {facts['modified']}"
         )
+
+
+# -- releases (the same changes as the routes of web/releases.py) ---------------------
+
+
+def _operator() -> str:
+    """Who changes a release from the command line: the operating system's user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for the uid (a container's)
+        return f"cli:uid-{os.getuid()}"
+
+
+def _release_command(change: Callable[[], dict]) -> None:
+    try:
+        release = change()
+    except ApiError as error:
+        raise click.ClickException(f"{error.message} ({error.code})") from None
+    except ModelError as error:
+        raise click.ClickException(error.message) from None
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"the database cannot take the change: {exc.__class__.__name__}") from None
+    click.echo(json.dumps(release, default=str, indent=2))
+
+
+@models_cli.command("release")
+@click.argument("name")
+@click.option("--challenger", metavar="VERSION", help="A kept version (see GET .../versions).")
+@click.option("--clear", is_flag=True, help="Remove the challenger.")
+@click.option("--mode", type=click.Choice(["shadow", "canary"]), help="shadow: logged only; canary: answers.")
+@click.option("--percent", type=click.IntRange(1, 100), help="A canary's share of requests.")
+@click.option("--reason", required=True, help="Why; kept in the release's history.")
+def release_model(
+    name: str, challenger: str | None, clear: bool, mode: str | None, percent: int | None, reason: str
+) -> None:
+    """Set (or --clear) the challenger of model NAME."""
+    if clear == (challenger is not None):
+        raise click.UsageError("give --challenger VERSION or --clear")
+    try:
+        change = releases.ReleaseChange(challenger=challenger, mode=mode, percent=percent, reason=reason)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(error["msg"] for error in exc.errors())) from None
+    _release_command(lambda: releases.change_release(name, change, _operator()))
+
+
+@models_cli.command("promote")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why; kept in the release's history.")
+def promote_model(name: str, reason: str) -> None:
+    """Make the challenger of model NAME its champion (once every live worker holds it)."""
+    _release_command(lambda: releases.promote(name, reason, _operator()))
+
+
+@models_cli.command("rollback")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why; kept in the release's history.")
+def rollback_model(name: str, reason: str) -> None:
+    """Clear the challenger of model NAME, or restore the champion before the last promotion."""
+    _release_command(lambda: releases.rollback(name, reason, _operator()))

@@ -29,6 +29,7 @@ from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, broker_unavailable
 from web.inputs import body_as
 from web.model_states import Answering, answering, model_states
+from web.model_versions import version_file
 from web.openapi import responses as r
 from web.openapi.declare import LOCATION, Answer, documented
 from web.settings import current_settings
@@ -41,6 +42,24 @@ MODEL_NAME_PATH = {
     "name": {"type": "string", "minLength": 1, "maxLength": 255, "examples": ["xgboost_model"]}
 }
 JOB_ID_PATH = {"job_id": {"type": "string", "format": "uuid"}}
+ROUTING_KEY = "X-Routing-Key"
+MAX_ROUTING_KEY = 256
+ROUTING_HEADER = {
+    ROUTING_KEY: (
+        "a canary's sticky key (a symbol, an account): the same key is answered by the same side "
+        "of the model's release; without it each request is drawn at random",
+        {"type": "string", "maxLength": MAX_ROUTING_KEY, "examples": ["BTCUSDT"]},
+    )
+}
+
+
+def routing_key() -> str | None:
+    key = request.headers.get(ROUTING_KEY)
+    if key is not None and len(key) > MAX_ROUTING_KEY:
+        raise ApiError(400, "invalid_header", f"{ROUTING_KEY} takes at most {MAX_ROUTING_KEY} characters")
+    return key or None
+
+
 DESCRIBED = ("n_features", "feature_names", "input_kind", "sequence_length", "fixed_sequence_length")
 
 
@@ -51,6 +70,7 @@ class PredictRequest(BaseModel):
     model_type: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32)] | None = None
     features: Annotated[list[Any], Strict()]
     explain: Annotated[bool, Strict()] = False
+    model_version: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 for _down in BROKER_ERRORS:  # down, silent, or refusing writes: all the same to a caller
@@ -143,7 +163,8 @@ def get_model(name: str):
         "Prefer": (
             "`respond-async`: answer 202 with a job id at once instead of waiting",
             {"type": "string", "examples": ["respond-async"]},
-        )
+        ),
+        **ROUTING_HEADER,
     },
     description="`features`: rows of numbers for tree models (one prediction per row); for an "
     "LSTM one sequence `[[...], ...]` (time x features) or a batch of them `[[[...]]]`. "
@@ -154,18 +175,24 @@ def get_model(name: str):
     "Waits up to PREDICT_TIMEOUT_S; then 504 with `details.job_id` and `details.status_url` "
     "(the job goes on). 422 when `model_type` disagrees with the model or the input's shape "
     "does not fit it; 503 when Redis (broker, results) is down, or `model_loading` (with "
-    "`Retry-After`) while a model file just copied in is not loaded yet.",
+    "`Retry-After`) while a model file just copied in is not loaded yet. `model_version`: "
+    "that kept version answers (`role: pinned`; 404 `version_not_found` for one not kept); "
+    "otherwise the model's release decides (`role`: `champion`, or `challenger` for a canary's share).",
 )
 def predict():
     body = body_as(PredictRequest.model_validate)
+    key = routing_key()
     file = serving_file(body.model_name)
+    if body.model_version is not None:
+        file = version_file(file.name, body.model_version)
     check_type(file.type, body.model_type)
     if body.explain and file.type not in EXPLAINABLE_TYPES:
         raise ExplanationUnsupported.for_type(file.type)
-    description = _client().loaded_models().get(f"{file.name}@{file.version}")
+    description = _client().model_reports().description(file.name, file.version)
+    routing = {"model_version": body.model_version, "routing_key": key}
     if "respond-async" in request.headers.get("Prefer", "").lower():
         features_array(description or file.to_dict(), body.features)  # an early 422; the worker checks again
-        job_id = _client().submit(file.name, body.features, body.model_type, explain=body.explain)
+        job_id = _client().submit(file.name, body.features, body.model_type, explain=body.explain, **routing)
         response = jsonify(job_id=job_id, status_url=_status_url(job_id))
         response.status_code = 202
         response.headers["Location"] = _status_url(job_id)
@@ -175,7 +202,12 @@ def predict():
     checked = features_array(description or file.to_dict(), body.features)
     try:
         payload = _client().predict(
-            file.name, checked, body.model_type, current_settings().predict_timeout_s, explain=body.explain
+            file.name,
+            checked,
+            body.model_type,
+            current_settings().predict_timeout_s,
+            explain=body.explain,
+            **routing,
         )
     except PredictionTimeout as timeout:
         status_url = _status_url(timeout.job_id)

@@ -42,6 +42,7 @@ from tasks.contract.names import (
     ISSUED_PREFIX,
     LANE_KEY,
     LOADED_MODELS_KEY,
+    LOADED_VERSIONS_KEY,
     MODEL_FAILURES_KEY,
     OUTBOX_SPOOL,
     PREDICT_QUEUE,
@@ -58,6 +59,7 @@ from tasks.contract.names import (
     TRADES_DEAD_LETTER_QUEUE,
     TRADES_QUEUE,
     UPDATE_TASK,
+    WORKER_MODELS_PREFIX,
     reply_key,
 )
 from tasks.contract.outcomes import (
@@ -94,6 +96,7 @@ __all__ = [
     "ISSUED_PREFIX",
     "LANE_KEY",
     "LOADED_MODELS_KEY",
+    "LOADED_VERSIONS_KEY",
     "MIGRATE_COMMAND",
     "MODEL_FAILURES_KEY",
     "OUTBOX_SPOOL",
@@ -116,6 +119,7 @@ __all__ = [
     "TRADES_QUEUE",
     "TRADES_QUEUE_ARGUMENTS",
     "UPDATE_TASK",
+    "WORKER_MODELS_PREFIX",
     "BrokerUnavailable",
     "Call",
     "Disagreement",

@@ -5,7 +5,8 @@ built when it checked the request (C order, little-endian float64 rows, or float
 sequences), so neither side writes or parses JSON numbers for it, and the worker only
 checks that it fits the model it holds (`models.validation.fitted_array`). The header:
 `{"id", "model", "type", "dtype", "shape", "expires"}`, with `"explain": true` when
-contributions are asked for and the HTTP request's `"request_id"`; `model` is the file
+contributions are asked for, the HTTP request's `"request_id"`, the `"version"` asked for
+and the `"routing_key"` (a canary's sticky key) when given; `model` is the file
 name the web resolved, `expires` seconds since the epoch. The job's outcome goes to its
 reply key (`names.reply_key`).
 """
@@ -38,6 +39,8 @@ class LaneRequest:
     expires: float
     explain: bool = False
     request_id: str | None = None
+    model_version: str | None = None
+    routing_key: str | None = None
 
 
 def encode(request: LaneRequest) -> bytes:
@@ -56,6 +59,10 @@ def encode(request: LaneRequest) -> bytes:
         header["explain"] = True
     if request.request_id is not None:
         header["request_id"] = request.request_id
+    if request.model_version is not None:
+        header["version"] = request.model_version
+    if request.routing_key is not None:
+        header["routing_key"] = request.routing_key
     # orjson escapes every newline inside the header: the first one ends it.
     return orjson.dumps(header) + b"\n" + array.tobytes()
 
@@ -84,6 +91,8 @@ def decode(raw: bytes) -> LaneRequest:
             expires=float(header["expires"]),
             explain=header.get("explain") is True,
             request_id=header.get("request_id"),  # checked where it is bound (request_id.of_message)
+            model_version=None if header.get("version") is None else _text(header["version"]),
+            routing_key=None if header.get("routing_key") is None else _text(header["routing_key"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedLaneMessage(f"unreadable message {job_id!r}: {exc}", job_id) from None

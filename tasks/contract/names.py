@@ -31,6 +31,11 @@ REPLY_PREFIX = "ml:reply:"  # + job id: the list a waiting caller pops its outco
 ISSUED_PREFIX = "ml:job:"  # + job id: marks a job the web issued (unknown ids are 404)
 LOADED_MODELS_KEY = "ml:loaded-models"  # hash: name@version -> what a worker loaded
 MODEL_FAILURES_KEY = "ml:model-load-failures"  # hash: name@version -> why it did not load
+# hash: name@version -> description, of versions loaded beside a file's current one (a
+# release's pinned champion or challenger, a version asked for by `model_version`)
+LOADED_VERSIONS_KEY = "ml:loaded-versions"
+# + host:pid: the name@version list one live predict process holds (expires unless renewed)
+WORKER_MODELS_PREFIX = "ml:worker-models:"
 HELD_PREFIX = "journal:held:"  # + worker:task: trades a worker holds unacknowledged
 REDELIVERIES_PREFIX = "journal:redeliveries:"  # + task id: deliveries without an outcome
 

@@ -55,10 +55,18 @@ class LeanPublisher:
         argsrepr: str,
         reply_to: str | None = None,
         expires: datetime | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Send task `name` to `queue`; raises one of BROKER_DOWN when the broker cannot take it."""
         headers, properties, body, _ = self._app.amqp.as_task_v2(
-            task_id, name, args=args, argsrepr=argsrepr, kwargsrepr="{}", reply_to=reply_to, expires=expires
+            task_id,
+            name,
+            args=args,
+            kwargs=kwargs or {},
+            argsrepr=argsrepr,
+            kwargsrepr=repr(kwargs or {}),
+            reply_to=reply_to,
+            expires=expires,
         )
         if (rid := request_id.current()) is not None:
             headers[request_id.HEADER] = rid  # the worker logs its handling of the message with it

@@ -82,8 +82,14 @@ OUTBOX_SENT = Counter("journal_outbox_sent_entries", "Trade messages sent on fro
 # -- model serving (worker) -----------------------------------------------------------
 PREDICTIONS = Counter(
     "predictions",
-    "Prediction requests answered, by model, version and outcome",
-    ["model", "version", "outcome"],
+    "Prediction requests answered, by model, version, outcome and role (champion, challenger, "
+    "shadow: a challenger's run of the champion's input, pinned: a version asked for)",
+    ["model", "version", "outcome", "role"],
+)
+SHADOW_SKIPPED = Counter(
+    "shadow_predictions_skipped",
+    "Champion predictions a shadow challenger did not run: its queue was full (it cannot keep up)",
+    ["model"],
 )
 PREDICTION_LOG_DROPPED = Counter(
     "prediction_log_dropped_entries",
@@ -115,15 +121,16 @@ _MODEL_EXISTS = {
 def count_predictions(answered: Iterable[tuple[Any, dict[str, Any] | ModelError]]) -> None:
     """Count answered predictions, (requested model, payload or ModelError) each: one
     increment per label set, so a batch of a hundred costs a few."""
-    counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
     for requested_model, outcome in answered:
         if isinstance(outcome, ModelError):
             known = outcome.code in _MODEL_EXISTS and isinstance(requested_model, str)
-            counts[(requested_model if known else "unknown", "", outcome.code)] += 1
+            counts[(requested_model if known else "unknown", "", outcome.code, "")] += 1
         else:
-            counts[(str(outcome.get("model_name")), str(outcome.get("model_version")), "ok")] += 1
-    for (model, version, outcome), count in counts.items():
-        PREDICTIONS.labels(model, version, outcome).inc(count)
+            model, version = str(outcome.get("model_name")), str(outcome.get("model_version"))
+            counts[(model, version, "ok", str(outcome.get("role", "champion")))] += 1
+    for labels, count in counts.items():
+        PREDICTIONS.labels(*labels).inc(count)
 
 
 def observe_batch_size(requests: int) -> None:

@@ -5,7 +5,7 @@ they have loaded and what they hold. Nothing here runs in a worker.
 
 from tasks.web_clients.broker_queues import BrokerDown, BrokerQueues, broker_problem, hidden_password
 from tasks.web_clients.held import held_reports
-from tasks.web_clients.loaded_models import ModelReports, loaded_descriptions
+from tasks.web_clients.loaded_models import ModelReports, live_workers, loaded_descriptions
 from tasks.web_clients.predictions import Job, PredictionClient, PredictionTimeout
 from tasks.web_clients.worker_status import QueueConsumers, WorkerStatus
 
@@ -21,5 +21,6 @@ __all__ = [
     "broker_problem",
     "held_reports",
     "hidden_password",
+    "live_workers",
     "loaded_descriptions",
 ]

@@ -41,7 +41,7 @@ from tasks.contract import (
     reply_key,
 )
 from tasks.observability import request_id
-from tasks.web_clients.loaded_models import ModelReports
+from tasks.web_clients.loaded_models import ModelReports, live_workers
 from tasks.web_clients.replies import Replies
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,10 @@ class PredictionClient:
             self._reports = (now, ModelReports.read(self._results))
         return self._reports[1]
 
+    def live_workers(self) -> dict[str, set[str]]:
+        """host:pid -> name@version of every version each live predict process holds."""
+        return live_workers(self._results)
+
     def predict(
         self,
         model_name: str,
@@ -131,11 +135,14 @@ class PredictionClient:
         timeout_s: float,
         *,
         explain: bool = False,
+        model_version: str | None = None,
+        routing_key: str | None = None,
     ) -> dict:
         """The prediction payload; raises ModelError, or PredictionTimeout with the job id.
         `model_name` is a resolved file name and `features` the array `models.features_array`
         checked against the model: the worker takes both as they are. `explain`: per-feature
-        contributions too (tree models)."""
+        contributions too (tree models). `model_version`: that kept version answers;
+        `routing_key`: a canary's sticky key (the worker routes by the model's release)."""
         job_id = str(uuid.uuid4())
         timeout_s = min(timeout_s, self._longest_wait_s)
         try:
@@ -149,13 +156,16 @@ class PredictionClient:
                         time.time() + self._expires_s,
                         explain=explain,
                         request_id=request_id.current(),
+                        model_version=model_version,
+                        routing_key=routing_key,
                     )
                 )
                 meta = self._replies.send_and_wait(self._lane, LANE_KEY, message, job_id, timeout_s)
             else:  # a broker other than Redis: an `ml.predict` task, its rows as JSON
                 args = [model_name, features.tolist(), model_type, *([True] if explain else [])]
+                kwargs = _routing(model_version, routing_key)
                 argsrepr = f"({model_name!r}, ...)"
-                self._publish(PREDICT_TASK, args, job_id, reply_key(job_id), argsrepr, self._expiry())
+                self._publish(PREDICT_TASK, args, job_id, reply_key(job_id), argsrepr, self._expiry(), kwargs)
                 meta = self._replies.wait(job_id, timeout_s)
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"Redis cannot take the prediction ({exc}); try again") from exc
@@ -165,14 +175,24 @@ class PredictionClient:
             raise PredictionTimeout(job_id)
         return _outcome(meta)
 
-    def submit(self, model_name: str, features: Any, model_type: str | None, *, explain: bool = False) -> str:
+    def submit(
+        self,
+        model_name: str,
+        features: Any,
+        model_type: str | None,
+        *,
+        explain: bool = False,
+        model_version: str | None = None,
+        routing_key: str | None = None,
+    ) -> str:
         """Queue a prediction and return its job id at once."""
         job_id = str(uuid.uuid4())
         rows = len(features) if isinstance(features, list) else "?"
         try:
             self._mark_issued(job_id)
             args = [model_name, features, model_type, *([True] if explain else [])]
-            self._publish(PREDICT_TASK, args, job_id, None, f"<{rows} rows>", self._expiry())
+            kwargs = _routing(model_version, routing_key)
+            self._publish(PREDICT_TASK, args, job_id, None, f"<{rows} rows>", self._expiry(), kwargs)
         except BROKER_DOWN as exc:
             raise BrokerUnavailable(f"the broker cannot take the job ({exc}); nothing was queued") from exc
         return job_id
@@ -197,11 +217,25 @@ class PredictionClient:
     # -- internals ----------------------------------------------------------------
 
     def _publish(
-        self, name: str, args: list, task_id: str, reply_to: str | None, argsrepr: str, expires: datetime
+        self,
+        name: str,
+        args: list,
+        task_id: str,
+        reply_to: str | None,
+        argsrepr: str,
+        expires: datetime,
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
         with self._send_lock:
             self._publisher.publish(
-                name, args, task_id, PREDICT_QUEUE, argsrepr=argsrepr, reply_to=reply_to, expires=expires
+                name,
+                args,
+                task_id,
+                PREDICT_QUEUE,
+                argsrepr=argsrepr,
+                reply_to=reply_to,
+                expires=expires,
+                kwargs=kwargs,
             )
 
     def _expiry(self) -> datetime:
@@ -215,3 +249,12 @@ def _outcome(meta: dict[str, Any]) -> dict[str, Any]:
     if meta.get("status") == states.SUCCESS:
         return meta["result"]
     raise error_from_result(meta.get("result"))
+
+
+def _routing(model_version: str | None, routing_key: str | None) -> dict[str, Any]:
+    kwargs = {}
+    if model_version is not None:
+        kwargs["model_version"] = model_version
+    if routing_key is not None:
+        kwargs["routing_key"] = routing_key
+    return kwargs

@@ -48,7 +48,11 @@ def lane_call(raw: bytes) -> Call | None:
     except MalformedLaneMessage as exc:
         log.error("malformed direct-lane message dropped: %s", exc)
         return None
-    kwargs = {"explain": True} if lane_request.explain else {}
+    kwargs: dict[str, Any] = {"explain": True} if lane_request.explain else {}
+    if lane_request.model_version is not None:
+        kwargs["model_version"] = lane_request.model_version
+    if lane_request.routing_key is not None:
+        kwargs["routing_key"] = lane_request.routing_key
     rid = request_id.of_message({request_id.HEADER: lane_request.request_id})
     features, job_id = lane_request.features, lane_request.job_id
     args = (lane_request.model_name, features, lane_request.model_type)

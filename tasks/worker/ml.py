@@ -12,6 +12,7 @@ callers have their answers.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -26,7 +27,15 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 
-from models import InputMismatch, LoadedModel, ModelError, ModelStore, features_array, limit_threads
+from models import (
+    InputMismatch,
+    LoadedModel,
+    ModelArchive,
+    ModelError,
+    ModelStore,
+    features_array,
+    limit_threads,
+)
 from tasks import app
 from tasks.contract import (
     PREDICT_QUEUE,
@@ -47,6 +56,8 @@ from tasks.worker.model_registry import LoadReport
 from tasks.worker.model_watch import ModelWatch
 from tasks.worker.outcomes import mark_started, publish_outcomes
 from tasks.worker.prediction_log import PredictionLogWriter, Served
+from tasks.worker.releases import CHAMPION, ReleaseBook, Route, route
+from tasks.worker.shadow import ShadowRunner, ShadowWork
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +66,28 @@ _store: ModelStore | None = None
 _lane: LaneServer | None = None
 _watch: ModelWatch | None = None
 _prediction_log: PredictionLogWriter | None = None
+_releases: ReleaseBook | None = None
+_shadow: ShadowRunner | None = None
 
 
 def store() -> ModelStore:
     global _store
     if _store is None:
         settings = worker_settings()
-        _store = ModelStore(settings.model_dir, allow_pickle=settings.allow_pickle_models)
+        _store = ModelStore(
+            settings.model_dir,
+            allow_pickle=settings.allow_pickle_models,
+            archive=ModelArchive(settings.model_archive, keep=settings.model_versions_kept),
+            max_extra_versions=settings.model_versions_loaded,
+        )
     return _store
+
+
+def release_book() -> ReleaseBook:
+    global _releases
+    if _releases is None:
+        _releases = ReleaseBook(app.flask_app)
+    return _releases
 
 
 @worker_init.connect
@@ -84,10 +109,12 @@ def _load_and_serve(**_: Any) -> None:
 
 
 def _start_prediction_log() -> None:
-    global _prediction_log
+    global _prediction_log, _shadow
     settings = worker_settings()
     if _serves_predictions and settings.prediction_log and _prediction_log is None:
         _prediction_log = PredictionLogWriter(app.flask_app, settings).start()
+        # Shadow runs exist to be compared: without the log there is nothing to run them for.
+        _shadow = ShadowRunner(store(), _prediction_log.record, _payload).start()
 
 
 def _start_lane(threads: int) -> None:
@@ -124,8 +151,13 @@ def _stop_lane(**_: Any) -> None:
         _watch.stop()
     if _lane is not None:
         _lane.stop()
+    if _shadow is not None:
+        _shadow.stop()
     if _prediction_log is not None:
         _prediction_log.stop()  # after the lane: what it answered last is logged too
+    if _load_report is not None:
+        with contextlib.suppress(redis.RedisError):
+            _load_report.forget(app.backend.client)
 
 
 def _preload_models() -> None:
@@ -136,6 +168,7 @@ def _preload_models() -> None:
     limit_threads()
     started = time.monotonic()
     _let_fresh_files_settle()
+    _read_releases()
     outcome = store().preload()
     failed = {name: error for name, error in outcome.items() if error}
     log.info("loaded %d models in %.1fs", len(outcome) - len(failed), time.monotonic() - started)
@@ -143,8 +176,15 @@ def _preload_models() -> None:
         log.error("model %s not loaded: %s", name, error)
     _report_new_versions()
     global _watch
-    _watch = ModelWatch(store(), _report_new_versions).start()
+    _watch = ModelWatch(store(), _report_new_versions, before_look=_read_releases).start()
     gc.freeze()  # the models and libraries stay: the collector's passes skip them
+
+
+def _read_releases() -> None:
+    """The releases again, and the versions they name held loaded (and kept)."""
+    book = release_book()
+    book.refresh()
+    store().hold(book.held())
 
 
 def _let_fresh_files_settle() -> None:
@@ -229,12 +269,16 @@ def serve(calls: list[Call]) -> str:
     # Only queued jobs (no caller waiting on a reply key) are polled for "running".
     mark_started(app, [call for call in calls if not waits_on_reply(call)])
     served: list[Served] = []
+    shadows: dict[tuple[str, str], list[Served]] = defaultdict(list)
     try:
-        publish_outcomes(app, run_batch(calls, served))
+        publish_outcomes(app, run_batch(calls, served, shadows))
     finally:
         metrics.observe_batch_size(len(calls))  # once the callers have their answers
     if _prediction_log is not None and served:
         _prediction_log.record(served)
+    if _shadow is not None:
+        for (_, challenger), champions in shadows.items():
+            _shadow.submit(ShadowWork(challenger, champions))
     _report_new_versions()
     return BATCH_DONE
 
@@ -271,43 +315,80 @@ def _report_new_versions() -> None:
         log.warning("could not report the loaded models: %s", exc)
 
 
-def run_batch(requests: list[Call], served: list[Served] | None = None) -> list[Outcome]:
-    """The outcome of every request; what succeeded is added to `served` (for the log)."""
+def run_batch(
+    requests: list[Call],
+    served: list[Served] | None = None,
+    shadows: dict[tuple[str, str], list[Served]] | None = None,
+) -> list[Outcome]:
+    """The outcome of every request; what succeeded is added to `served` (for the log),
+    and what a shadow challenger should run afterwards to `shadows` ((name, challenger))."""
     started = time.perf_counter()
-    groups: dict[tuple[Any, Any, bool], list[tuple[Call, Any]]] = defaultdict(list)
+    groups: dict[tuple[Any, Any, bool, Route], list[tuple[Call, Any]]] = defaultdict(list)
     outcomes: list[Outcome] = []
     for request in requests:
         try:
-            name, features, model_type, explain = _arguments(*request.args, **request.kwargs)
+            name, features, model_type, explain, version, routing_key = _arguments(
+                *request.args, **request.kwargs
+            )
         except TypeError as exc:
-            message = f"ml.predict takes model_name, features, model_type, explain: {exc}"
+            message = (
+                "ml.predict takes model_name, features, model_type, explain, model_version, routing_key: "
+                f"{exc}"
+            )
             outcomes.append((request, ModelError(message)))
             continue
-        if not isinstance(explain, bool):
-            outcomes.append((request, InputMismatch("explain must be true or false", {"received": explain})))
+        refused = _refused_arguments(explain, version, routing_key)
+        if refused is not None:
+            outcomes.append((request, refused))
             continue
-        groups[(name, model_type, explain)].append((request, features))
-    for (name, model_type, explain), members in groups.items():
-        outcomes.extend(_run_group(name, model_type, explain, members, started, served))
+        groups[(name, model_type, explain, _route(name, version, routing_key))].append((request, features))
+    for (name, model_type, explain, target), members in groups.items():
+        outcomes.extend(_run_group(name, model_type, explain, target, members, started, served, shadows))
     return outcomes
 
 
 def _arguments(
-    model_name: Any, features: Any, model_type: Any = None, explain: Any = False
-) -> tuple[Any, Any, Any, Any]:
-    return model_name, features, model_type, explain
+    model_name: Any,
+    features: Any,
+    model_type: Any = None,
+    explain: Any = False,
+    model_version: Any = None,
+    routing_key: Any = None,
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    return model_name, features, model_type, explain, model_version, routing_key
+
+
+def _refused_arguments(explain: Any, version: Any, routing_key: Any) -> ModelError | None:
+    if not isinstance(explain, bool):
+        return InputMismatch("explain must be true or false", {"received": explain})
+    if version is not None and not isinstance(version, str):
+        return InputMismatch("model_version must be a string", {"received": version})
+    if routing_key is not None and not isinstance(routing_key, str):
+        return InputMismatch("routing_key must be a string", {"received": routing_key})
+    return None
+
+
+def _route(name: Any, version: str | None, routing_key: str | None) -> Route:
+    book = release_book()
+    if version is None and isinstance(name, str) and book.any():
+        # A release is kept under the file name; an unknown name is answered by the model call.
+        with contextlib.suppress(ModelError):
+            name = store().resolve(name).name
+    return route(book.get(name) if isinstance(name, str) else None, str(name), version, routing_key)
 
 
 def _run_group(
     name: Any,
     model_type: Any,
     explain: bool,
+    target: Route,
     members: list[tuple[Call, Any]],
     started: float,
     served: list[Served] | None,
+    shadows: dict[tuple[str, str], list[Served]] | None,
 ) -> list[Outcome]:
     try:
-        loaded = store().load(name, model_type)
+        loaded = store().load(name, model_type, version=target.version)
     except ModelError as error:
         return [(request, error) for request, _ in members]
 
@@ -341,23 +422,29 @@ def _run_group(
         for request, array in stack:
             rows = slice(start, start + len(array))
             payload = _payload(
-                request, loaded, predictions[rows], None if contributions is None else contributions[rows]
+                request,
+                loaded,
+                predictions[rows],
+                None if contributions is None else contributions[rows],
+                target.role,
             )
             outcomes.append((request, payload))
+            entry = Served(
+                request,
+                created_at,
+                loaded.file.name,
+                loaded.file.version,
+                loaded.file.type,
+                features_of[id(request)],
+                len(array),
+                payload,
+                latency_ms,
+                role=target.role,
+            )
             if served is not None:
-                served.append(
-                    Served(
-                        request,
-                        created_at,
-                        loaded.file.name,
-                        loaded.file.version,
-                        loaded.file.type,
-                        features_of[id(request)],
-                        len(array),
-                        payload,
-                        latency_ms,
-                    )
-                )
+                served.append(entry)
+            if shadows is not None and target.shadow is not None and target.shadow != loaded.file.version:
+                shadows[(loaded.file.name, target.shadow)].append(entry)
             start += len(array)
     return outcomes
 
@@ -368,13 +455,18 @@ def _json_numbers(values: np.ndarray) -> list:
 
 
 def _payload(
-    call: Call, loaded: LoadedModel, predictions: np.ndarray, contributions: np.ndarray | None
+    call: Call,
+    loaded: LoadedModel,
+    predictions: np.ndarray,
+    contributions: np.ndarray | None,
+    role: str = CHAMPION,
 ) -> dict[str, Any]:
     payload = {
         "predictions": _json_numbers(predictions),
         "model_name": loaded.file.name,
         "model_type": loaded.file.type,
         "model_version": loaded.file.version,
+        "role": role,
         "prediction_id": call.id,  # the job's id: GET /api/v1/ml/predictions/<prediction_id>
     }
     if contributions is not None:

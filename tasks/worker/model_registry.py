@@ -7,22 +7,33 @@ error beside the version that still serves.
 
 Each name is reported from what the process holds (`loaded_model`), never by looking at
 the file again: a file that stopped loading must not keep the other names, or the last
-good version of its own, from being reported.
+good version of its own, from being reported. Versions held beside a file's current one
+(a release's, or one asked for) are described in a hash of their own, so the web never
+takes a challenger for the version a name's file answers at.
+
+Each process also renews, every few seconds, the list of every version it holds under a
+key of its own that expires: the live predict processes, for a promotion's check that
+every one of them holds the challenger.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 
 import redis
 
 from models import ModelError, ModelStore
-from tasks.contract import LOADED_MODELS_KEY, MODEL_FAILURES_KEY
+from tasks.contract import LOADED_MODELS_KEY, LOADED_VERSIONS_KEY, MODEL_FAILURES_KEY, WORKER_MODELS_PREFIX
 from tasks.observability import metrics
 
 Failures = dict[str, ModelError]  # name@version -> why it did not load
+
+HELD_RENEW_S = 2.0  # how often a process renews its list of held versions
+HELD_TTL_S = 10  # a process silent this long (dead, or cut off) is no longer live
 
 
 class LoadReport:
@@ -30,9 +41,11 @@ class LoadReport:
 
     def __init__(self, store: ModelStore):
         self._store = store
-        self._reported: tuple[dict[str, str], set[str]] | None = None
+        self._reported: tuple[dict[str, str], set[str], set[str]] | None = None
         self._counted: set[str] = set()
         self._lock = threading.Lock()
+        self._held_key = f"{WORKER_MODELS_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        self._held: tuple[float, list[str]] | None = None
 
     def report(self, client: redis.Redis) -> None:
         """Write what changed since the last report (raises redis.RedisError; the next call
@@ -49,7 +62,9 @@ class LoadReport:
         loaded = self._store.loaded()
         failures = {f"{name}@{version}": error for name, (version, error) in self._store.failures().items()}
         self._count(failures)
-        if self._reported == (loaded, set(failures)):
+        held = self._store.loaded_versions()
+        self._renew_held(client, held)
+        if self._reported == (loaded, set(failures), set(held)):
             return
         now = time.time()
         entries = {}
@@ -58,6 +73,11 @@ class LoadReport:
             if model is not None:  # not dropped meanwhile
                 description = {**model.describe(), "reported_at": now}
                 entries[f"{name}@{model.file.version}"] = json.dumps(description)
+        beside = {
+            key: json.dumps({**model.describe(), "reported_at": now})
+            for key, model in held.items()
+            if key not in entries
+        }
         failed = {
             key: json.dumps(
                 {
@@ -73,12 +93,26 @@ class LoadReport:
         pipeline = client.pipeline(transaction=False)
         if entries:
             pipeline.hset(LOADED_MODELS_KEY, mapping=entries)
+        if beside:
+            pipeline.hset(LOADED_VERSIONS_KEY, mapping=beside)
         if failed:
             pipeline.hset(MODEL_FAILURES_KEY, mapping=failed)
         if cleared:
             pipeline.hdel(MODEL_FAILURES_KEY, *cleared)
         pipeline.execute()
-        self._reported = (loaded, set(failures))
+        self._reported = (loaded, set(failures), set(held))
+
+    def _renew_held(self, client: redis.Redis, held: dict) -> None:
+        versions = sorted(held)
+        now = time.monotonic()
+        if self._held is not None and self._held[1] == versions and now - self._held[0] < HELD_RENEW_S:
+            return
+        client.set(self._held_key, json.dumps(versions), ex=HELD_TTL_S)
+        self._held = (now, versions)
+
+    def forget(self, client: redis.Redis) -> None:
+        """This process stops serving: it is no longer a live predict process."""
+        client.delete(self._held_key)
 
     def _count(self, failures: Failures) -> None:
         for key, error in failures.items():

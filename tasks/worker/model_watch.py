@@ -20,9 +20,16 @@ WATCH_EVERY_S = 2.0
 
 
 class ModelWatch:
-    def __init__(self, store: ModelStore, loaded: Callable[[], None], every_s: float = WATCH_EVERY_S):
+    def __init__(
+        self,
+        store: ModelStore,
+        loaded: Callable[[], None],
+        every_s: float = WATCH_EVERY_S,
+        before_look: Callable[[], None] | None = None,
+    ):
         self._store = store
         self._loaded = loaded  # called after each look: reports what this process holds
+        self._before_look = before_look  # the releases: which versions to hold besides the files
         self._every_s = every_s
         self._stopping = threading.Event()
         self._told: dict[str, str] = {}  # name -> the failure last logged
@@ -37,6 +44,8 @@ class ModelWatch:
 
     def look(self) -> None:
         """Load what is new or changed in the directory, drop what left it, and report."""
+        if self._before_look is not None:
+            self._before_look()
         outcome = self._store.preload()
         for name, error in outcome.items():
             if error and self._told.get(name) != error:

@@ -47,6 +47,8 @@ class Served:
     rows: int
     payload: dict[str, Any]
     latency_ms: float
+    role: str = "champion"  # champion, challenger, shadow, pinned
+    shadow_of: str | None = None  # a shadow's champion prediction_id
 
 
 def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry:
@@ -69,6 +71,8 @@ def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEn
         "request_id": served.call.request_id,
         "features": features,
         "contributions": served.payload.get("contributions"),
+        "role": served.role,
+        "shadow_of": served.shadow_of,
     }
     return PredictionEntry(fields)
 

@@ -39,6 +39,7 @@ ERRORS = {
     401: ("Unauthorized", "missing or wrong bearer token (only when API_TOKEN is set)"),
     404: ("NotFound", "unknown trade, model, job or route"),
     405: ("MethodNotAllowed", "method not allowed on this path; `Allow` lists those that are"),
+    409: ("Conflict", "the change cannot be made in the present state (`code` says why)"),
     413: ("PayloadTooLarge", "body larger than MAX_REQUEST_BYTES"),
     422: ("UnprocessableEntity", "valid JSON of the wrong shape; `details` names each field"),
     503: ("ServiceUnavailable", "a dependency (database, broker, worker) is down"),
@@ -86,6 +87,9 @@ def build_document(app: Flask, version: str) -> dict[str, Any]:
         tags=[
             Tag(name="trades", description="the trade journal"),
             Tag(name="ml", description="model serving"),
+            Tag(
+                name="releases", description="model versions, champion and challenger, promotion and rollback"
+            ),
             Tag(name="operations", description="health, readiness, metrics"),
             Tag(name="docs", description="this documentation"),
         ],

@@ -190,6 +190,10 @@ class Prediction(BaseModel):
     model_name: str
     model_type: Literal["xgboost", "lightgbm", "lstm"]
     model_version: str
+    role: Literal["champion", "challenger", "pinned"] = Field(
+        description="which side of the model's release answered: `challenger` for a canary's share, "
+        "`pinned` when `model_version` asked for a version"
+    )
     prediction_id: str = Field(description="the job's id; the prediction log keeps it under this id")
     contributions: list[Any] | None = Field(
         default=None,
@@ -214,7 +218,77 @@ class LoggedPrediction(BaseModel):
     request_id: str | None = Field(description="the HTTP request's X-Request-ID")
     features: list[Any] | None = Field(description="the input rows, at most PREDICTION_LOG_MAX_ROWS")
     contributions: list[Any] | None = Field(description="where `explain` was asked")
+    role: Literal["champion", "challenger", "shadow", "pinned"] | None = Field(
+        description="which side of the release answered; null for entries logged before releases (a champion)"
+    )
+    shadow_of: str | None = Field(description="a shadow prediction's champion `prediction_id`")
     trade_ids: list[str] = Field(description="trades recorded with this prediction_id")
+
+
+# -- model versions and releases (handlers in web/releases.py) ------------------------
+
+
+class KeptVersion(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str = Field(description="first 16 hex digits of the content's SHA-256")
+    first_seen: datetime = Field(
+        description="when a worker first kept it (the file's time for a version not kept yet)"
+    )
+    size_mb: float
+    loaded: bool = Field(description="some predict worker holds it loaded")
+    current: bool = Field(description="the content of the file in MODEL_DIR now")
+
+
+class ModelVersions(BaseModel):
+    versions: list[KeptVersion] = Field(description="newest first")
+
+
+class Guards(BaseModel):
+    """Limits past which the challenger is rolled back on its own (none by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_rate: float | None = Field(default=None, ge=0, le=1, description="failed / answered")
+    max_nonfinite_rate: float | None = Field(
+        default=None, ge=0, le=1, description="non-finite outputs / answered"
+    )
+    max_p99_ms: float | None = Field(default=None, gt=0, description="the challenger's p99 model latency")
+    min_predictions: int = Field(default=100, ge=1, description="predictions seen before a guard judges")
+
+
+class Release(BaseModel):
+    champion: str | None = Field(
+        description="the version answering as champion (null: no file, nothing pinned)"
+    )
+    pinned: bool = Field(
+        description="the champion was set by a promotion or rollback, not the file's content"
+    )
+    challenger: str | None
+    mode: Literal["shadow", "canary"] | None
+    percent: int | None = Field(description="a canary's share of requests, 1-100")
+    guards: dict[str, Any]
+    challenger_since: datetime | None = Field(
+        description="when the challenger was set: the comparison's window"
+    )
+    previous_champion: str | None = Field(description="what a rollback without a challenger restores")
+
+
+class ReleaseChange(BaseModel):
+    at: datetime
+    who: str = Field(
+        description="`api` (the API token), `cli:<operating-system user>`, or `guard` (an automatic rollback)"
+    )
+    action: Literal["release", "promote", "rollback", "guard"]
+    from_: str | None = Field(alias="from")
+    to: str | None
+    mode: Literal["shadow", "canary"] | None
+    percent: int | None
+    reason: str
+
+
+class ReleaseHistory(BaseModel):
+    changes: list[ReleaseChange] = Field(description="newest first")
 
 
 class JobAccepted(BaseModel):

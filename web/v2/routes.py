@@ -19,7 +19,9 @@ from tasks.web_clients import PredictionClient, PredictionTimeout
 from web.errors import ApiError, broker_unavailable
 from web.health import ADVISORY, readiness
 from web.inputs import body_as
+from web.ml import routing_key
 from web.model_states import answering
+from web.model_versions import version_file
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
 from web.v2 import schemas as s
@@ -203,18 +205,21 @@ def _infer(name: str, version: str | None):
         raise bad_tensor(BINARY_REFUSED)
     body = body_as(InferenceRequest.model_validate)
     file = _answering(name)
-    reported = _client().loaded_models()
-    check_version(file, reported, version)
+    reports = _client().model_reports()
     if version is not None and version != file.version:
-        raise ApiError(
-            404,
-            "version_not_found",
-            f"version {version!r} of {file.name!r} was replaced; only {file.version!r} takes requests",
-        )
+        file = version_file(file.name, version)  # a kept version, asked for: it answers (404 if not kept)
+    reported = {f"{file.name}@{file.version}": reports.description(file.name, file.version) or file.to_dict()}
     checked = _features(file, reported, body)
     settings = current_settings()
     try:
-        payload = _client().predict(file.name, checked, None, settings.predict_timeout_s)
+        payload = _client().predict(
+            file.name,
+            checked,
+            None,
+            settings.predict_timeout_s,
+            model_version=version,
+            routing_key=routing_key(),
+        )
     except PredictionTimeout as timeout:
         raise ApiError(
             504,

@@ -1,0 +1,127 @@
+"""Shadow predictions: a challenger runs the inputs its champion answered, afterwards.
+
+The champion's callers have their answers before anything here starts: `serve` hands the
+batch's served predictions over once their outcomes are published, and one thread per
+process runs the challenger on them, stacked per model call as the champion's were. Each
+shadow prediction is logged with role `shadow` and `shadow_of` (its champion's
+`prediction_id`) under an id of its own; it is never returned to anyone.
+
+The queue is bounded: when the challenger cannot keep up (a slower model under full
+load), the newest work is skipped and counted in `shadow_predictions_skipped`, rather
+than taking CPU from the champion's callers or memory without end.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from models import ModelError, ModelStore, features_array
+from tasks.observability import metrics
+from tasks.worker.prediction_log import Served
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING_BATCHES = 256
+
+
+@dataclass(frozen=True)
+class ShadowWork:
+    challenger: str
+    champions: list[Served]  # what the champion answered, same model name
+
+
+class ShadowRunner:
+    def __init__(self, store: ModelStore, record: Callable[[list[Served]], None], payload_of: Callable):
+        self._store = store
+        self._record = record  # the prediction log's
+        self._payload_of = payload_of
+        self._work: queue.Queue[ShadowWork | None] = queue.Queue(MAX_WAITING_BATCHES)
+        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+
+    def start(self) -> ShadowRunner:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        try:
+            self._work.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)
+
+    def submit(self, work: ShadowWork) -> None:
+        """Never blocks the caller's thread."""
+        try:
+            self._work.put_nowait(work)
+        except queue.Full:
+            name = work.champions[0].model_name
+            metrics.SHADOW_SKIPPED.labels(name).inc(len(work.champions))
+
+    def _run(self) -> None:
+        while (work := self._work.get()) is not None:
+            try:
+                self.run(work)
+            except Exception:  # a bug here must not end the thread, nor touch serving
+                log.exception("a shadow batch of %d predictions failed", len(work.champions))
+
+    def run(self, work: ShadowWork) -> list[Served]:
+        """Run and log one batch of shadow predictions; returns what was logged."""
+        first = work.champions[0]
+        started = time.perf_counter()
+        try:
+            loaded = self._store.load(first.model_name, version=work.challenger)
+            arrays = [features_array(loaded.adapter, served.features) for served in work.champions]
+        except ModelError as error:
+            metrics.PREDICTIONS.labels(first.model_name, work.challenger, error.code, "shadow").inc(
+                len(work.champions)
+            )
+            return []
+        stacks: dict[tuple[int, ...], list[tuple[Served, np.ndarray]]] = {}
+        for served, array in zip(work.champions, arrays, strict=True):
+            stacks.setdefault(array.shape[1:], []).append((served, array))
+        logged: list[Served] = []
+        for stack in stacks.values():
+            try:
+                predictions = loaded.adapter.predict(np.concatenate([array for _, array in stack]))
+            except ModelError as error:
+                metrics.PREDICTIONS.labels(first.model_name, work.challenger, error.code, "shadow").inc(
+                    len(stack)
+                )
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            created_at = datetime.now(UTC)
+            start = 0
+            for champion, array in stack:
+                call = replace(champion.call, id=str(uuid.uuid4()))
+                payload = self._payload_of(
+                    call, loaded, predictions[start : start + len(array)], None, "shadow"
+                )
+                start += len(array)
+                logged.append(
+                    Served(
+                        call,
+                        created_at,
+                        loaded.file.name,
+                        loaded.file.version,
+                        loaded.file.type,
+                        champion.features,
+                        len(array),
+                        payload,
+                        latency_ms,
+                        role="shadow",
+                        shadow_of=champion.call.id,
+                    )
+                )
+        if logged:
+            metrics.PREDICTIONS.labels(first.model_name, work.challenger, "ok", "shadow").inc(len(logged))
+            self._record(logged)
+        return logged

@@ -1,0 +1,284 @@
+"""Model releases on the real stack: two threads-pool predict workers (as compose starts
+them), a web server of two processes, a trades worker, PostgreSQL and Redis.
+
+One model name goes through what an operator does with it: its file replaced (the old
+versions stay servable), a shadow challenger (logged beside the champion, the file replaced
+again meanwhile), a sticky canary (every web process and worker agreeing within a tick),
+a promotion refused while a worker lacks the challenger, a promotion, a rollback under
+load without a failed request, and the history of all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost
+from sqlalchemy import text
+
+from tests.support.http import call
+from tests.support.model_zoo import LABELS, TRAIN, version_of
+from tests.support.processes import WebServer, flask, wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ROW = [[0.1, -0.2, 0.3, 0.5, -1.0]]
+NAME = "m.json"
+TICK_S = 2.0  # the workers' model watch (tasks.worker.model_watch.WATCH_EVERY_S)
+
+
+def model_bytes(rounds: int) -> bytes:
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(TRAIN, LABELS), rounds
+    )
+    return bytes(booster.save_raw(raw_format="json"))
+
+
+def drop_in(models: Path, content: bytes) -> str:
+    staged = models / f".{NAME}.part"
+    staged.write_bytes(content)
+    os.replace(staged, models / NAME)
+    return version_of(models / NAME)
+
+
+def predict(web: WebServer, key: str | None = None, **body) -> tuple[int, dict]:
+    headers = {"X-Routing-Key": key} if key is not None else None
+    answer = call(
+        f"{web.url}/api/v1/ml/predict", "POST", {"model_name": NAME, "features": ROW, **body}, headers
+    )
+    return answer.status, answer.json()
+
+
+def api(web: WebServer, method: str, path: str, body=None) -> tuple[int, dict]:
+    answer = call(f"{web.url}/api/v1/ml/models/{NAME}/{path}", method, body)
+    return answer.status, answer.json()
+
+
+@pytest.fixture
+def stack(clean, tmp_path, workers, start_web):
+    models = tmp_path / "models"
+    models.mkdir()
+    first = drop_in(models, model_bytes(3))
+    for _ in range(2):
+        workers("predict", pool="threads", MODEL_DIR=str(models))
+    workers("trades")
+    web = start_web(workers=2, MODEL_DIR=str(models))
+    wait_for(lambda: predict(web)[0] == 200, 60, "a first prediction")
+    return web, models, first
+
+
+def shadow_pairs(engine, challenger: str) -> list[tuple[str, str, str]]:
+    """(shadow_of, champion's version, shadow's version) of every logged shadow of `challenger`."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    "SELECT s.shadow_of, c.model_version, s.model_version FROM prediction_log s"
+                    " JOIN prediction_log c ON c.prediction_id = s.shadow_of"
+                    " WHERE s.role = 'shadow' AND s.model_version = :challenger AND c.role = 'champion'"
+                ),
+                {"challenger": challenger},
+            )
+        )
+
+
+def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
+    web, models, v1 = stack
+    status, answer = predict(web)
+    assert (status, answer["model_version"], answer["role"]) == (200, v1, "champion")
+    v1_prediction = answer["predictions"]
+
+    # The file replaced: the new version answers, the old one stays servable when asked for.
+    v2 = drop_in(models, model_bytes(12))
+    wait_for(lambda: predict(web)[1]["model_version"] == v2, 30, "the replacement to answer")
+    status, pinned = predict(web, model_version=v1)
+    assert (status, pinned["model_version"], pinned["role"], pinned["predictions"]) == (
+        200,
+        v1,
+        "pinned",
+        v1_prediction,
+    )
+    assert predict(web)[1]["predictions"] != v1_prediction
+    status, versions = api(web, "GET", "versions")
+    assert status == 200
+    assert [entry["model_version"] for entry in versions["versions"]] == [v2, v1]
+    assert [entry["current"] for entry in versions["versions"]] == [True, False]
+    for unknown in ("0123456789abcdef", "../../etc/passwd", v1.upper()):
+        status, error = predict(web, model_version=unknown)
+        assert (status, error["error"]["code"]) == (404, "version_not_found"), unknown
+    assert (
+        call(f"{web.url}/v2/models/{NAME}/versions/{v1}/infer", "POST", v2_body()).json()["model_version"]
+        == v1
+    )
+
+    # A shadow: the champion answers, the challenger runs the same input afterwards, logged.
+    status, release = api(
+        web, "PUT", "release", {"challenger": v1, "mode": "shadow", "reason": "try v1 again"}
+    )
+    assert (status, release["champion"], release["challenger"], release["mode"]) == (200, v2, v1, "shadow")
+    time.sleep(TICK_S + 0.5)  # the workers' next read of the releases
+    answered = [predict(web)[1] for _ in range(10)]
+    assert {(a["model_version"], a["role"]) for a in answered} == {(v2, "champion")}
+    ids = {a["prediction_id"] for a in answered}
+    wait_for(
+        lambda: ids <= {pair[0] for pair in shadow_pairs(engine, v1)}, 20, "every champion answer shadowed"
+    )
+    assert {pair[1] for pair in shadow_pairs(engine, v1) if pair[0] in ids} == {v2}
+
+    # The file replaced while the shadow runs: the new file is the champion, shadowed alike.
+    v3 = drop_in(models, model_bytes(25))
+    wait_for(lambda: predict(web)[1]["model_version"] == v3, 30, "v3 to answer as champion")
+    ids = {predict(web)[1]["prediction_id"] for _ in range(5)}
+    wait_for(lambda: ids <= {pair[0] for pair in shadow_pairs(engine, v1)}, 20, "v3's answers shadowed by v1")
+    assert api(web, "GET", "release")[1]["champion"] == v3
+
+    # A canary at 50 %: sticky per routing key, the same in every web process and worker.
+    status, _ = api(
+        web, "PUT", "release", {"challenger": v1, "mode": "canary", "percent": 50, "reason": "canary"}
+    )
+    assert status == 200
+    changed = time.monotonic()
+    keys = [f"SYM{n}" for n in range(24)]
+
+    def split() -> dict[str, str] | None:
+        sides: dict[str, set[str]] = {key: set() for key in keys}
+        for _ in range(2):  # each key twice: both web processes and both workers in the mix
+            for key in keys:
+                status, answer = predict(web, key)
+                assert status == 200, answer
+                sides[key].add(f"{answer['role']}:{answer['model_version']}")
+        if any(len(seen) != 1 for seen in sides.values()):
+            return None
+        chosen = {key: seen.pop() for key, seen in sides.items()}
+        return chosen if set(chosen.values()) == {f"champion:{v3}", f"challenger:{v1}"} else None
+
+    chosen = wait_for(split, 20, "every key to stick to one side")
+    assert time.monotonic() - changed < 2 * TICK_S + 3  # a tick, and the time to ask 48 questions
+    assert all(split_again == chosen[key] for key, split_again in ((k, sticky(web, k)) for k in keys[:6]))
+
+    # A promotion needs the challenger on every live worker: one that cannot load it (its
+    # archive is not the shared one) holds the promotion back until it is gone.
+    lone = workers(
+        "predict", pool="threads", MODEL_DIR=str(models), MODEL_ARCHIVE_DIR=str(tmp_path / "elsewhere")
+    )
+    lacking = f"{socket.gethostname()}:{lone.pid}"
+    wait_for(lambda: lacking in held_by_workers(), 20, "the third worker to report what it holds")
+    status, refused = api(web, "POST", "promote", {"reason": "too early"})
+    assert (status, refused["error"]["code"]) == (409, "challenger_not_loaded")
+    assert refused["error"]["details"]["lacking"] == [lacking]
+    lone.stop()
+    wait_for(lambda: api(web, "POST", "promote", {"reason": "v1 wins"})[0] == 200, 10, "the promotion")
+    wait_for(
+        lambda: predict(web, "SYM0")[1]["model_version"] == v1, 2 * TICK_S + 2, "v1 to answer as champion"
+    )
+    assert api(web, "GET", "release")[1] | {"challenger_since": None} == {
+        "champion": v1,
+        "pinned": True,
+        "challenger": None,
+        "mode": None,
+        "percent": None,
+        "guards": {},
+        "challenger_since": None,
+        "previous_champion": v3,
+    }
+
+    # A rollback under load: no request fails, and every worker answers with the old
+    # champion from its next read of the releases on (one tick).
+    failures, answers, stop = [], [], threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            status, answer = predict(web, f"K{len(answers) % 7}")
+            (answers if status == 200 else failures).append((started, answer))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(answers) > 40, 20, "load to run")
+        status, release = api(web, "POST", "rollback", {"reason": "v1 misbehaves"})
+        assert (status, release["champion"]) == (200, v3)
+        settled = time.monotonic() + TICK_S + 1.0  # a tick, and a look's own time
+        wait_for(lambda: sum(started > settled for started, _ in answers) > 60, 30, "load after a tick")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert {answer["model_version"] for started, answer in answers if started > settled} == {v3}
+    status, error = api(web, "POST", "rollback", {"reason": "again"})
+    assert (status, error["error"]["code"]) == (409, "nothing_to_change")
+
+    # The command line, and the history of every change.
+    command = ["models", "release", NAME, "--challenger", v1, "--mode", "shadow", "--reason", "from the cli"]
+    done = flask(command, {**env, "MODEL_DIR": str(models)}, tmp_path)
+    assert '"challenger": "' + v1 in done.stdout
+    status, history = api(web, "GET", "releases")
+    assert status == 200
+    assert [(c["action"], c["from"], c["to"]) for c in history["changes"]] == [
+        ("release", None, v1),
+        ("rollback", v1, v3),
+        ("promote", v3, v1),
+        ("release", v1, v1),
+        ("release", None, v1),
+    ]
+    assert history["changes"][0]["who"].startswith("cli:")
+    assert {c["who"] for c in history["changes"][1:]} == {"api"}
+    assert history["changes"][1]["reason"] == "v1 misbehaves"
+
+
+def held_by_workers() -> dict[str, set[str]]:
+    import redis
+
+    from tasks.web_clients import live_workers
+
+    return live_workers(redis.Redis.from_url(os.environ["CELERY_RESULT_BACKEND"]))
+
+
+def sticky(web: WebServer, key: str) -> str:
+    answer = predict(web, key)[1]
+    return f"{answer['role']}:{answer['model_version']}"
+
+
+def v2_body() -> dict:
+    return {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 5], "data": ROW[0]}]}
+
+
+def test_release_requests_that_cannot_be_taken(stack):
+    web, _, v1 = stack
+    for body, code in (
+        ({"challenger": v1, "reason": "no mode"}, "invalid_input"),
+        ({"challenger": v1, "mode": "canary", "reason": "no percent"}, "invalid_input"),
+        ({"challenger": v1, "mode": "canary", "percent": 0, "reason": "zero"}, "invalid_input"),
+        ({"challenger": v1, "mode": "shadow", "reason": ""}, "invalid_input"),
+        ({"challenger": v1, "mode": "bluegreen", "reason": "x"}, "invalid_input"),
+        ({"challenger": 7, "mode": "shadow", "reason": "x"}, "invalid_input"),
+        (
+            {"challenger": v1, "mode": "shadow", "reason": "x", "guards": {"max_error_rate": float("nan")}},
+            None,
+        ),
+        ({"challenger": "ffffffffffffffff", "mode": "shadow", "reason": "x"}, "version_not_found"),
+    ):
+        answer = call(f"{web.url}/api/v1/ml/models/{NAME}/release", "PUT", body)
+        assert 400 <= answer.status < 500, (body, answer.status)
+        if code is not None:
+            assert answer.json()["error"]["code"] == code, (body, answer.json())
+    assert call(f"{web.url}/api/v1/ml/models/nope.json/release").status == 404
+    assert call(f"{web.url}/api/v1/ml/models/..%2Fetc/versions").status in (400, 404)
+    status, error = api(web, "POST", "promote", {"reason": "nothing"})
+    assert (status, error["error"]["code"]) == (409, "no_challenger")
+    assert api(web, "GET", "releases") == (200, {"changes": []})
+    huge = call(
+        f"{web.url}/api/v1/ml/predict",
+        "POST",
+        {"model_name": NAME, "features": ROW},
+        {"X-Routing-Key": "k" * 300},
+    )
+    assert (huge.status, huge.json()["error"]["code"]) == (400, "invalid_header")
+    assert np.isfinite(predict(web)[1]["predictions"][0])
