@@ -118,7 +118,17 @@ class PredictionLog(Base):
     """
 
     __tablename__ = "prediction_log"
-    __table_args__ = (Index("ix_prediction_log_created_at", text("created_at DESC")),)
+    __table_args__ = (
+        Index("ix_prediction_log_created_at", text("created_at DESC")),
+        # A release's comparison: a challenger's shadows in a window.
+        Index(
+            "ix_prediction_log_shadows",
+            "model_name",
+            "model_version",
+            "created_at",
+            postgresql_where=text("role = 'shadow'"),
+        ),
+    )
 
     prediction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(primary_key=True)

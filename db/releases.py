@@ -175,11 +175,17 @@ def rollback(
     reason: str,
     now: datetime,
     action: str = "rollback",
+    expected: tuple[str, datetime | None] | None = None,
 ) -> Release:
     """Undo the last step toward a new version; commits. A challenger is cleared (the
     champion stays); without one, the champion before the last promotion comes back.
-    ReleaseRefused when there is neither."""
+    ReleaseRefused when there is neither, or when `expected` (challenger, since) is given
+    and the release no longer has that challenger since then (a guard's rollback must not
+    undo a change made meanwhile)."""
     row = _locked(session, model_name)
+    if expected is not None and (row.challenger, row.challenger_since) != expected:
+        session.rollback()
+        raise ReleaseRefused(f"{model_name}'s challenger changed meanwhile")
     if row.challenger is not None:
         old, new = row.challenger, row.champion or file_version
         row.challenger = row.mode = row.percent = row.challenger_since = None

@@ -5,7 +5,9 @@ Keys (all optional): `type`, `feature_names`, `n_features`, `description`,
 `fixed_sequence_length` (true when inputs must have exactly that length), and this
 model's batching, in place of PREDICT_MAX_BATCH and PREDICT_BATCH_WAIT_S: `max_batch`
 (predictions one model call takes at most) and `batch_wait_s` (how long queueing callers
-wait for company). A sidecar is a convenience, so a broken one is ignored with a warning
+wait for company), and `decision_threshold` (the value at or above which an output means
+"take the trade": a release's comparison judges agreement at it; 0.5 when unset). A
+sidecar is a convenience, so a broken one is ignored with a warning
 and never makes its model unusable.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,12 @@ def parse_sidecar(raw: Any) -> dict[str, Any]:
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= MAX_BATCH_WAIT_S:
             raise TypeError(f"batch_wait_s must be a number of seconds from 0 to {MAX_BATCH_WAIT_S}")
         meta["batch_wait_s"] = float(wait)
+    if raw.get("decision_threshold") is not None:
+        threshold = raw["decision_threshold"]
+        number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+        if not number or not math.isfinite(threshold):
+            raise TypeError("decision_threshold must be a finite number")
+        meta["decision_threshold"] = float(threshold)
     if raw.get("description") is not None:
         if not isinstance(raw["description"], str):
             raise TypeError("description must be a string")

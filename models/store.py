@@ -84,6 +84,7 @@ SIDECAR_FACTS = (
     "fixed_sequence_length",
     "max_batch",
     "batch_wait_s",
+    "decision_threshold",
 )
 
 

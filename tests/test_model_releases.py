@@ -32,9 +32,10 @@ NAME = "m.json"
 TICK_S = 2.0  # the workers' model watch (tasks.worker.model_watch.WATCH_EVERY_S)
 
 
-def model_bytes(rounds: int) -> bytes:
+def model_bytes(rounds: int, features: int = 5) -> bytes:
+    rows = np.resize(TRAIN, (len(TRAIN), features))
     booster = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(TRAIN, LABELS), rounds
+        {"objective": "binary:logistic", "max_depth": 3}, xgboost.DMatrix(rows, LABELS), rounds
     )
     return bytes(booster.save_raw(raw_format="json"))
 
@@ -136,6 +137,12 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
     ids = {predict(web)[1]["prediction_id"] for _ in range(5)}
     wait_for(lambda: ids <= {pair[0] for pair in shadow_pairs(engine, v1)}, 20, "v3's answers shadowed by v1")
     assert api(web, "GET", "release")[1]["champion"] == v3
+    status, compared = api(web, "GET", "compare")
+    assert status == 200, compared
+    assert compared["pairs"] >= 15 and compared["challenger"]["model_version"] == v1
+    assert (compared["trades"], compared["verdict"]) == (0, "not enough evidence")
+    assert 0 <= compared["agreement"] <= 1 and compared["threshold"] == 0.5
+    assert call(f"{web.url}/api/v1/ml/models/{NAME}/compare?since=yesterday").status == 400
 
     # A canary at 50 %: sticky per routing key, the same in every web process and worker.
     status, _ = api(
@@ -248,6 +255,33 @@ def sticky(web: WebServer, key: str) -> str:
 
 def v2_body() -> dict:
     return {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 5], "data": ROW[0]}]}
+
+
+def test_a_failing_canary_is_rolled_back_by_its_guards(stack):
+    web, models, v1 = stack
+    # A version that takes six features: every request it answers fails (422 to its caller).
+    wide = drop_in(models, model_bytes(3, features=6))
+    wait_for(lambda: predict(web)[0] == 422, 30, "the six-feature version to be served")
+    assert drop_in(models, model_bytes(3)) == v1
+    wait_for(lambda: predict(web)[0] == 200, 30, "v1 back")
+    guards = {"max_error_rate": 0.2, "min_predictions": 10}
+    change = {"challenger": wide, "mode": "canary", "percent": 50, "guards": guards, "reason": "wide"}
+    status, release = api(web, "PUT", "release", change)
+    assert (status, release["guards"]) == (200, guards)
+
+    statuses = []
+
+    def rolled_back() -> bool:
+        statuses.append(predict(web)[0])
+        return api(web, "GET", "release")[1]["challenger"] is None
+
+    wait_for(rolled_back, 30, "the guards to roll the canary back")
+    assert set(statuses) <= {200, 422} and 422 in statuses
+    change = api(web, "GET", "releases")[1]["changes"][0]
+    assert (change["action"], change["who"], change["from"], change["to"]) == ("guard", "guard", wide, v1)
+    assert "error rate" in change["reason"]
+    time.sleep(TICK_S + 0.5)
+    assert {predict(web)[0] for _ in range(20)} == {200}
 
 
 def test_release_requests_that_cannot_be_taken(stack):

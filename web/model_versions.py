@@ -133,3 +133,14 @@ def version_entries(name: str) -> list[dict[str, Any]]:
 def _version_of(key: str, name: str) -> str | None:
     model, _, version = key.rpartition("@")
     return version if model == name else None
+
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def threshold_of(name: str) -> float:
+    """The model's decision threshold: its sidecar's `decision_threshold`, else 0.5."""
+    try:
+        return float(_store().resolve(name).meta.get("decision_threshold", DEFAULT_THRESHOLD))
+    except ModelError:
+        return DEFAULT_THRESHOLD

@@ -17,12 +17,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db import Release, ReleaseRefused, database
 from db import releases as stored
+from db.compare import compare
 from tasks.web_clients import PredictionClient
 from web.errors import ApiError, database_unavailable
-from web.inputs import body_as
-from web.model_versions import current_version, file_name, known_version, version_entries
+from web.inputs import body_as, query
+from web.model_versions import current_version, file_name, known_version, threshold_of, version_entries
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
+from web.schemas import QueryDatetime
 
 blueprint = Blueprint("releases", __name__)
 blueprint.register_error_handler(SQLAlchemyError, database_unavailable)
@@ -51,6 +53,18 @@ class ReleaseChange(BaseModel):
         if self.mode == "shadow" and self.percent is not None:
             raise ValueError("percent is for a canary; a shadow runs on every request")
         return self
+
+
+class CompareQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    challenger: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="a kept version; the release's challenger when omitted"
+    )
+    since: QueryDatetime | None = Field(
+        default=None, description="the window's start; when the challenger was set when omitted"
+    )
+    until: QueryDatetime | None = Field(default=None, description="the window's end (now when omitted)")
 
 
 class ReasonOnly(BaseModel):
@@ -230,3 +244,41 @@ def rollback_release(name: str):
 )
 def release_history(name: str):
     return jsonify(changes=stored.history(database.session, file_name(name)))
+
+
+@blueprint.get("/models/<name>/compare")
+@documented(
+    operation_id="compareChallenger",
+    summary="A challenger against its champion",
+    tag="releases",
+    answers={200: Answer("the comparison", r.Comparison)},
+    errors=(*_ERRORS, 504),
+    path=NAME_PATH,
+    query=CompareQuery,
+    description="Over the shadow pairs (the same input, both predictions) logged in the window: "
+    "agreement at the model's `decision_threshold` (its sidecar's, else 0.5), mean absolute "
+    "difference, correlation; over the closed trades linked to the champion's side of them: "
+    "accuracy, Brier score and log-loss against `won` per side, the PnL of the trades the "
+    "challenger would also have taken and of those it would have declined, and a paired "
+    "bootstrap interval of the Brier difference with its verdict. 400 `no_challenger` when "
+    "the release has none and none is named, or no window start is known.",
+)
+def compare_challenger(name: str):
+    name = file_name(name)
+    asked = query(CompareQuery)
+    release = stored.release_of(database.session, name)
+    challenger = asked.challenger or (release.challenger if release else None)
+    since = asked.since
+    if since is None and release is not None and challenger == release.challenger:
+        since = release.challenger_since
+    if challenger is None or since is None:
+        raise ApiError(
+            400,
+            "no_challenger",
+            f"{name} has no challenger now: name one (challenger=<version>) and the window (since=...)",
+        )
+    return jsonify(
+        compare(
+            database.session, name, challenger, since=since, until=asked.until, threshold=threshold_of(name)
+        )
+    )

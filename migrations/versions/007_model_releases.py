@@ -56,9 +56,18 @@ def upgrade():
     op.create_index("ix_model_releases_model_at", "model_releases", ["model_name", sa.text("at DESC")])
     op.add_column("prediction_log", sa.Column("role", sa.String(16), nullable=True))
     op.add_column("prediction_log", sa.Column("shadow_of", sa.String(64), nullable=True))
+    # A comparison reads a challenger's shadows in its window (every existing row has no
+    # role: the index starts empty, though building it reads the log once).
+    op.create_index(
+        "ix_prediction_log_shadows",
+        "prediction_log",
+        ["model_name", "model_version", "created_at"],
+        postgresql_where=sa.text("role = 'shadow'"),
+    )
 
 
 def downgrade():
+    op.drop_index("ix_prediction_log_shadows", table_name="prediction_log")
     op.drop_column("prediction_log", "shadow_of")
     op.drop_column("prediction_log", "role")
     op.drop_index("ix_model_releases_model_at", table_name="model_releases")

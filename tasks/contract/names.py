@@ -36,6 +36,9 @@ MODEL_FAILURES_KEY = "ml:model-load-failures"  # hash: name@version -> why it di
 LOADED_VERSIONS_KEY = "ml:loaded-versions"
 # + host:pid: the name@version list one live predict process holds (expires unless renewed)
 WORKER_MODELS_PREFIX = "ml:worker-models:"
+# + name@challenger@since: what a release's challenger did (answered, failed, non-finite,
+# model calls by latency), summed over every predict process, for its guards
+GUARD_PREFIX = "ml:guard:"
 HELD_PREFIX = "journal:held:"  # + worker:task: trades a worker holds unacknowledged
 REDELIVERIES_PREFIX = "journal:redeliveries:"  # + task id: deliveries without an outcome
 

@@ -51,12 +51,13 @@ from tasks.internals.celery_batches import run_in_pool
 from tasks.observability import metrics, request_id
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.batching import BATCH_DONE
+from tasks.worker.guards import Experiment, GuardTally, judge
 from tasks.worker.lane_server import BatchLimits, LaneServer
 from tasks.worker.model_registry import LoadReport
 from tasks.worker.model_watch import ModelWatch
 from tasks.worker.outcomes import mark_started, publish_outcomes
 from tasks.worker.prediction_log import PredictionLogWriter, Served
-from tasks.worker.releases import CHAMPION, ReleaseBook, Route, route
+from tasks.worker.releases import CHALLENGER, CHAMPION, ReleaseBook, Route, route
 from tasks.worker.shadow import ShadowRunner, ShadowWork
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ _lane: LaneServer | None = None
 _watch: ModelWatch | None = None
 _prediction_log: PredictionLogWriter | None = None
 _releases: ReleaseBook | None = None
+_guards = GuardTally()  # what this process's challengers did, added up in Redis every tick
+# (model name, challenger, experiment) -> the champion answers it runs afterwards
+Shadows = dict[tuple[str, str, Experiment | None], list[Served]]
 _shadow: ShadowRunner | None = None
 
 
@@ -114,7 +118,7 @@ def _start_prediction_log() -> None:
     if _serves_predictions and settings.prediction_log and _prediction_log is None:
         _prediction_log = PredictionLogWriter(app.flask_app, settings).start()
         # Shadow runs exist to be compared: without the log there is nothing to run them for.
-        _shadow = ShadowRunner(store(), _prediction_log.record, _payload).start()
+        _shadow = ShadowRunner(store(), _prediction_log.record, _payload, _guards).start()
 
 
 def _start_lane(threads: int) -> None:
@@ -181,10 +185,21 @@ def _preload_models() -> None:
 
 
 def _read_releases() -> None:
-    """The releases again, and the versions they name held loaded (and kept)."""
+    """The releases again, and the versions they name held loaded (and kept); then the
+    challengers' tally shared and judged against their guards. Runs on every model-watch
+    tick: a guard's rollback holds in every worker by their next tick."""
     book = release_book()
-    book.refresh()
+    releases = book.refresh()
     store().hold(book.held())
+    if not releases:
+        return
+    try:
+        _guards.flush(app.backend.client)
+        if judge(app.backend.client, app.flask_app, releases, store().loaded()):
+            book.refresh()  # this process routes by the rollback at once
+            store().hold(book.held())
+    except redis.RedisError as exc:
+        log.warning("release guards not judged (next tick tries again): %s", exc)
 
 
 def _let_fresh_files_settle() -> None:
@@ -269,7 +284,7 @@ def serve(calls: list[Call]) -> str:
     # Only queued jobs (no caller waiting on a reply key) are polled for "running".
     mark_started(app, [call for call in calls if not waits_on_reply(call)])
     served: list[Served] = []
-    shadows: dict[tuple[str, str], list[Served]] = defaultdict(list)
+    shadows: Shadows = defaultdict(list)
     try:
         publish_outcomes(app, run_batch(calls, served, shadows))
     finally:
@@ -277,8 +292,8 @@ def serve(calls: list[Call]) -> str:
     if _prediction_log is not None and served:
         _prediction_log.record(served)
     if _shadow is not None:
-        for (_, challenger), champions in shadows.items():
-            _shadow.submit(ShadowWork(challenger, champions))
+        for (_, challenger, experiment), champions in shadows.items():
+            _shadow.submit(ShadowWork(challenger, champions, experiment))
     _report_new_versions()
     return BATCH_DONE
 
@@ -318,7 +333,7 @@ def _report_new_versions() -> None:
 def run_batch(
     requests: list[Call],
     served: list[Served] | None = None,
-    shadows: dict[tuple[str, str], list[Served]] | None = None,
+    shadows: Shadows | None = None,
 ) -> list[Outcome]:
     """The outcome of every request; what succeeded is added to `served` (for the log),
     and what a shadow challenger should run afterwards to `shadows` ((name, challenger))."""
@@ -385,7 +400,31 @@ def _run_group(
     members: list[tuple[Call, Any]],
     started: float,
     served: list[Served] | None,
-    shadows: dict[tuple[str, str], list[Served]] | None,
+    shadows: Shadows | None,
+) -> list[Outcome]:
+    outcomes = _answer_group(name, model_type, explain, target, members, started, served, shadows)
+    if target.role == CHALLENGER and target.experiment is not None:
+        answers = [outcome for _, outcome in outcomes if not isinstance(outcome, ModelError)]
+        _guards.add(
+            target.experiment,
+            answered=len(answers),
+            failed=len(outcomes) - len(answers),
+            nonfinite=sum(None in answer["predictions"] for answer in answers),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            calls=1 if answers else 0,
+        )
+    return outcomes
+
+
+def _answer_group(
+    name: Any,
+    model_type: Any,
+    explain: bool,
+    target: Route,
+    members: list[tuple[Call, Any]],
+    started: float,
+    served: list[Served] | None,
+    shadows: Shadows | None,
 ) -> list[Outcome]:
     try:
         loaded = store().load(name, model_type, version=target.version)
@@ -444,7 +483,7 @@ def _run_group(
             if served is not None:
                 served.append(entry)
             if shadows is not None and target.shadow is not None and target.shadow != loaded.file.version:
-                shadows[(loaded.file.name, target.shadow)].append(entry)
+                shadows[(loaded.file.name, target.shadow, target.experiment)].append(entry)
             start += len(array)
     return outcomes
 

@@ -25,6 +25,7 @@ from flask import Flask
 
 from db import Release, database
 from db.releases import releases
+from tasks.worker.guards import Experiment, experiment_of
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Route:
     version: str | None  # None: the file's current version
     role: str
     shadow: str | None = None  # the challenger that runs the same input afterwards
+    experiment: Experiment | None = None  # the challenger's (canary or shadow), for its guards
 
 
 def canary_bucket(model_name: str, routing_key: str) -> int:
@@ -52,9 +54,10 @@ def route(release: Release | None, model_name: str, version: str | None, routing
     if release.challenger is not None and release.mode == "canary":
         bucket = canary_bucket(model_name, routing_key) if routing_key else random.randrange(100)  # noqa: S311 - a traffic split, not a secret
         if bucket < (release.percent or 0):
-            return Route(release.challenger, CHALLENGER)
-    shadow = release.challenger if release.mode == "shadow" else None
-    return Route(release.champion, CHAMPION, shadow)
+            return Route(release.challenger, CHALLENGER, experiment=experiment_of(release))
+    if release.mode == "shadow":
+        return Route(release.champion, CHAMPION, release.challenger, experiment_of(release))
+    return Route(release.champion, CHAMPION)
 
 
 class ReleaseBook:

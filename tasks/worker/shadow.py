@@ -21,11 +21,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 from models import ModelError, ModelStore, features_array
 from tasks.observability import metrics
+from tasks.worker.guards import Experiment, GuardTally
 from tasks.worker.prediction_log import Served
 
 log = logging.getLogger(__name__)
@@ -37,13 +39,21 @@ MAX_WAITING_BATCHES = 256
 class ShadowWork:
     challenger: str
     champions: list[Served]  # what the champion answered, same model name
+    experiment: Experiment | None = None
 
 
 class ShadowRunner:
-    def __init__(self, store: ModelStore, record: Callable[[list[Served]], None], payload_of: Callable):
+    def __init__(
+        self,
+        store: ModelStore,
+        record: Callable[[list[Served]], None],
+        payload_of: Callable,
+        tally: GuardTally | None = None,
+    ):
         self._store = store
         self._record = record  # the prediction log's
         self._payload_of = payload_of
+        self._tally = tally
         self._work: queue.Queue[ShadowWork | None] = queue.Queue(MAX_WAITING_BATCHES)
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
 
@@ -84,6 +94,7 @@ class ShadowRunner:
             metrics.PREDICTIONS.labels(first.model_name, work.challenger, error.code, "shadow").inc(
                 len(work.champions)
             )
+            self._count(work, failed=len(work.champions))
             return []
         stacks: dict[tuple[int, ...], list[tuple[Served, np.ndarray]]] = {}
         for served, array in zip(work.champions, arrays, strict=True):
@@ -96,8 +107,10 @@ class ShadowRunner:
                 metrics.PREDICTIONS.labels(first.model_name, work.challenger, error.code, "shadow").inc(
                     len(stack)
                 )
+                self._count(work, failed=len(stack))
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
+            answered: list[Served] = []
             created_at = datetime.now(UTC)
             start = 0
             for champion, array in stack:
@@ -121,7 +134,14 @@ class ShadowRunner:
                         shadow_of=champion.call.id,
                     )
                 )
+                answered.append(logged[-1])
+            nonfinite = sum(None in served.payload["predictions"] for served in answered)
+            self._count(work, answered=len(stack), nonfinite=nonfinite, latency_ms=latency_ms, calls=1)
         if logged:
             metrics.PREDICTIONS.labels(first.model_name, work.challenger, "ok", "shadow").inc(len(logged))
             self._record(logged)
         return logged
+
+    def _count(self, work: ShadowWork, **counts: Any) -> None:
+        if self._tally is not None and work.experiment is not None:
+            self._tally.add(work.experiment, **counts)

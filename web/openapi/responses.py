@@ -396,3 +396,46 @@ class ReadinessChecks(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: ReadinessChecks
+
+
+class ComparedSide(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str | None = Field(description="the champion's when one was named, else null (any)")
+    accuracy: float | None = Field(
+        description="share of scored trades where the side was right at the threshold"
+    )
+    brier: float | None = Field(
+        description="mean squared error against `won`; null for outputs outside [0, 1]"
+    )
+    log_loss: float | None
+
+
+class Comparison(BaseModel):
+    """A challenger against its champion over the shadow pairs of a window, and the closed
+    trades linked to the champion's side of them."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    since: datetime
+    until: datetime | None
+    threshold: float = Field(description="the sidecar's `decision_threshold`, else 0.5")
+    pairs: int = Field(description="row pairs: the same input, both predictions")
+    agreement: float | None = Field(description="share of pairs on the same side of the threshold")
+    mean_abs_diff: float | None
+    correlation: float | None
+    trades: int = Field(description="closed trades linked to the champion's predictions of those pairs")
+    champion: ComparedSide
+    challenger: ComparedSide
+    taken: int = Field(description="trades the challenger would also have taken")
+    declined: int = Field(description="trades the challenger would have declined")
+    pnl_taken: float | None
+    pnl_declined: float | None
+    brier_diff: float | None = Field(
+        description="challenger minus champion: below 0, the challenger is better"
+    )
+    brier_diff_ci: list[float] | None = Field(description="95 % paired bootstrap interval of `brier_diff`")
+    verdict: Literal["challenger better", "champion better", "not enough evidence"]
+    n: int = Field(description="scored trades the verdict rests on")
+    resamples: int
