@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,7 +22,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db import Ages, maintenance, stats, timeouts
-from models import ModelError, ModelStore
+from models import ModelArchive, ModelError, ModelStore, check_name
+from models.sidecar import sidecar_path
 from tasks.client import TradeJournal
 from tasks.contract import OUTBOX_SPOOL
 from web import releases, trade_import
@@ -324,3 +327,31 @@ def promote_model(name: str, reason: str) -> None:
 def rollback_model(name: str, reason: str) -> None:
     """Clear the challenger of model NAME, or restore the champion before the last promotion."""
     _release_command(lambda: releases.rollback(name, reason, _operator()))
+
+
+@models_cli.command("keep")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def keep_model_version(name: str, path: Path) -> None:
+    """Add the model file PATH to the kept versions of model NAME, without serving it: a
+    challenger to set with `models release` (prints its version). Its sidecar
+    (PATH.meta.json), if any, is kept with it. Runs where MODEL_ARCHIVE_DIR is writable
+    (compose: the worker-predict container)."""
+    settings = current_settings()
+    try:
+        check_name(name)
+    except ModelError as error:
+        raise click.BadParameter(error.message, param_hint="NAME") from None
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging) / name
+        shutil.copyfile(path, staged)
+        if sidecar_path(path).is_file():
+            shutil.copyfile(sidecar_path(path), sidecar_path(staged))
+        try:
+            file = ModelStore(staging, allow_pickle=settings.allow_pickle_models).resolve(name)
+        except ModelError as error:
+            raise click.ClickException(f"{path} is not a model served as {name}: {error.message}") from None
+        archive = ModelArchive(settings.model_archive, keep=settings.model_versions_kept)
+        if not archive.keep_version(file):
+            raise click.ClickException(f"{archive.directory} did not take the version (see the log above)")
+    click.echo(file.version)
