@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers bench-scale bench-soak clean
+.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers bench-scale bench-compare bench-soak clean
 
 install: $(STAMP)
 
@@ -63,6 +63,12 @@ bench-peers: install .venv-peers/.installed
 # make bench-scale BENCH_ARGS="--sizes 100k/1M --reuse" (BENCH_PG_URL: a TimescaleDB server).
 bench-scale: install
 	$(PY) bench/scale.py $(BENCH_ARGS)
+
+# What a release's comparison (GET .../compare) costs at a million shadow pairs and 50k
+# linked trades, on a scratch database (BENCH_PG_URL: a TimescaleDB server); BENCH_ARGS
+# passes options, e.g. make bench-compare BENCH_ARGS="--pairs 100k --trades 5k".
+bench-compare: install
+	$(PY) bench/compare_scale.py $(BENCH_ARGS)
 
 # A lost worker, a Redis restart and a two-host database outage, repeated on fresh private
 # stacks (a redis-server of its own, a scratch database); one line per run and a summary.

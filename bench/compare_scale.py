@@ -18,8 +18,8 @@ generate_series, setseed: the same rows every run), over the `--days` before now
 * `--trades` closed trades linked to champion predictions (evenly spread over them), won
   when their PnL is positive, and a tenth as many open ones.
 
-Then the index db.compare reads the shadows by (`ix_prediction_log_shadows`, which
-migration 007 is to create: made here if the migrations have not), VACUUM (ANALYZE), and
+Then the index db.compare reads the shadows by (`ix_prediction_log_shadows`, migration 007's;
+made here again if missing, for a database migrated before it), VACUUM (ANALYZE), and
 the timings: compare() end to end (a warm-up, then the median of `--rounds`), its SQL
 statement alone and its bootstrap alone; the statement's EXPLAIN (ANALYZE, BUFFERS) is
 printed once. The goal: 50 ms at 1M pairs. Drops the database unless `--keep`.
