@@ -5,18 +5,25 @@ The page in a real browser is tested in test_dashboard_browser.py.
 
 from __future__ import annotations
 
+import html as markup
 import re
 import statistics
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config import get_settings
 from db import PredictionEntry, RecordEntry, TradeRecord, TradeRepository
+from db import releases as stored
 from tests.support.apps import web_app
 from tests.support.model_zoo import version_of
 from tests.support.processes import free_port
+from web import release_panel
+from web.release_panel import ComparisonCache
 
 DAY_1 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY_2 = DAY_1 + timedelta(days=1)
@@ -80,6 +87,7 @@ def test_without_a_token_the_page_is_open(http):
         'id="trades"' in html
         and 'id="equity-chart"' in html
         and "/dashboard/static/vendor/uPlot.iife.min.js" in html
+        and 'id="releases" data-src="/dashboard/releases"' in html
     )
     assert 'name="token"' not in html
     assert http.get("/dashboard/trades").status_code == 200
@@ -96,6 +104,7 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
         "/dashboard/performance.json",
         "/dashboard/model-performance",
         "/dashboard/model-performance.json",
+        "/dashboard/releases",
     ):
         refused = http.get(panel)
         assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"
@@ -115,6 +124,7 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_a_strict_httponly_sess
     assert http.get("/dashboard/trades").status_code == 200
     assert http.get("/dashboard/model-performance").status_code == 200
     assert http.get("/dashboard/model-performance.json").get_json() == {"models": []}
+    assert http.get("/dashboard/releases").status_code == 200
     # The API itself still wants the bearer header: the dashboard's session is not an API key.
     assert http.get("/api/v1/trades").status_code == 401
 
@@ -227,6 +237,7 @@ def test_a_panel_whose_source_is_down_says_so_with_a_503(database_url):
         ("/dashboard/models", "broker_unavailable"),
         ("/dashboard/model-performance", "database_unavailable"),
         ("/dashboard/model-performance.json", "database_unavailable"),
+        ("/dashboard/releases", "database_unavailable"),
     ]:
         response = client.get(path)
         assert response.status_code == 503, path
@@ -381,3 +392,269 @@ def test_a_version_that_served_but_traded_nothing_is_listed_and_marked_current(h
         "sharpe": "—",
     }
     assert http.get("/dashboard/model-performance.json").get_json() == {"models": []}  # nothing closed
+
+
+# -- the releases panel ----------------------------------------------------------------
+
+CHALLENGER = "a1a1a1a1a1a1a1a1"
+SET_AT = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
+HOSTILE = "<script>alert('x')</script> & co"
+
+
+@pytest.fixture
+def releases_http(app, http, zoo):
+    """The client, and none of the comparisons an earlier test's app kept (one app a session)."""
+    app.extensions[release_panel.EXTENSION].clear()
+    return http
+
+
+def set_challenger(engine, mode="canary", percent=10, reason="try it", guards=None, name=MODEL):
+    with Session(engine) as session:
+        stored.set_challenger(
+            session,
+            name,
+            challenger=CHALLENGER,
+            mode=mode,
+            percent=percent if mode == "canary" else None,
+            guards=guards,
+            who="alice",
+            reason=reason,
+            now=SET_AT,
+        )
+
+
+def release_section(html: str, name: str = MODEL) -> str:
+    found = re.search(
+        rf'<article class="release" data-release-model="{re.escape(name)}">(.*?)</article>', html, re.S
+    )
+    assert found is not None, f"no release section for {name}"
+    return found.group(1)
+
+
+def text_of(fragment: str, field: str) -> str:
+    """The text of the element with data-field `field` as a browser shows it."""
+    found = re.search(rf'<(\w+) [^>]*data-field="{field}"[^>]*>(.*?)</\1>', fragment, re.S)
+    assert found is not None, f"no {field}"
+    return shown(found.group(2))
+
+
+def shown(fragment: str) -> str:
+    """Tags dropped, entities unescaped, spaces folded."""
+    return " ".join(markup.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
+def history_rows(fragment: str) -> list[list[str]]:
+    """The history's rows, newest first, without their time (the database's clock, UTC)."""
+    rows = re.findall(r'<tr data-change="\d+">(.*?)</tr>', fragment, re.S)
+    cells = [[shown(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[0]) for row in cells), cells
+    return [row[1:] for row in cells]
+
+
+def test_the_releases_panel_shows_champion_challenger_mode_guards_and_history(releases_http, engine, zoo):
+    set_challenger(engine, guards={"max_error_rate": 0.05, "max_p99_ms": 250.0, "min_predictions": 100})
+    response = releases_http.get("/dashboard/releases")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    section = release_section(html)
+    current = version_of(get_settings().model_dir / MODEL)
+    assert text_of(section, "champion") == f"{current} the file's current version"
+    assert text_of(section, "challenger") == f"{CHALLENGER} canary 10 % since 2026-04-01 12:00:00 UTC"
+    assert text_of(section, "guards") == (
+        "rolled back on its own past: error rate above 5 %; p99 latency above 250 ms; "
+        "judged after 100 predictions"
+    )
+    # No shadow pair logged yet: the comparison says so, in words.
+    assert text_of(section, "pairs") == "0" and text_of(section, "n") == "0"
+    assert 'data-verdict="not enough evidence"' in section
+    assert "Not enough evidence yet: 0 scored trades, a verdict needs 30" in section
+    assert history_rows(section) == [["alice", "release (canary 10 %)", f"— → {CHALLENGER}", "try it"]]
+    # The store's other models have no release: one line.
+    others = ", ".join(sorted(set(zoo) - {MODEL}))
+    assert f"No release for {others}: each answers with its file's current version." in html
+
+
+def test_a_store_without_any_release_says_so_in_one_line(releases_http, zoo):
+    html = releases_http.get("/dashboard/releases").get_data(as_text=True)
+    assert "<article" not in html
+    assert (
+        f"No release yet: every model ({', '.join(sorted(zoo))}) answers with its file's current version."
+        in html
+    )
+
+
+def test_the_history_shows_a_hostile_reason_as_text_and_a_promotion_pins_the_champion(
+    releases_http, engine, zoo
+):
+    set_challenger(engine, mode="shadow", reason=HOSTILE)
+    current = version_of(get_settings().model_dir / MODEL)
+    with Session(engine) as session:
+        stored.promote(
+            session,
+            MODEL,
+            file_version=current,
+            who="bob",
+            reason="better Brier",
+            now=SET_AT + timedelta(hours=1),
+        )
+    html = releases_http.get("/dashboard/releases").get_data(as_text=True)
+    section = release_section(html)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co" in section
+    assert text_of(section, "champion") == f"{CHALLENGER} pinned"
+    assert text_of(section, "challenger") == "none"
+    assert current in text_of(section, "previous-champion")
+    assert 'data-field="comparison"' not in section  # no challenger: nothing to compare
+    assert history_rows(section) == [
+        ["bob", "promote", f"{current} → {CHALLENGER}", "better Brier"],
+        ["alice", "release (shadow)", f"— → {CHALLENGER}", HOSTILE],
+    ]
+
+
+def test_the_history_shows_the_last_five_changes(releases_http, engine, zoo):
+    with Session(engine) as session:
+        for n in range(7):
+            stored.set_challenger(
+                session, MODEL, challenger=CHALLENGER if n % 2 == 0 else None, mode="shadow", percent=None,
+                guards=None, who="alice", reason=f"step {n}", now=SET_AT + timedelta(minutes=n),
+            )  # fmt: skip
+    section = release_section(releases_http.get("/dashboard/releases").get_data(as_text=True))
+    assert [row[-1] for row in history_rows(section)] == [f"step {n}" for n in (6, 5, 4, 3, 2)]
+
+
+def shadowed_trades(engine) -> None:
+    """40 champion predictions of MODEL, each shadowed by CHALLENGER, each with a closed
+    trade: 30 won, 10 lost. The champion says 0.6 every time; the challenger 0.8 before a
+    win, 0.3 before a loss."""
+    log, trades = [], []
+    for n in range(40):
+        won = n < 30
+        at = SET_AT + timedelta(minutes=n + 1)
+        champion = logged(f"c-{n}", at, "c0c0c0c0c0c0c0c0")
+        champion.fields.update(role="champion", predictions=[0.6])
+        shadow = logged(f"s-{n}", at + timedelta(milliseconds=5), CHALLENGER)
+        shadow.fields.update(role="shadow", shadow_of=f"c-{n}", predictions=[0.8 if won else 0.3])
+        log += [champion, shadow]
+        pnl = 5.0 if won else -3.0
+        trades.append(trade(f"t-{n}", "BTC/USDT", at + timedelta(seconds=1), pnl, prediction_id=f"c-{n}"))
+    with Session(engine) as session:
+        TradeRepository(session).write(log)
+        TradeRepository(session).write([RecordEntry(record) for record in trades])
+
+
+def test_the_comparison_shows_pairs_agreement_brier_and_the_verdict_in_words(releases_http, engine):
+    shadowed_trades(engine)
+    set_challenger(engine, mode="shadow")
+    section = release_section(releases_http.get("/dashboard/releases").get_data(as_text=True))
+    assert text_of(section, "pairs") == "40" and text_of(section, "trades") == "40"
+    assert text_of(section, "agreement") == "75.0 %"
+    assert text_of(section, "n") == "40"
+    # Brier: champion (30 * 0.4² + 10 * 0.6²) / 40, challenger (30 * 0.2² + 10 * 0.3²) / 40.
+    sides = {
+        side: re.search(rf'<tr data-side="{side}">(.*?)</tr>', section, re.S).group(1)
+        for side in ("champion", "challenger")
+    }
+    assert (
+        text_of(sides["champion"], "brier") == "0.2100" and text_of(sides["challenger"], "brier") == "0.0525"
+    )
+    assert text_of(sides["champion"], "accuracy") == "75.0 %"
+    assert text_of(sides["challenger"], "accuracy") == "100.0 %"
+    assert text_of(section, "brier-diff") == "-0.1575"
+    low, high = re.fullmatch(r"\[([-+0-9.]+), ([-+0-9.]+)\]", text_of(section, "brier-diff-ci")).groups()
+    assert float(low) <= -0.1575 <= float(high) < 0
+    assert 'data-verdict="challenger better"' in section
+    assert "The challenger is better: its Brier score is lower than the champion&#39;s" in section
+    assert "over 40 scored trades." in section
+    assert "would have taken 30 of these trades (PnL +150.00) and declined 10 (PnL -30.00)" in section
+
+
+def test_a_comparison_that_runs_out_of_time_is_unavailable_and_the_rest_of_the_panel_shows(
+    releases_http, engine, monkeypatch
+):
+    set_challenger(engine, mode="shadow", reason="slow one")
+    monkeypatch.setattr(release_panel, "COMPARE_TIMEOUT_S", 0.3)
+    with engine.connect() as locker, locker.begin():
+        locker.execute(text("LOCK TABLE prediction_log IN ACCESS EXCLUSIVE MODE"))  # the scan waits
+        response = releases_http.get("/dashboard/releases")
+    assert response.status_code == 200
+    section = release_section(response.get_data(as_text=True))
+    assert "comparison unavailable: it took longer than 0.3 s; asked again later." in section
+    assert text_of(section, "challenger").startswith(f"{CHALLENGER} shadow since")
+    assert [row[-1] for row in history_rows(section)] == ["slow one"]
+    # The failure is kept like an outcome: the next refresh does not scan again at once.
+    again = release_section(releases_http.get("/dashboard/releases").get_data(as_text=True))
+    assert "comparison unavailable" in again
+
+
+# -- the comparisons a process keeps ------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_comparison_is_computed_on_one_thread_at_a_time_and_kept_for_its_ttl():
+    clock = Clock()
+    cache = ComparisonCache(ttl_s=30, clock=clock)
+    calls, started, finish = [], threading.Event(), threading.Event()
+
+    def slow():
+        calls.append(1)
+        started.set()
+        assert finish.wait(5)
+        return {"computed": len(calls)}
+
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(cache.get("key", slow)))
+    first.start()
+    assert started.wait(5)
+    waiters = [threading.Thread(target=lambda: answers.append(cache.get("key", slow))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    # Nothing kept yet: a request that may block waits for the thread computing it; one that
+    # may not says it is being computed.
+    pending, blocked = cache.get("key", slow, may_block=False)
+    assert pending.result is None and pending.pending and not blocked
+    finish.set()
+    for thread in (first, *waiters):
+        thread.join(5)
+    assert len(calls) == 1
+    assert [outcome.result for outcome, _ in answers] == [{"computed": 1}] * 4
+    assert all(blocked for _, blocked in answers)
+
+    clock.now = 29.9  # kept
+    assert cache.get("key", slow)[0].result == {"computed": 1} and len(calls) == 1
+
+    # Expired: one thread computes again while the others get the last outcome at once.
+    clock.now = 30.1
+    started.clear()
+    finish.clear()
+    again = threading.Thread(target=lambda: cache.get("key", slow))
+    again.start()
+    assert started.wait(5)
+    last, blocked = cache.get("key", slow)
+    assert last.result == {"computed": 1} and not blocked
+    finish.set()
+    again.join(5)
+    assert cache.get("key", slow)[0].result == {"computed": 2} and len(calls) == 2
+
+
+def test_a_failed_comparison_is_an_outcome_asked_again_later_and_later():
+    clock = Clock()
+    cache = ComparisonCache(ttl_s=30, backoff_max_s=100, clock=clock)
+
+    def down():
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    for at, kept_for in ((0, 30), (30, 60), (90, 100), (190, 100)):
+        clock.now = at
+        outcome, blocked = cache.get("key", down)
+        assert blocked and outcome.result is None and outcome.problem == "the database did not answer"
+        assert outcome.expires == at + kept_for
+    clock.now = 290
+    outcome, _ = cache.get("key", lambda: {"pairs": 1})
+    assert outcome.result == {"pairs": 1} and outcome.failures == 0

@@ -227,6 +227,9 @@ def test_the_dashboard_shows_trades_performance_models_and_health(stack, page, j
     for check in ("database", "broker", "queue-predict", "queue-trades", "models", "spool"):
         assert health.locator(f'tr[data-check="{check}"] .state').get_attribute("class") == "state ok"
     assert page.locator("#flower-link").get_attribute("href") == "http://127.0.0.1:5555"
+    # The releases panel painted (what it shows is tested in test_dashboard.py).
+    page.wait_for_selector("#releases :is(article.release, p.empty, p.note)", timeout=WAIT_MS)
+    assert page.locator("#releases").get_attribute("class") != "failed"
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
@@ -288,8 +291,8 @@ PERFORMANCE = "/dashboard/performance.json"
 TRADES = "/dashboard/trades"
 MODEL_PERFORMANCE = "/dashboard/model-performance"
 MODEL_CURVES = "/dashboard/model-performance.json"
-HEALTH, MODELS = "/dashboard/health", "/dashboard/models"
-SOURCES = (HEALTH, TRADES, MODELS, PERFORMANCE, MODEL_PERFORMANCE, MODEL_CURVES)
+HEALTH, MODELS, RELEASES = "/dashboard/health", "/dashboard/models", "/dashboard/releases"
+SOURCES = (HEALTH, TRADES, MODELS, PERFORMANCE, MODEL_PERFORMANCE, MODEL_CURVES, RELEASES)
 # The kept statistics: the performance charts and both model performance sources read it;
 # health, trades and models do not.
 STATS_TABLE = "trade_stats_buckets"

@@ -60,17 +60,27 @@ def api(web: WebServer, method: str, path: str, body=None) -> tuple[int, dict]:
     return answer.status, answer.json()
 
 
-@pytest.fixture
-def stack(clean, tmp_path, workers, start_web):
+def start_stack(tmp_path, workers, start_web, processes: int) -> tuple[WebServer, Path, str]:
+    """MODEL_DIR holding m.json, `processes` predict workers and web processes (the
+    prediction log is written by the predict workers: no trades worker is needed)."""
     models = tmp_path / "models"
     models.mkdir()
     first = drop_in(models, model_bytes(3))
-    for _ in range(2):
+    for _ in range(processes):
         workers("predict", pool="threads", MODEL_DIR=str(models))
-    workers("trades")
-    web = start_web(workers=2, MODEL_DIR=str(models))
+    web = start_web(workers=processes, MODEL_DIR=str(models))
     wait_for(lambda: predict(web)[0] == 200, 60, "a first prediction")
     return web, models, first
+
+
+@pytest.fixture
+def stack(clean, tmp_path, workers, start_web):
+    return start_stack(tmp_path, workers, start_web, processes=2)
+
+
+@pytest.fixture
+def small_stack(clean, tmp_path, workers, start_web):
+    return start_stack(tmp_path, workers, start_web, processes=1)
 
 
 def shadow_pairs(engine, challenger: str) -> list[tuple[str, str, str]]:
@@ -122,13 +132,19 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
         web, "PUT", "release", {"challenger": v1, "mode": "shadow", "reason": "try v1 again"}
     )
     assert (status, release["champion"], release["challenger"], release["mode"]) == (200, v2, v1, "shadow")
-    time.sleep(TICK_S + 0.5)  # the workers' next read of the releases
-    answered = [predict(web)[1] for _ in range(10)]
-    assert {(a["model_version"], a["role"]) for a in answered} == {(v2, "champion")}
-    ids = {a["prediction_id"] for a in answered}
-    wait_for(
-        lambda: ids <= {pair[0] for pair in shadow_pairs(engine, v1)}, 20, "every champion answer shadowed"
-    )
+
+    def all_shadowed() -> set[str] | None:
+        """Ten answers of the champion, each shadowed (both workers read the release)."""
+        answered = [predict(web)[1] for _ in range(10)]
+        assert {(a["model_version"], a["role"]) for a in answered} == {(v2, "champion")}
+        ids = {a["prediction_id"] for a in answered}
+        logged = lambda: ids <= {pair[0] for pair in shadow_pairs(engine, v1)}  # noqa: E731
+        try:
+            return wait_for(logged, 2, "the log's next writes") and ids
+        except AssertionError:
+            return None
+
+    ids = wait_for(all_shadowed, TICK_S + 10, "every champion answer shadowed")
     assert {pair[1] for pair in shadow_pairs(engine, v1) if pair[0] in ids} == {v2}
 
     # The file replaced while the shadow runs: the new file is the champion, shadowed alike.
@@ -257,8 +273,8 @@ def v2_body() -> dict:
     return {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 5], "data": ROW[0]}]}
 
 
-def test_a_failing_canary_is_rolled_back_by_its_guards(stack):
-    web, models, v1 = stack
+def test_a_failing_canary_is_rolled_back_by_its_guards(small_stack):
+    web, models, v1 = small_stack
     # A version that takes six features: every request it answers fails (422 to its caller).
     wide = drop_in(models, model_bytes(3, features=6))
     wait_for(lambda: predict(web)[0] == 422, 30, "the six-feature version to be served")
@@ -280,12 +296,12 @@ def test_a_failing_canary_is_rolled_back_by_its_guards(stack):
     change = api(web, "GET", "releases")[1]["changes"][0]
     assert (change["action"], change["who"], change["from"], change["to"]) == ("guard", "guard", wide, v1)
     assert "error rate" in change["reason"]
-    time.sleep(TICK_S + 0.5)
-    assert {predict(web)[0] for _ in range(20)} == {200}
+    # Every worker routes by the rollback from its next tick on.
+    wait_for(lambda: {predict(web)[0] for _ in range(20)} == {200}, TICK_S + 5, "no more canary errors")
 
 
-def test_release_requests_that_cannot_be_taken(stack):
-    web, _, v1 = stack
+def test_release_requests_that_cannot_be_taken(small_stack):
+    web, _, v1 = small_stack
     for body, code in (
         ({"challenger": v1, "reason": "no mode"}, "invalid_input"),
         ({"challenger": v1, "mode": "canary", "reason": "no percent"}, "invalid_input"),
@@ -315,4 +331,5 @@ def test_release_requests_that_cannot_be_taken(stack):
         {"X-Routing-Key": "k" * 300},
     )
     assert (huge.status, huge.json()["error"]["code"]) == (400, "invalid_header")
-    assert np.isfinite(predict(web)[1]["predictions"][0])
+    status, answer = predict(web)
+    assert status == 200 and np.isfinite(answer["predictions"][0]), answer

@@ -1,5 +1,5 @@
 """The operators' dashboard at `/`: trades, performance, models, the models' performance
-per version and health on one page.
+per version, their releases and health on one page.
 
 The page and its panels are rendered here (Jinja templates); a small script re-fetches
 each panel's HTML and the charts' JSON every few seconds. It reads what the API reads:
@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from config import Settings
 from db import database, logged_model_names, no_trades, served_versions, trade_as_dict
-from web import reads
+from web import reads, release_panel
 from web.auth import API_PREFIX
 from web.errors import ApiError, database_unavailable, error_response
 from web.inputs import query
@@ -94,6 +94,7 @@ def register(app: Flask) -> None:
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.session_interface = DashboardSessions()
     app.register_blueprint(blueprint)
+    release_panel.install(app)  # the comparisons this process keeps
     # Flask's own view serves the static files: it cannot carry a decorator.
     declare_endpoint(
         app,
@@ -305,6 +306,19 @@ def model_curves():
         ]
         models.append({"model_name": name, "versions": versions})
     return jsonify(models=models)
+
+
+@blueprint.get("/dashboard/releases")
+@documented(
+    operation_id="dashboardReleases",
+    summary="The releases panel (HTML): per model with a release, its champion, its challenger and "
+    "mode, the shadow comparison (kept 30 s per process) and the last five changes",
+    tag="dashboard",
+    answers={200: Answer("the panel", media=HTML)},
+    errors=(401, 503, 504),
+)
+def releases_panel():
+    return render_template("dashboard/releases.html", **release_panel.panel(database.session))
 
 
 @blueprint.get("/dashboard/health")

@@ -1,6 +1,6 @@
 // Refreshes the dashboard's panels (HTML rendered by the server) and its charts (uPlot,
 // vendored: the equity curve, PnL per day, and per model an equity curve per version)
-// every few seconds, without reloading the page. Each of the six sources (four panels, two
+// every few seconds, without reloading the page. Each of the seven sources (five panels, two
 // charts' JSON) has at most one request out at a time: a slow one delays only itself.
 (function () {
   "use strict";
@@ -267,6 +267,7 @@
     chartsSource,
     panelSource("model-performance"),
     source(loadModelCurves, null),
+    panelSource("releases"),
   ];
 
   // One request of `src`; never rejects. A failure or a timeout ends it like an answer
