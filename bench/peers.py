@@ -25,6 +25,16 @@ Sides, all started here and all serving the same model files from one scratch MO
   under gunicorn (2 workers, 16 threads, --reuse-port: the project's server until granian) and
   under granian (WSGI, 2 workers, 8 blocking threads).
 
+Two more, run only when --sides names them and compared with the compose side, tell what a
+feature of the stack costs its callers:
+
+- compose-nolog: the compose stack with PREDICTION_LOG=off (the prediction log's cost);
+- compose-shadow: the compose stack with, for every case's model, a shadow challenger of the
+  same kind and cost (the case's XGBoost shape trained from another seed, another LSTM
+  checkpoint of the same architecture), kept with `flask --app web models keep` and set with
+  `PUT .../models/<name>/release` once the side is ready, and held loaded by its worker
+  before its first burst (shadow mode's cost to the champion's callers).
+
 Cases, trained into the scratch MODEL_DIR at the start: xgb-5 (XGBoost, 100 trees of
 depth 6, 5 features, one row per request), xgb-500 (500 trees of depth 8) and lstm-costly
 (the project's LSTM checkpoint, 2 layers of 320, one sequence of 60 x 5 per request, about
@@ -48,8 +58,9 @@ with git archive into the scratch directory, so that edits made in the tree duri
 by you or anyone sharing it, cannot reach a process that starts or restarts in it).
 
 Needs wrk (Debian's), Redis and PostgreSQL (scratch databases created, migrated and
-dropped here: BENCH_PG_ADMIN_URL); uses the Redis databases BENCH_PEERS_REDIS_DBS (6 to 11)
-and flushes them. Everything it started is stopped at the end, on Ctrl-C and on failure
+dropped here: BENCH_PG_ADMIN_URL); uses the Redis databases BENCH_PEERS_REDIS_DBS (6 to 11:
+a pair, broker and results, for each stack side in the order above, so three of them at
+most) and flushes them. Everything it started is stopped at the end, on Ctrl-C and on failure
 too (then with the last lines of the failing side's logs).
 """
 
@@ -88,8 +99,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the project's venv
 PEER_APPS = ROOT / "bench" / "peers"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-# Broker and results of compose, of make-run, then of compose-nolog. Others in use: 0 and 1 (make run's
-# defaults), 12 and 13 (bench/ingest.py), 14 and 15 (tests/conftest.py).
+# Broker and results of each stack side (compose, make-run, compose-nolog, compose-shadow: a pair
+# for each one run, in that order). Others in use: 0 and 1 (make run's defaults), 12 and 13
+# (bench/ingest.py), 14 and 15 (tests/conftest.py).
 REDIS_DBS = [int(db) for db in os.environ.get("BENCH_PEERS_REDIS_DBS", "6,7,8,9,10,11").split(",")]
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 # Compose refuses to start without API_TOKEN, so its side checks one; wrk sends it to
@@ -118,9 +130,10 @@ SIDES = (
     "flask-gunicorn",
     "flask-granian",
 )
-# Run only when asked (--sides): the compose stack with PREDICTION_LOG=off, beside the
-# compose side, tells what the prediction log costs.
-OPTIONAL_SIDES = ("compose-nolog",)
+# Run only when asked (--sides), beside the compose side: the compose stack with
+# PREDICTION_LOG=off tells what the prediction log costs, with a shadow challenger for every
+# model what shadow mode costs the champion's callers.
+OPTIONAL_SIDES = ("compose-nolog", "compose-shadow")
 LABELS = {
     "compose": "stack (compose)",
     "make-run": "stack (make run)",
@@ -130,8 +143,10 @@ LABELS = {
     "flask-gunicorn": "flask-limit (gunicorn)",
     "flask-granian": "flask-limit (granian)",
     "compose-nolog": "stack (compose, no log)",
+    "compose-shadow": "stack (compose, shadow)",
 }
 MLSERVER_SIDES = ("mlserver", "mlserver-batch")
+STACK_SIDES = ("compose", "make-run", "compose-nolog", "compose-shadow")  # two of REDIS_DBS each
 
 
 class BenchError(RuntimeError):
@@ -169,20 +184,21 @@ CASES = {
 XGBOOST_SHAPES = {"xgb-5": (100, 6), "xgb-500": (500, 8)}
 
 
-def write_models(model_dir: Path, cases: list[Case], lstm_batching: dict) -> None:
+def write_models(model_dir: Path, cases: list[Case], lstm_batching: dict, seed: int = SEED) -> None:
     """Every case's model file and its sidecar (sidecar first, as models/training.py does),
     each written atomically; prints what one prediction costs in-process. `lstm_batching`:
-    the LSTM sidecar's `max_batch` and `batch_wait_s` (README, "Batching per model")."""
+    the LSTM sidecar's `max_batch` and `batch_wait_s` (README, "Batching per model");
+    `seed`: another one gives models of the same shapes and cost (the shadow challengers)."""
     model_dir.mkdir(parents=True)
     for case in cases:
         if case.kind == "xgboost":
             trees, depth = XGBOOST_SHAPES[case.name]
-            booster = train_xgboost(trees, depth)
+            booster = train_xgboost(trees, depth, seed)
             write_sidecar(model_dir / case.file, {"type": "xgboost", "n_features": N_FEATURES})
             harness.atomic_write(model_dir / case.file, bytes(booster.save_raw(raw_format="json")))
             print(f"  {case.name}: one row {xgboost_cost_ms(booster):.3f} ms in-process (1 thread)")
         else:
-            model = costly_lstm()
+            model = costly_lstm(seed)
             meta = {"type": "lstm", "n_features": N_FEATURES, "sequence_length": SEQUENCE_LENGTH}
             meta.update(lstm_batching)
             write_sidecar(model_dir / case.file, meta)
@@ -202,14 +218,14 @@ def write_sidecar(model_path: Path, meta: dict) -> None:
     harness.atomic_write(model_path.with_name(model_path.name + ".meta.json"), json.dumps(meta).encode())
 
 
-def train_xgboost(trees: int, depth: int):
+def train_xgboost(trees: int, depth: int, seed: int = SEED):
     import xgboost
 
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     rows = rng.normal(size=(20_000, N_FEATURES))
     signal_ = rows @ np.array([0.8, 0.5, -0.3, 0.1, 0.2]) + 0.3 * np.sin(3 * rows[:, 3])
     labels = (signal_ + rng.normal(scale=0.5, size=len(rows)) > 0).astype(np.float64)
-    params = {"objective": "binary:logistic", "max_depth": depth, "eta": 0.1, "seed": SEED, "nthread": 2}
+    params = {"objective": "binary:logistic", "max_depth": depth, "eta": 0.1, "seed": seed, "nthread": 2}
     return xgboost.train(params, xgboost.DMatrix(rows, label=labels), num_boost_round=trees)
 
 
@@ -219,15 +235,16 @@ def xgboost_cost_ms(booster) -> float:
     return median_ms(lambda: booster.inplace_predict(row), 200)
 
 
-def costly_lstm():
-    """The project's LSTM, 2 layers of LSTM_HIDDEN, the same in every run; warns when one
-    sequence costs less than LSTM_MIN_MS with one torch thread, as a worker runs it."""
+def costly_lstm(seed: int = SEED):
+    """The project's LSTM, 2 layers of LSTM_HIDDEN, the same in every run (for one seed);
+    warns when one sequence costs less than LSTM_MIN_MS with one torch thread, as a worker
+    runs it."""
     import torch
 
     from models.lstm import LSTMForecaster
 
     torch.set_num_threads(1)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     model = LSTMForecaster(input_size=N_FEATURES, hidden_size=LSTM_HIDDEN, num_layers=2).eval()
     one, per_sequence = lstm_cost_ms(model)
     print(
@@ -356,6 +373,7 @@ class Scratch:
     peers_bin: Path
     source: Path = ROOT  # the project's code the stacks run: the working tree, or --ref's snapshot
     databases: dict[str, str] = field(default_factory=dict)  # name -> URL
+    stacks: int = 0  # stack sides given a pair of REDIS_DBS so far
 
     def python_path(self) -> dict[str, str]:
         """PYTHONPATH for a snapshot: ahead of the venv's editable install (the working tree)."""
@@ -366,8 +384,24 @@ class Scratch:
         return self.directory / "model_store"  # not "models": that would shadow the package
 
     @property
+    def challengers(self) -> Path:
+        """compose-shadow's challenger files, outside MODEL_DIR: no side serves them as models."""
+        return self.directory / "challengers"
+
+    @property
     def logs(self) -> Path:
         return self.directory / "logs"
+
+    def redis_urls(self) -> tuple[str, str]:
+        """The next pair of REDIS_DBS, a stack side's broker and results."""
+        first = 2 * self.stacks
+        if first + 2 > len(REDIS_DBS):
+            raise BenchError(
+                f"BENCH_PEERS_REDIS_DBS names {len(REDIS_DBS)} Redis databases: too few for "
+                f"{self.stacks + 1} stack sides, two each"
+            )
+        self.stacks += 1
+        return f"{REDIS_URL}/{REDIS_DBS[first]}", f"{REDIS_URL}/{REDIS_DBS[first + 1]}"
 
     def subdirectory(self, name: str) -> Path:
         path = self.directory / name
@@ -386,10 +420,10 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def compose_side(scratch: Scratch, key: str = "compose", dbs: tuple[int, int] = (0, 1), **env_: str) -> Side:
+def compose_side(scratch: Scratch, key: str = "compose", **env_: str) -> Side:
     """The web and worker-predict services of docker-compose.yml, their commands and
-    environment as written there; only paths, addresses and the database differ (and
-    `env_`, as a .env would set them). `dbs`: which of REDIS_DBS broker and results use."""
+    environment as written there; only paths, addresses, the database and the Redis
+    databases differ (and `env_`, as a .env would set them)."""
     services = yaml.safe_load((scratch.source / "docker-compose.yml").read_text())["services"]
     port = harness.free_port()
     database_url = scratch.database(key)
@@ -399,10 +433,12 @@ def compose_side(scratch: Scratch, key: str = "compose", dbs: tuple[int, int] = 
         "MODEL_DIR": scratch.model_dir,
         "SPOOL_DIR": directory / "spool",
         "METRICS_DIR": directory / "metrics",
+        "MODEL_ARCHIVE_DIR": directory / "model_archive",  # the stack's model_archive volume
     }
+    broker, results = scratch.redis_urls()
     overrides = {
-        "CELERY_BROKER_URL": f"{REDIS_URL}/{REDIS_DBS[dbs[0]]}",
-        "CELERY_RESULT_BACKEND": f"{REDIS_URL}/{REDIS_DBS[dbs[1]]}",
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": results,
         "WEB_BIND": f"127.0.0.1:{port}",
         # This PostgreSQL has no TimescaleDB; compose's image does (TIMESCALEDB=require).
         "TIMESCALEDB": "auto",
@@ -473,11 +509,12 @@ def service_command(service: dict, given: dict[str, str]) -> list[str]:
 def make_run_side(scratch: Scratch) -> Side:
     port = harness.free_port()
     directory = scratch.subdirectory("make-run")
+    broker, results = scratch.redis_urls()
     env = {
         **base_env(),
         "DATABASE_URL": scratch.database("make-run"),  # devstack migrates it
-        "CELERY_BROKER_URL": f"{REDIS_URL}/{REDIS_DBS[2]}",
-        "CELERY_RESULT_BACKEND": f"{REDIS_URL}/{REDIS_DBS[3]}",
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": results,
         "WEB_BIND": f"127.0.0.1:{port}",
         "FLOWER_PORT": str(harness.free_port()),
         "MODEL_DIR": str(scratch.model_dir),
@@ -582,7 +619,8 @@ def build_sides(keys: list[str], scratch: Scratch, cases: list[Case], options) -
         ),
         "flask-gunicorn": lambda: flask_limit_side(scratch, "gunicorn"),
         "flask-granian": lambda: flask_limit_side(scratch, "granian"),
-        "compose-nolog": lambda: compose_side(scratch, "compose-nolog", (4, 5), PREDICTION_LOG="off"),
+        "compose-nolog": lambda: compose_side(scratch, "compose-nolog", PREDICTION_LOG="off"),
+        "compose-shadow": lambda: compose_side(scratch, "compose-shadow"),
     }
     return [builders[key]() for key in keys]
 
@@ -632,6 +670,71 @@ def wait_ready(sides: list[Side], cases: list[Case], seconds: float = 300) -> No
                 side, f"no prediction for {case.name} in {seconds:.0f} s: {status} {answer[:300]!r}"
             )
         else:
+            time.sleep(0.2)
+
+
+def api(
+    side: Side, method: str, path: str, body: dict | None = None, timeout: float = 30
+) -> tuple[int, object]:
+    """One call of the stack's API with its token: the status and the JSON answer (its
+    text when it is none)."""
+    connection = http.client.HTTPConnection("127.0.0.1", side.port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"}
+        connection.request(method, path, None if body is None else json.dumps(body), headers)
+        response = connection.getresponse()
+        answer = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(answer)
+    except ValueError:
+        return response.status, answer[:500].decode(errors="replace")
+
+
+def release_challengers(side: Side, cases: list[Case], scratch: Scratch, seconds: float = 120) -> None:
+    """Every case's challenger (its file in scratch.challengers) set as its model's shadow
+    challenger, as an operator does it: `flask --app web models keep` where MODEL_ARCHIVE_DIR
+    is writable (compose: the worker-predict container), then PUT .../release; returns once
+    the side's worker holds every challenger loaded (GET .../versions), so that its first
+    burst already pays for the shadow predictions."""
+    worker = next(launch for launch in side.launches if launch.role == "worker-predict")
+    pending: dict[str, str] = {}  # model file name -> the challenger's version
+    for case in cases:
+        argv = [
+            str(BIN / "flask"),
+            "--app",
+            "web",
+            "models",
+            "keep",
+            case.file,
+            str(scratch.challengers / case.file),
+        ]
+        done = subprocess.run(argv, env=worker.env, cwd=scratch.source, capture_output=True, text=True)
+        if done.returncode:
+            raise SideFailed(side, f"{shlex.join(argv)} failed:\n{done.stdout}{done.stderr}")
+        version = done.stdout.strip().splitlines()[-1]
+        body = {"challenger": version, "mode": "shadow", "reason": "bench/peers.py: shadow mode's cost"}
+        status, answer = api(side, "PUT", f"/api/v1/ml/models/{case.file}/release", body)
+        if status != 200:
+            raise SideFailed(
+                side, f"PUT the release of {case.file} (challenger {version}): {status} {answer}"
+            )
+        pending[case.file] = version
+        print(f"  {side.label}: {case.file}'s shadow challenger {version}", flush=True)
+    deadline = time.monotonic() + seconds
+    while pending:
+        for name, version in list(pending.items()):
+            status, answer = api(side, "GET", f"/api/v1/ml/models/{name}/versions")
+            if status == 200 and any(
+                entry["model_version"] == version and entry["loaded"] for entry in answer["versions"]
+            ):
+                del pending[name]
+            elif time.monotonic() > deadline:
+                raise SideFailed(
+                    side, f"{name}'s challenger {version} not loaded in {seconds:.0f} s: {status} {answer}"
+                )
+        if pending:
             time.sleep(0.2)
 
 
@@ -951,6 +1054,23 @@ def print_log_cost(bench: Bench) -> None:
             print(f"  {case.name:<12} req/s {rate:.2f}x, p50 {p50:.2f}x")
 
 
+def print_shadow_cost(bench: Bench) -> None:
+    if not any("compose-shadow" in bench.figures[case.name] for case in bench.cases):
+        return
+    print("\nshadow mode's cost to the champion's callers, compose-shadow vs compose (shadow / compose):")
+    for case in bench.cases:
+        figures = bench.figures[case.name]
+        if "compose-shadow" in figures and "compose" in figures:
+            shadow, plain = figures["compose-shadow"], figures["compose"]
+            p50, p50_loaded = (ratio(shadow.p(0.5, at), plain.p(0.5, at)) for at in (False, True))
+            rate = median_ratio(shadow.rates, plain.rates)
+            print(
+                f"  {case.name:<12} p50 {shadow.p(0.5):.2f} vs {plain.p(0.5):.2f} ms ({p50}); at 32 clients: "
+                f"p50 {shadow.p(0.5, True):.1f} vs {plain.p(0.5, True):.1f} ms ({p50_loaded}), "
+                f"req/s {shadow.rate():,.0f} vs {plain.rate():,.0f} ({rate:.2f}x)"
+            )
+
+
 def print_summary(rows: list[list[str]]) -> None:
     header = ["case", "side", "p50 ms", "p99 ms", "req/s (32 clients)", "p99 ms (32)", "CPU µs/req (no wrk)"]
     header += ["p50 vs plan-fastapi", "req/s vs plan-fastapi", "p50 vs MLServer", "req/s vs MLServer"]
@@ -970,7 +1090,13 @@ def print_predictions_logged(scratch: Scratch) -> None:
         try:
             with engine.connect() as connection:
                 count = connection.scalar(text("SELECT count(*) FROM prediction_log"))
-            print(f"predictions logged in {name}: {count:,}")
+                shadows = ""
+                if name.endswith("_compose_shadow"):
+                    shadow = connection.scalar(
+                        text("SELECT count(*) FROM prediction_log WHERE role = 'shadow'")
+                    )
+                    shadows = f" ({shadow:,} of them shadow predictions)"
+            print(f"predictions logged in {name}: {count:,}{shadows}")
         except Exception as exc:  # a side that never migrated: say so, clean up anyway
             print(f"predictions logged in {name}: unknown ({type(exc).__name__})")
         finally:
@@ -990,7 +1116,7 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument(
         "--sides",
         default=",".join(SIDES),
-        help=f"a subset of {','.join(SIDES)}, or {','.join(OPTIONAL_SIDES)} (the log's cost)",
+        help=f"a subset of {','.join(SIDES)}, and {','.join(OPTIONAL_SIDES)} (the log's cost, shadow mode's)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory (logs, models)")
     parser.add_argument(
@@ -1041,6 +1167,12 @@ def check_tools(options: argparse.Namespace) -> None:
         )
     if "flask-granian" in options.sides and not (BIN / "granian").exists():
         raise SystemExit(f"no {BIN / 'granian'}: {BIN / 'pip'} install granian==2.8.9")
+    stacks = [key for key in options.sides if key in STACK_SIDES]
+    if 2 * len(stacks) > len(REDIS_DBS):  # said before any of them is flushed
+        raise SystemExit(
+            f"{', '.join(stacks)}: a broker and a results Redis database each, {2 * len(stacks)} in all; "
+            f"BENCH_PEERS_REDIS_DBS names {len(REDIS_DBS)} ({','.join(map(str, REDIS_DBS))})"
+        )
 
 
 def flush_redis() -> None:
@@ -1067,6 +1199,9 @@ def main() -> None:
         print(f"the stacks' code: {use_source(scratch, options.ref)}")
         print(f"models in {scratch.model_dir}:", flush=True)
         write_models(scratch.model_dir, cases, lstm_batching(options))
+        if "compose-shadow" in options.sides:
+            print(f"compose-shadow's challengers in {scratch.challengers} (another seed):", flush=True)
+            write_models(scratch.challengers, cases, lstm_batching(options), seed=SEED + 1)
         sides = build_sides(options.sides, scratch, cases, options)
         cases = [case for case in cases if any(side.serves(case) for side in sides)]
         wait_until_settled(scratch.model_dir)
@@ -1074,6 +1209,9 @@ def main() -> None:
         for side in sides:
             side.start()
         wait_ready(sides, cases)
+        for side in sides:
+            if side.key == "compose-shadow":
+                release_challengers(side, cases, scratch)
         bench = Bench(sides, cases, scratch, options)
         print(f"all sides ready after {time.monotonic() - started:.0f} s; warming up", flush=True)
         bench.warm_up()
@@ -1084,6 +1222,7 @@ def main() -> None:
             rows += print_case(case, bench.figures[case.name])
         print_make_run_against_compose(bench)
         print_log_cost(bench)
+        print_shadow_cost(bench)
         print_summary(rows)
     except SideFailed as exc:
         failed = exc.side

@@ -71,7 +71,8 @@ _NO_JIT = text("SET LOCAL jit = off")
 COMPARE_SQL = text(
     """
 WITH pairs AS MATERIALIZED (
-    SELECT shadow.created_at AS shadowed_at, champion.prediction_id, element.row_number,
+    SELECT shadow.created_at AS shadowed_at, shadow.prediction_id AS shadow_id,
+           champion.prediction_id, element.row_number,
            pair.champion, pair.challenger
     FROM prediction_log AS shadow
     JOIN prediction_log AS champion
@@ -120,7 +121,7 @@ WITH pairs AS MATERIALIZED (
     FROM pairs
     JOIN trade_history AS trade ON trade.prediction_id = pairs.prediction_id
     WHERE pairs.row_number = 1 AND trade.closed
-    ORDER BY trade.trade_id, pairs.shadowed_at
+    ORDER BY trade.trade_id, pairs.shadowed_at, pairs.shadow_id  -- the first shadow; ties by id
 ), scored AS (
     SELECT *,
            (champion - outcome) * (champion - outcome) AS champion_error,

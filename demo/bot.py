@@ -4,15 +4,20 @@ It does what a real bot does with this project and nothing more: it asks the ser
 models for predictions over HTTP (`POST /api/v1/ml/predict`) and journals the trades it
 opens and closes with `tasks.client.TradeJournal`. Prices are a synthetic random walk,
 and the trades are worth nothing: they give Flower and the dashboard something to show.
+With `--compare-every`, it also prints a model's shadow comparison now and then
+(`GET /api/v1/ml/models/<name>/compare`): `make demo` sets a retrained model as the shadow
+challenger of xgboost_model.json, and the line shows its verdict forming.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
-import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,6 +33,8 @@ FEATURES = ("return_1", "return_5", "volatility", "rsi", "volume_z")
 FEE_RATE = 0.001  # per side, on the notional
 TICK_VOLATILITY = 0.002  # standard deviation of one tick's log return
 START_PRICES = {"BTC/USDT": 42_000.0, "ETH/USDT": 2_300.0, "SOL/USDT": 95.0}
+HISTORY_TICKS = 20  # the returns the features read; a market starts with this many behind it
+VERDICT_MIN_TRADES = 30  # the scored trades a comparison's verdict needs (db.compare.MIN_TRADES)
 
 
 class PredictionFailed(Exception):
@@ -38,7 +45,8 @@ class PredictionApi:
     """The project's HTTP prediction API (`POST /api/v1/ml/predict`), via the standard library."""
 
     def __init__(self, base_url: str, token: str | None, timeout_s: float = 15.0):
-        self._url = base_url.rstrip("/") + "/api/v1/ml/predict"
+        self._base = base_url.rstrip("/")
+        self._url = self._base + "/api/v1/ml/predict"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -57,6 +65,18 @@ class PredictionApi:
             raise PredictionFailed(f"{model_name}: {exc}") from None
         return float(_flatten(payload["predictions"])[0]), payload.get("prediction_id")
 
+    def comparison(self, model_name: str) -> dict[str, Any]:
+        """The shadow comparison of `model_name`'s challenger (`GET .../models/<name>/compare`)."""
+        url = f"{self._base}/api/v1/ml/models/{urllib.parse.quote(model_name, safe='')}/compare"
+        request = urllib.request.Request(url, headers=self._headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=min(self._timeout_s, 10.0)) as response:  # noqa: S310
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise PredictionFailed(f"HTTP {exc.code} {_error_message(exc)}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+            raise PredictionFailed(str(exc)) from None
+
 
 def _flatten(value: Any) -> list[Any]:
     """The numbers of a nested list, in order (a model may answer [p] or [[p]])."""
@@ -70,6 +90,46 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
         return json.load(exc)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         return exc.reason
+
+
+def comparison_line(answer: dict[str, Any]) -> str:
+    """One line of a comparison's answer: what a user watching the verdict form reads."""
+
+    def brier(side: str) -> str:
+        value = (answer.get(side) or {}).get("brier")
+        return "-" if value is None else f"{value:.4f}"
+
+    agreement = answer.get("agreement")
+    n = answer.get("n", 0)
+    needs = f", the verdict needs {VERDICT_MIN_TRADES}" if n < VERDICT_MIN_TRADES else ""
+    return (
+        f"{_now()} compare   {answer.get('model_name')}: {answer.get('pairs', 0)} pairs"
+        f" (agree {'-' if agreement is None else f'{agreement:.0%}'}), {answer.get('trades', 0)} trades,"
+        f" brier champion {brier('champion')} vs challenger {brier('challenger')},"
+        f" verdict {answer.get('verdict')} (n {n}{needs})"
+    )
+
+
+class Comparisons:
+    """Prints `model_name`'s shadow comparison every `every_s` seconds (0: never)."""
+
+    def __init__(self, api: PredictionApi, model_name: str, every_s: float, echo=click.echo):
+        self.api = api
+        self.model_name = model_name
+        self.every_s = every_s
+        self.echo = echo
+        self._next = time.monotonic() + every_s
+
+    def due(self) -> None:
+        if self.every_s and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every_s
+            self.show()
+
+    def show(self) -> None:
+        try:
+            self.echo(comparison_line(self.api.comparison(self.model_name)))
+        except PredictionFailed as exc:
+            self.echo(f"{_now()} compare   {self.model_name}: no comparison ({exc})")
 
 
 @dataclass
@@ -136,6 +196,7 @@ class DemoBot:
         seed: int,
         notional: float,
         hold_ticks: int,
+        max_trades: int = 0,
         echo=click.echo,
     ):
         rng = random.Random(seed)  # noqa: S311 - a demo price series, not a secret
@@ -143,16 +204,42 @@ class DemoBot:
             symbol: Market(symbol, START_PRICES.get(symbol, 100.0), random.Random(rng.random()))  # noqa: S311
             for symbol in symbols
         }
+        # A history behind every market, so the first tick already decides (the bot was
+        # silent for its first 14 ticks while the features filled).
+        for market in self.markets.values():
+            for _ in range(HISTORY_TICKS):
+                market.step()
         self.api = api
         self.journal = journal
         self.models = models
         self.notional = notional
         self.hold_ticks = hold_ticks
+        self.max_trades = max_trades  # 0: no limit
         self.positions: dict[str, Position] = {}
         self.opened = 0
         self.closed = 0
         self.total_pnl = 0.0
         self.echo = echo
+
+    def done(self) -> bool:
+        """Every one of max_trades trades opened and closed."""
+        return bool(self.max_trades) and self.closed >= self.max_trades
+
+    def run(self, rate: float, duration: float = 0, every_tick=lambda: None) -> None:
+        """Tick `rate` times a second until done(), `duration` seconds or Ctrl-C; then close
+        the positions still open."""
+        started = time.monotonic()
+        try:
+            while True:
+                self.tick()
+                if self.done() or (duration and time.monotonic() - started >= duration):
+                    break
+                every_tick()
+                time.sleep(1 / rate)
+        except KeyboardInterrupt:
+            self.echo("stopping")
+        finally:
+            self.close_all("bot stopping")
 
     def tick(self) -> None:
         for market in self.markets.values():
@@ -161,6 +248,10 @@ class DemoBot:
                 self._decide(market)
 
     def _decide(self, market: Market) -> None:
+        if market.symbol not in self.positions and self.max_trades and self.opened >= self.max_trades:
+            # All max_trades are opened: no more. (The loop stopped at the Nth close, and
+            # another symbol had opened trade N + 1 meanwhile: --trades 10 opened 11.)
+            return
         features = market.features()
         try:
             answers = {name: self.api.probability_up(name, features) for name in self.models}
@@ -262,49 +353,66 @@ def _now() -> str:
     help="Comma-separated models that vote (5 features each, as the demo models).",
 )
 @click.option("--rate", type=click.FloatRange(0.01, 100), default=1.0, help="Ticks per second (1).")
-@click.option("--trades", type=click.IntRange(min=0), default=0, help="Stop after this many closed trades.")
+@click.option(
+    "--trades",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Open this many trades, stop once they are closed.",
+)
 @click.option("--duration", type=click.FloatRange(min=0), default=0, help="Stop after this many seconds.")
 @click.option("--hold", type=click.IntRange(min=1), default=5, help="Most ticks a trade is held (5).")
 @click.option("--notional", type=click.FloatRange(min=1), default=1000.0, help="Quote per trade (1000).")
 @click.option("--seed", type=int, default=None, help="Seed of the price series (default: random).")
-def main(url, token, symbols, models, rate, trades, duration, hold, notional, seed):
+@click.option(
+    "--compare-every",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Print the shadow comparison of --compare-model every this many seconds, and at the end "
+    "(0: never; `make demo`: 30).",
+)
+@click.option(
+    "--compare-model",
+    default=DEFAULT_MODELS[0],
+    show_default=True,
+    help="The model whose shadow challenger --compare-every compares.",
+)
+def main(
+    url, token, symbols, models, rate, trades, duration, hold, notional, seed, compare_every, compare_model
+):
     """Trade a synthetic price series on the demo models' predictions and journal every trade.
 
-    Runs until Ctrl-C, --trades closed trades or --duration seconds; open positions are
-    closed before it exits.
+    Runs until Ctrl-C, --trades trades opened and closed or --duration seconds; open
+    positions are closed before it exits.
     """
     symbols = [symbol.strip() for symbol in symbols.split(",") if symbol.strip()]
     models = [name.strip() for name in models.split(",") if name.strip()]
     if not symbols or not models:
         raise click.BadParameter("give at least one symbol and one model")
-    stop = threading.Event()
-    started = datetime.now(UTC)
+    api = PredictionApi(url, token or None)
+    comparisons = Comparisons(api, compare_model, compare_every)
     with TradeJournal() as journal:
         bot = DemoBot(
-            PredictionApi(url, token or None),
+            api,
             journal,
             symbols,
             models,
             seed=seed if seed is not None else random.SystemRandom().randrange(2**32),
             notional=notional,
             hold_ticks=hold,
+            max_trades=trades,
         )
         click.echo(f"demo bot: {', '.join(symbols)} on {', '.join(models)} via {url}, {rate:g} ticks/s")
+        if compare_every:
+            click.echo(f"demo bot: the shadow comparison of {compare_model} every {compare_every:g} s")
         try:
-            while not stop.is_set():
-                bot.tick()
-                if trades and bot.closed >= trades:
-                    break
-                if duration and (datetime.now(UTC) - started).total_seconds() >= duration:
-                    break
-                stop.wait(1 / rate)
-        except KeyboardInterrupt:
-            click.echo("stopping")
+            bot.run(rate, duration, comparisons.due)
         finally:
-            bot.close_all("bot stopping")
             if not journal.flush():
                 click.echo(f"{journal.waiting} journal entries wait in the outbox for the broker")
     click.echo(f"demo bot: opened {bot.opened}, closed {bot.closed}, realized PnL {bot.total_pnl:+.2f}")
+    if compare_every:
+        with contextlib.suppress(KeyboardInterrupt):
+            comparisons.show()
 
 
 if __name__ == "__main__":

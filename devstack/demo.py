@@ -4,7 +4,9 @@
 
 `make run` may have started its private Redis (when no broker was configured and none
 answered at the default address); a second terminal does not know that, so this finds
-the broker the same way and hands it to the bot, with the web server's URL.
+the broker the same way and hands it to the bot, with the web server's URL. Before the bot
+starts, a retrained demo model becomes the shadow challenger of xgboost_model.json
+(`devstack.demo_release`), and the bot prints the comparison every 30 s.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import click
 
 from config import get_settings
+from devstack.demo_release import COMPARE_EVERY_S, MODEL, set_up_shadow
 from devstack.embedded import REDIS_PORT
 from tasks.contract import REDIS_HINT, is_redis_url, redis_problem
 from tasks.web_clients import broker_problem
@@ -44,12 +47,33 @@ def broker_environment() -> dict[str, str]:
     raise SystemExit(1)
 
 
+def _option(args: list[str], name: str) -> str | None:
+    """The value the bot will read for option `name` in `args` (the last one given)."""
+    value = None
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith(name + "="):
+            value = arg.partition("=")[2]
+    return value
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    settings = get_settings()
+    # The bot's own options come last, so an explicit --url wins; the set-up reads the same.
+    web = _option(args, "--url") or settings.service_urls()["web"]
+    click.echo(f"make demo: a demo bot against the stack at {web}")
     env = {**os.environ, **broker_environment()}
-    web = get_settings().service_urls()["web"]
-    # The bot's own options come last, so an explicit --url wins.
-    bot = [sys.executable, "-m", "demo.bot", "--url", web, *sys.argv[1:]]
-    os.execve(sys.executable, bot, env)  # noqa: S606 - our own interpreter, no shell
+    if not env.get("API_TOKEN") and settings.api_token is not None:
+        env["API_TOKEN"] = settings.api_token.get_secret_value()  # from .env, as the web reads it
+    bot = [sys.executable, "-m", "demo.bot", "--url", web]
+    models = (_option(args, "--models") or MODEL).split(",")
+    if "--help" not in args and MODEL in (name.strip() for name in models):
+        token = _option(args, "--token") or env.get("API_TOKEN") or None
+        if set_up_shadow(web, token, env):
+            bot += ["--compare-every", str(COMPARE_EVERY_S), "--compare-model", MODEL]
+    os.execve(sys.executable, [*bot, *args], env)  # noqa: S606 - our own interpreter, no shell
 
 
 if __name__ == "__main__":

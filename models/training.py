@@ -21,6 +21,9 @@ SEQUENCE_LENGTH = 20
 _SEED = 7
 _ROWS = 2000
 _SEQUENCES = 512
+# The retrained XGBoost variant (`train_retrained_xgboost`): another draw of the synthetic
+# data, shallower trees, more rounds.
+_RETRAINED_SEED = 8
 
 
 def train_demo(
@@ -39,23 +42,50 @@ def train_demo(
     return [train() for kind, train in trainers.items() if kind in types]
 
 
-def _rows() -> tuple[numpy.ndarray, numpy.ndarray]:
-    rng = numpy.random.default_rng(_SEED)
+def train_retrained_xgboost(path: Path | str, progress: Callable[[str], None] = print) -> Path:
+    """A retrained variant of the demo XGBoost model into `path` (with its sidecar): the same
+    five features and the same made-up relation, fitted on another draw of the synthetic
+    data with shallower trees and more rounds, so its probabilities differ from the demo
+    model's a little and stay sensible. `make demo` keeps it as the shadow challenger of
+    xgboost_model.json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _xgboost(
+        path,
+        progress,
+        seed=_RETRAINED_SEED,
+        max_depth=3,
+        rounds=80,
+        description="demo XGBoost classifier, retrained (another data draw, 80 rounds of depth 3): "
+        "probability that the next move is up",
+    )
+
+
+def _rows(seed: int = _SEED) -> tuple[numpy.ndarray, numpy.ndarray]:
+    rng = numpy.random.default_rng(seed)
     features = rng.normal(size=(_ROWS, len(FEATURE_NAMES)))
     signal = 0.8 * features[:, 0] + 0.5 * features[:, 1] - 0.3 * features[:, 2] + 0.2 * features[:, 4]
     labels = (signal + rng.normal(scale=0.5, size=_ROWS) > 0).astype(numpy.float64)
     return features, labels
 
 
-def _xgboost(path: Path, progress: Callable[[str], None]) -> Path:
+def _xgboost(
+    path: Path,
+    progress: Callable[[str], None],
+    *,
+    seed: int = _SEED,
+    max_depth: int = 4,
+    rounds: int = 50,
+    description: str = "demo XGBoost classifier: probability that the next move is up",
+) -> Path:
     progress(f"training {path.name} ...")
     import xgboost
 
-    features, labels = _rows()
+    features, labels = _rows(seed)
     train = xgboost.DMatrix(features, label=labels, feature_names=FEATURE_NAMES)
-    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1, "seed": _SEED, "nthread": 2}
-    booster = xgboost.train(params, train, num_boost_round=50)
-    _sidecar(path, "xgboost", "demo XGBoost classifier: probability that the next move is up")
+    params = {"objective": "binary:logistic", "max_depth": max_depth, "eta": 0.1, "seed": seed, "nthread": 2}
+    booster = xgboost.train(params, train, num_boost_round=rounds)
+    _sidecar(path, "xgboost", description)
     # save_raw is what save_model writes for a .json name; the temporary name has no .json.
     _atomic(path, lambda temporary: temporary.write_bytes(booster.save_raw(raw_format="json")))
     return path

@@ -1,6 +1,6 @@
 """`make demo` (`python -m devstack.demo`, which runs `python -m demo.bot`) against a real
 stack: the web server, a predict worker with the demo models, a trades worker; the bot's trades
-must land in the database."""
+must land in the database, and a retrained model runs in shadow of xgboost_model.json."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from db.compare import MIN_TRADES
+from demo.bot import VERDICT_MIN_TRADES, DemoBot
+from devstack.demo_release import REASON
 from tests.support.demo_models import demo_services
 from tests.support.processes import free_port, wait_for
 
@@ -39,6 +42,83 @@ def make_demo(stack: dict, *args: str, spool: Path, **env: str) -> subprocess.Co
     )  # fmt: skip
 
 
+def get(stack: dict, path: str) -> dict:
+    with urllib.request.urlopen(f"http://{stack['env']['WEB_BIND']}{path}", timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.mark.parametrize(
+    ("broken", "says"),
+    [
+        (
+            {"MODEL_ARCHIVE_DIR": "/dev/null/versions"},
+            "`flask --app web models keep xgboost_model.json` failed: ",
+        ),
+        ({"WEB_BIND": f"127.0.0.1:{free_port()}"}, "the web does not answer at http://127.0.0.1:"),
+    ],
+    ids=["archive not writable", "web not answering"],
+)
+def test_make_demo_trades_without_a_shadow_when_it_cannot_set_one(demo_stack, engine, tmp_path, broken, says):
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE model_release_state, model_releases"))
+    result = make_demo(demo_stack, "--duration", "0.3", "--rate", "20", spool=tmp_path, **broken)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if "no shadow challenger" in line]
+    assert len(lines) == 1 and says in lines[0], result.stdout
+    assert lines[0].startswith("make demo: no shadow challenger: ")
+    assert lines[0].endswith("; the demo trades without one")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert " compare " not in result.stdout and "demo bot: opened" in result.stdout
+    release = get(demo_stack, "/api/v1/ml/models/xgboost_model.json/release")
+    assert release["challenger"] is None
+
+
+def test_make_demo_runs_a_retrained_model_in_shadow_and_leaves_a_set_release_alone(
+    demo_stack, engine, tmp_path
+):
+    with engine.begin() as connection:  # no release from an earlier test
+        connection.execute(text("TRUNCATE model_release_state, model_releases"))
+    first = make_demo(demo_stack, "--duration", "1.5", "--rate", "20", "--hold", "1", spool=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # It says what it does before anything slow (the broker, the training).
+    assert first.stdout.startswith("make demo: a demo bot against the stack at http://"), first.stdout
+    assert "make demo: training a retrained XGBoost demo model" in first.stdout
+    version = re.search(r"version ([0-9a-f]{16}) \(retrained\) is the shadow challenger", first.stdout)[1]
+    assert "Traceback" not in first.stdout + first.stderr
+
+    release = get(demo_stack, "/api/v1/ml/models/xgboost_model.json/release")
+    assert (release["challenger"], release["mode"]) == (version, "shadow")
+    assert release["champion"] != version
+    change = get(demo_stack, "/api/v1/ml/models/xgboost_model.json/releases")["changes"][0]
+    assert (change["to"], change["mode"], change["reason"]) == (version, "shadow", REASON)
+
+    # Every champion prediction was also run by the challenger, logged as its shadow.
+    def shadows() -> int:
+        with engine.connect() as connection:
+            return connection.execute(
+                text(
+                    "SELECT count(*) FROM prediction_log WHERE model_name = 'xgboost_model.json'"
+                    " AND role = 'shadow' AND model_version = :version AND shadow_of IS NOT NULL"
+                ),
+                {"version": version},
+            ).scalar_one()
+
+    wait_for(shadows, 30, "shadow predictions of the retrained model")
+    # The comparison line, at the end here (every 30 s while it trades).
+    assert re.search(
+        r"compare   xgboost_model\.json: \d+ pairs .*, \d+ trades, brier champion .* vs challenger .*,"
+        r" verdict .* \(n \d+",
+        first.stdout,
+    ), first.stdout
+
+    # A second `make demo` leaves the release as it is.
+    second = make_demo(demo_stack, "--trades", "1", "--rate", "20", "--hold", "1", spool=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"xgboost_model.json already has a challenger ({version}, shadow" in second.stdout
+    assert "training" not in second.stdout
+    assert get(demo_stack, "/api/v1/ml/models/xgboost_model.json/release") == release
+
+
 def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, start_worker, engine, env):
     start_worker()
     result = make_demo(
@@ -48,7 +128,7 @@ def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, 
     assert result.returncode == 0, result.stdout + result.stderr
     opened = re.findall(r" open  (buy|sell) .* trade ([0-9a-f]{32})", result.stdout)
     closed = re.findall(r" close .* pnl ([-+][0-9.]+) .* trade ([0-9a-f]{32})", result.stdout)
-    assert len(opened) >= 4 and len(closed) == len(opened), result.stdout
+    assert len(opened) == 4 and len(closed) == 4, result.stdout  # --trades 4: exactly 4
     assert "no prediction" not in result.stdout
     assert f"opened {len(opened)}, closed {len(closed)}" in result.stdout
 
@@ -107,6 +187,42 @@ def test_make_demo_says_when_no_broker_answers(demo_stack, tmp_path):
     assert f"Redis does not answer at {dead}" in result.stderr
     assert "Start the stack with `make run` first" in result.stderr
     assert not (tmp_path / "outbox").exists()  # nothing was traded into the void
+
+
+class FakeApi:
+    """Every model sure the price rises: each free symbol opens on every tick."""
+
+    def probability_up(self, model_name: str, features: list[float]) -> tuple[float, str]:
+        return 0.9, "p1"
+
+
+class FakeJournal:
+    def __init__(self):
+        self.trades: list[str] = []
+        self.closes: list[str] = []
+
+    def record_trade(self, trade: dict):
+        self.trades.append(f"t{len(self.trades)}")
+        return type("Sent", (), {"trade_id": self.trades[-1], "spooled": False})()
+
+    def update_trade(self, trade_id: str, **changes):
+        self.closes.append(trade_id)
+
+
+@pytest.mark.parametrize("trades", [1, 4, 5, 10])
+def test_the_demo_bot_opens_exactly_the_trades_asked_for(trades):
+    journal = FakeJournal()
+    bot = DemoBot(
+        FakeApi(), journal, ["BTC/USDT", "ETH/USDT", "SOL/USDT"], ["m"], seed=1, notional=1000.0,
+        hold_ticks=2, max_trades=trades, echo=lambda _: None,
+    )  # fmt: skip
+    bot.run(rate=100)
+    assert (bot.opened, bot.closed) == (trades, trades)
+    assert len(journal.trades) == trades and sorted(journal.closes) == sorted(journal.trades)
+
+
+def test_the_bot_knows_how_many_trades_a_verdict_needs():
+    assert VERDICT_MIN_TRADES == MIN_TRADES
 
 
 def test_the_demo_bot_imports_only_the_trade_journal_from_the_project():

@@ -178,7 +178,9 @@ def expected(
         for ran_on in candidates:  # one, unless a task id was reused within MAX_SHADOW_LAG
             for index, (mine, theirs) in enumerate(zip_longest(ran_on.values, shadow.values)):
                 if mine is not None and theirs is not None:
-                    pairs.append((ran_on.prediction_id, shadow.created_at, index, mine, theirs))
+                    pairs.append(
+                        (ran_on.prediction_id, (shadow.created_at, shadow.prediction_id), index, mine, theirs)
+                    )
 
     def positive(value):
         return value >= threshold
@@ -196,7 +198,7 @@ def expected(
     )
     figures["correlation"] = pearson(xs, ys)
 
-    first = {}  # champion prediction_id -> (x, y) of its first row, from its first shadow
+    first = {}  # champion prediction_id -> (x, y) of its first row, from its first shadow (ties: by id)
     for prediction_id, _, index, x, y in sorted(pairs, key=lambda pair: pair[1]):
         if index == 0 and prediction_id not in first:
             first[prediction_id] = (x, y)
