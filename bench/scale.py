@@ -221,6 +221,7 @@ def compose_service(
         "MODEL_DIR": code.scratch.model_dir,  # empty: the routes read the database only
         "SPOOL_DIR": directory / "spool",
         "METRICS_DIR": directory / "metrics",
+        "MODEL_ARCHIVE_DIR": directory / "model_archive",  # the stack's model_archive volume
     }
     overrides = {
         "CELERY_BROKER_URL": f"{REDIS_URL}/{REDIS_DBS[0]}",
