@@ -31,6 +31,7 @@ from models import (
     ModelRefused,
     ModelStore,
 )
+from tests.support.model_zoo import close
 
 DATA = np.random.default_rng(99).normal(size=(8, 5))
 NAMES = {"xgboost": "model.json", "lightgbm": "model.txt"}
@@ -63,10 +64,6 @@ def deploy(folder: Path, name: str, content: bytes) -> Path:
     staged.write_bytes(content)
     os.replace(staged, folder / name)
     return folder / name
-
-
-def close(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and float(np.max(np.abs(a - b))) <= 1e-6
 
 
 @pytest.fixture

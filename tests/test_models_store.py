@@ -28,6 +28,7 @@ from models import (
     ModelStore,
     ModelUnloadable,
 )
+from tests.support.model_zoo import close
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_S = 0.2
@@ -58,10 +59,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
-
-
-def close(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and float(np.max(np.abs(a - b))) <= 1e-6
 
 
 @pytest.fixture

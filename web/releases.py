@@ -201,15 +201,21 @@ def set_release(name: str):
     return jsonify(change_release(name, body_as(ReleaseChange.model_validate), API_WHO))
 
 
+# promote and rollback: a reason in, the new release out.
+_REASONED_CHANGE = {
+    "tag": "releases",
+    "answers": {200: Answer("the new release", r.Release)},
+    "errors": (*_ERRORS, 409, 422),
+    "path": NAME_PATH,
+    "body": ReasonOnly,
+}
+
+
 @blueprint.post("/models/<name>/promote")
 @documented(
     operation_id="promoteChallenger",
     summary="The challenger becomes champion",
-    tag="releases",
-    answers={200: Answer("the new release", r.Release)},
-    errors=(*_ERRORS, 409, 422),
-    path=NAME_PATH,
-    body=ReasonOnly,
+    **_REASONED_CHANGE,
     description="409 `challenger_not_loaded` (with `details.lacking`, the live workers that "
     "do not hold it) or `no_challenger`.",
 )
@@ -221,11 +227,7 @@ def promote_challenger(name: str):
 @documented(
     operation_id="rollbackRelease",
     summary="Roll a release back",
-    tag="releases",
-    answers={200: Answer("the new release", r.Release)},
-    errors=(*_ERRORS, 409, 422),
-    path=NAME_PATH,
-    body=ReasonOnly,
+    **_REASONED_CHANGE,
     description="Clears the challenger; without one, restores the champion before the last "
     "promotion. 409 `nothing_to_change` when there is neither.",
 )

@@ -358,7 +358,9 @@ def run_batch(
             continue
         groups[(name, model_type, explain, _route(name, version, routing_key))].append((request, features))
     for (name, model_type, explain, target), members in groups.items():
-        outcomes.extend(_run_group(name, model_type, explain, target, members, started, served, shadows))
+        answered = _run_group(name, model_type, explain, target, members, started, served, shadows)
+        _tally_challenger(target, answered, started)
+        outcomes.extend(answered)
     return outcomes
 
 
@@ -392,31 +394,22 @@ def _route(name: Any, version: str | None, routing_key: str | None) -> Route:
     return route(book.get(name) if isinstance(name, str) else None, str(name), version, routing_key)
 
 
+def _tally_challenger(target: Route, outcomes: list[Outcome], started: float) -> None:
+    """What a canary's challenger did, for its guards."""
+    if target.role != CHALLENGER or target.experiment is None:
+        return
+    answers = [outcome for _, outcome in outcomes if not isinstance(outcome, ModelError)]
+    _guards.add(
+        target.experiment,
+        answered=len(answers),
+        failed=len(outcomes) - len(answers),
+        nonfinite=sum(None in answer["predictions"] for answer in answers),
+        latency_ms=(time.perf_counter() - started) * 1000,
+        calls=1 if answers else 0,
+    )
+
+
 def _run_group(
-    name: Any,
-    model_type: Any,
-    explain: bool,
-    target: Route,
-    members: list[tuple[Call, Any]],
-    started: float,
-    served: list[Served] | None,
-    shadows: Shadows | None,
-) -> list[Outcome]:
-    outcomes = _answer_group(name, model_type, explain, target, members, started, served, shadows)
-    if target.role == CHALLENGER and target.experiment is not None:
-        answers = [outcome for _, outcome in outcomes if not isinstance(outcome, ModelError)]
-        _guards.add(
-            target.experiment,
-            answered=len(answers),
-            failed=len(outcomes) - len(answers),
-            nonfinite=sum(None in answer["predictions"] for answer in answers),
-            latency_ms=(time.perf_counter() - started) * 1000,
-            calls=1 if answers else 0,
-        )
-    return outcomes
-
-
-def _answer_group(
     name: Any,
     model_type: Any,
     explain: bool,
