@@ -39,6 +39,7 @@ MAX_LIST_LIMIT = 1000
 # with the columnstore), one with a bound plans only the chunks it can touch. The newest
 # trades of an active journal are in the first window.
 _LIST_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=90))
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LOCK_NAMESPACE = 0x7472  # "tr": keeps our advisory locks apart from other users'
 
 # A batch's updates of trades opened on one day in one statement, planned once (on a
@@ -286,6 +287,8 @@ class TradeRepository:
         query = query.order_by(TradeHistory.timestamp.desc(), TradeHistory.trade_id).limit(limit)
         latest = min(until, datetime.now(UTC)) if until is not None else datetime.now(UTC)
         for window in _LIST_WINDOWS:
+            if latest - _EARLIEST <= window:
+                break  # a window reaching before the year 1: the whole query is the page
             start = latest - window
             if since is not None and since >= start:
                 break  # the caller's own bound is the narrower one

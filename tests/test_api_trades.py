@@ -234,6 +234,10 @@ def test_a_page_of_the_list_spans_old_and_new_trades_in_order(app, http):
     since = quote((now - timedelta(days=100)).isoformat())
     recent = http.get(f"/api/v1/trades?since={since}").get_json()["trades"]
     assert [item["trade_id"] for item in recent] == ["ahead", "hour", "days", "month"]
+    # A bound in the first days of the year 1: no window reaches before it, nothing is there.
+    for until in ("0001-01-01T00:00:00Z", "0001-01-02T12:00:00Z", "0001-03-01T00:00:00Z"):
+        answer = http.get(f"/api/v1/trades?until={until}")
+        assert (answer.status_code, answer.get_json()["trades"]) == (200, []), until
 
 
 @pytest.mark.parametrize(
