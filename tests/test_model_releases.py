@@ -146,6 +146,10 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
 
     ids = wait_for(all_shadowed, TICK_S + 10, "every champion answer shadowed")
     assert {pair[1] for pair in shadow_pairs(engine, v1) if pair[0] in ids} == {v2}
+    with engine.connect() as connection:  # a shadow's input is its champion's, kept once
+        kept = "SELECT count(*) FILTER (WHERE features IS NOT NULL) FROM prediction_log WHERE role = :role"
+        assert connection.execute(text(kept), {"role": "shadow"}).one()[0] == 0
+        assert connection.execute(text(kept), {"role": "champion"}).one()[0] > 0
 
     # The file replaced while the shadow runs: the new file is the champion, shadowed alike.
     v3 = drop_in(models, model_bytes(25))

@@ -52,6 +52,8 @@ class Served:
 
 
 def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry:
+    # A shadow's input is its champion's (`shadow_of`): kept once, with the champion.
+    keep_features = keep_features and served.shadow_of is None
     features = served.features if keep_features and max_rows > 0 else None
     if isinstance(features, list | numpy.ndarray):
         # orjson writes a NaN (a missing value) as null: jsonb holds no NaN.
