@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,7 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
     assert status == 200
     assert [entry["model_version"] for entry in versions["versions"]] == [v2, v1]
     assert [entry["current"] for entry in versions["versions"]] == [True, False]
+    assert all(datetime.fromisoformat(entry["first_seen"]) for entry in versions["versions"])
     for unknown in ("0123456789abcdef", "../../etc/passwd", v1.upper()):
         status, error = predict(web, model_version=unknown)
         assert (status, error["error"]["code"]) == (404, "version_not_found"), unknown
@@ -132,6 +134,7 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
         web, "PUT", "release", {"challenger": v1, "mode": "shadow", "reason": "try v1 again"}
     )
     assert (status, release["champion"], release["challenger"], release["mode"]) == (200, v2, v1, "shadow")
+    assert datetime.fromisoformat(release["challenger_since"]).utcoffset() == timedelta(0)
 
     def all_shadowed() -> set[str] | None:
         """Ten answers of the champion, each shadowed (both workers read the release)."""
@@ -162,6 +165,7 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
     assert compared["pairs"] >= 15 and compared["challenger"]["model_version"] == v1
     assert (compared["trades"], compared["verdict"]) == (0, "not enough evidence")
     assert 0 <= compared["agreement"] <= 1 and compared["threshold"] == 0.5
+    assert datetime.fromisoformat(compared["since"]) == datetime.fromisoformat(release["challenger_since"])
     assert call(f"{web.url}/api/v1/ml/models/{NAME}/compare?since=yesterday").status == 400
 
     # A canary at 50 %: sticky per routing key, the same in every web process and worker.
@@ -256,6 +260,7 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
         ("release", None, v1),
     ]
     assert history["changes"][0]["who"].startswith("cli:")
+    assert all(datetime.fromisoformat(change["at"]) for change in history["changes"])
     assert {c["who"] for c in history["changes"][1:]} == {"api"}
     assert history["changes"][1]["reason"] == "v1 misbehaves"
 

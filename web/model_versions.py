@@ -107,7 +107,7 @@ def version_entries(name: str) -> list[dict[str, Any]]:
     entries = [
         {
             "model_version": kept.version,
-            "first_seen": kept.first_seen,
+            "first_seen": iso(kept.first_seen),
             "size_mb": round(kept.size_bytes / 1_000_000, 3),
             "loaded": kept.version in held,
             "current": current is not None and kept.version == current.version,
@@ -119,15 +119,13 @@ def version_entries(name: str) -> list[dict[str, Any]]:
             0,
             {
                 "model_version": current.version,
-                "first_seen": current.modified.astimezone(UTC),
+                "first_seen": iso(current.modified),
                 "size_mb": round(current.size_bytes / 1_000_000, 3),
                 "loaded": current.version in held,
                 "current": True,
             },
         )
-    return sorted(
-        entries, key=lambda entry: entry["first_seen"] or datetime.min.replace(tzinfo=UTC), reverse=True
-    )
+    return sorted(entries, key=lambda entry: datetime.fromisoformat(entry["first_seen"]), reverse=True)
 
 
 def _version_of(key: str, name: str) -> str | None:
@@ -144,3 +142,8 @@ def threshold_of(name: str) -> float:
         return float(_store().resolve(name).meta.get("decision_threshold", DEFAULT_THRESHOLD))
     except ModelError:
         return DEFAULT_THRESHOLD
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time as the API writes times: ISO 8601, in UTC (jsonify alone writes an HTTP date)."""
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
