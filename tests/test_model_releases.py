@@ -128,6 +128,9 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
         call(f"{web.url}/v2/models/{NAME}/versions/{v1}/infer", "POST", v2_body()).json()["model_version"]
         == v1
     )
+    # V2 tells of the kept version as of any other: its metadata, and ready once a worker holds it.
+    assert call(f"{web.url}/v2/models/{NAME}/versions/{v1}").json()["versions"] == [v1]
+    wait_for(lambda: call(f"{web.url}/v2/models/{NAME}/versions/{v1}/ready").status == 200, 10, "v1 ready")
 
     # A shadow: the champion answers, the challenger runs the same input afterwards, logged.
     status, release = api(

@@ -149,7 +149,10 @@ def test_model_metadata_gives_versions_platform_and_tensor_shapes(
     assert client.get_model_metadata(name, model_version=version) == metadata
     with pytest.raises(InferenceServerException) as unknown:
         client.get_model_metadata(name, model_version="ffffffffffffffff")
-    assert unknown.value.status() == "404" and "has no version 'ffffffffffffffff'" in unknown.value.message()
+    assert (
+        unknown.value.status() == "404"
+        and "has no kept version 'ffffffffffffffff'" in unknown.value.message()
+    )
 
 
 def test_health_is_open_and_the_model_routes_need_the_token(stack, tmp_path):

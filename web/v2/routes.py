@@ -105,9 +105,21 @@ def server_ready():
 # -- models ---------------------------------------------------------------------------
 
 
-def _metadata(name: str, version: str | None):
+def _version_view(name: str, version: str | None) -> tuple[ModelFile, dict[str, dict[str, Any]]]:
+    """The file of the version asked for (a kept one too; 404 for one not kept) and what the
+    workers reported: of the versions answering for file names, and, for a version asked
+    for, of those held beside them (a release's, or one loaded on demand)."""
     file = _answering(name)
-    reported = _client().loaded_models()
+    reports = _client().model_reports()
+    if version is None:
+        return file, reports.loaded
+    if version != file.version:
+        file = version_file(file.name, version)
+    return file, {**reports.beside, **reports.loaded}
+
+
+def _metadata(name: str, version: str | None):
+    file, reported = _version_view(name, version)
     check_version(file, reported, version)
     return jsonify(model_metadata(file, reported, version))
 
@@ -137,8 +149,7 @@ def model_version(name: str, version: str):
 
 
 def _ready(name: str, version: str | None):
-    file = _answering(name)
-    reported = _client().loaded_models()
+    file, reported = _version_view(name, version)
     check_version(file, reported, version)
     loaded = [key.rpartition("@")[2] for key in reported if key.rpartition("@")[0] == file.name]
     wanted = version or file.version
