@@ -148,14 +148,27 @@ def set_challenger(
 
 
 def promote(
-    session: Session, model_name: str, *, file_version: str | None, who: str, reason: str, now: datetime
+    session: Session,
+    model_name: str,
+    *,
+    file_version: str | None,
+    who: str,
+    reason: str,
+    now: datetime,
+    expected: str | None = None,
 ) -> Release:
     """The challenger becomes the (pinned) champion, the champion before it is kept for a
-    rollback, and the challenger is cleared; commits. ReleaseRefused without a challenger."""
+    rollback, and the challenger is cleared; commits. ReleaseRefused without a challenger,
+    or when it is no longer `expected` (the version the caller checked the workers hold)."""
     row = _locked(session, model_name)
     if row.challenger is None:
         session.rollback()
         raise ReleaseRefused(f"{model_name} has no challenger to promote")
+    if expected is not None and row.challenger != expected:
+        session.rollback()
+        raise ReleaseRefused(
+            f"{model_name}'s challenger changed to {row.challenger} meanwhile; check it again"
+        )
     old = row.champion or file_version
     new = row.challenger
     row.previous_champion, row.champion = old, new

@@ -8,6 +8,7 @@ one release; the workers read it on each model-watch tick and route by it
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -133,7 +134,7 @@ def promote(name: str, reason: str, who: str) -> dict[str, Any]:
             else "no live predict worker answers; the challenger cannot be checked",
             {"lacking": lacking, "live": sorted(live)},
         )
-    return _changed(stored.promote, name, reason, who)
+    return _changed(functools.partial(stored.promote, expected=release.challenger), name, reason, who)
 
 
 def rollback(name: str, reason: str, who: str) -> dict[str, Any]:
