@@ -41,40 +41,59 @@ class PredictionFailed(Exception):
     pass
 
 
-class PredictionApi:
-    """The project's HTTP prediction API (`POST /api/v1/ml/predict`), via the standard library."""
+class ApiCallFailed(Exception):
+    """A call the web did not answer with success; `status` is its HTTP status, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class WebApi:
+    """The project's HTTP API, via the standard library, with the token when one is set."""
 
     def __init__(self, base_url: str, token: str | None, timeout_s: float = 15.0):
-        self._base = base_url.rstrip("/")
-        self._url = self._base + "/api/v1/ml/predict"
+        self.base_url = base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout_s = timeout_s
 
+    def model_url(self, name: str, route: str) -> str:
+        return f"{self.base_url}/api/v1/ml/models/{urllib.parse.quote(name, safe='')}/{route}"
+
+    def call(self, method: str, url: str, body: Any = None, timeout_s: float | None = None) -> Any:
+        """The JSON answer; ApiCallFailed with the API's error message, or why nothing answered."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers=self._headers, method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s or self._timeout_s) as response:  # noqa: S310
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise ApiCallFailed(f"HTTP {exc.code} {_error_message(exc)}", exc.code) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+            raise ApiCallFailed(str(getattr(exc, "reason", exc))) from None
+
+
+class PredictionApi(WebApi):
+    """What the bot asks: predictions (`POST /api/v1/ml/predict`) and a shadow's comparison."""
+
     def probability_up(self, model_name: str, features: list[float]) -> tuple[float, str | None]:
         """The model's probability that the price rises, and the prediction's id."""
-        body = json.dumps({"model_name": model_name, "features": [features]}).encode()
-        request = urllib.request.Request(self._url, data=body, headers=self._headers, method="POST")  # noqa: S310
+        body = {"model_name": model_name, "features": [features]}
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                payload = json.load(response)
-        except urllib.error.HTTPError as exc:
-            raise PredictionFailed(f"{model_name}: HTTP {exc.code} {_error_message(exc)}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            payload = self.call("POST", f"{self.base_url}/api/v1/ml/predict", body)
+        except ApiCallFailed as exc:
             raise PredictionFailed(f"{model_name}: {exc}") from None
         return float(_flatten(payload["predictions"])[0]), payload.get("prediction_id")
 
     def comparison(self, model_name: str) -> dict[str, Any]:
         """The shadow comparison of `model_name`'s challenger (`GET .../models/<name>/compare`)."""
-        url = f"{self._base}/api/v1/ml/models/{urllib.parse.quote(model_name, safe='')}/compare"
-        request = urllib.request.Request(url, headers=self._headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=min(self._timeout_s, 10.0)) as response:  # noqa: S310
-                return json.load(response)
-        except urllib.error.HTTPError as exc:
-            raise PredictionFailed(f"HTTP {exc.code} {_error_message(exc)}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+            return self.call(
+                "GET", self.model_url(model_name, "compare"), timeout_s=min(self._timeout_s, 10.0)
+            )
+        except ApiCallFailed as exc:
             raise PredictionFailed(str(exc)) from None
 
 
@@ -89,7 +108,7 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
     try:
         return json.load(exc)["error"]["message"]
     except (ValueError, KeyError, TypeError):
-        return exc.reason
+        return str(exc.reason)
 
 
 def comparison_line(answer: dict[str, Any]) -> str:

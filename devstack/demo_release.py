@@ -11,21 +11,19 @@ left alone. Whatever goes wrong here is one line, and the demo trades without a 
 
 from __future__ import annotations
 
-import email.utils
-import json
 import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
+
+from demo.bot import ApiCallFailed, WebApi
 
 MODEL = "xgboost_model.json"
 REASON = "make demo: a retrained model in shadow"
@@ -43,45 +41,28 @@ class SetUpFailed(Exception):
     """Why there is no shadow: one line."""
 
 
-class WebApi:
-    """The few release routes the set-up needs, over HTTP with the standard library."""
+class ReleaseApi:
+    """The release routes the set-up calls; what fails is a SetUpFailed, one line."""
 
     def __init__(self, base_url: str, token: str | None, timeout_s: float = 10.0):
-        self.base_url = base_url.rstrip("/")
-        self._headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._timeout_s = timeout_s
+        self._web = WebApi(base_url, token, timeout_s)
 
-    def model_url(self, name: str, route: str) -> str:
-        return f"{self.base_url}/api/v1/ml/models/{urllib.parse.quote(name, safe='')}/{route}"
-
-    def call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers=self._headers, method=method)  # noqa: S310
+    def call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = self._web.model_url(MODEL, route)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                return json.load(response)
-        except urllib.error.HTTPError as exc:
-            raise SetUpFailed(f"{method} {url}: HTTP {exc.code} {_error_message(exc)}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SetUpFailed(f"the web does not answer at {self.base_url} ({reason})") from None
+            return self._web.call(method, url, body)
+        except ApiCallFailed as exc:
+            if exc.status is not None:
+                raise SetUpFailed(f"{method} {url}: {exc}") from None
+            raise SetUpFailed(f"the web does not answer at {self._web.base_url} ({exc})") from None
 
 
 def _when(stamp: str | None) -> str:
-    """The API's HTTP date ("Sun, 06 Dec 2026 23:18:31 GMT") as 2026-12-06 23:18:31 UTC."""
+    """The API's time (ISO 8601, UTC) as 2026-12-06 23:18:31 UTC."""
     try:
-        return email.utils.parsedate_to_datetime(stamp or "").strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (TypeError, ValueError):
+        return datetime.fromisoformat(stamp or "").strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
         return str(stamp)
-
-
-def _error_message(exc: urllib.error.HTTPError) -> str:
-    try:
-        return json.load(exc)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return str(exc.reason)
 
 
 def set_up_shadow(
@@ -91,7 +72,7 @@ def set_up_shadow(
     True when MODEL has a shadow challenger to compare. Never raises for what fails: says
     it in a line and answers False."""
     try:
-        return _set_up(WebApi(web_url, token), env, echo)
+        return _set_up(ReleaseApi(web_url, token), env, echo)
     except SetUpFailed as exc:
         echo(f"make demo: no shadow challenger: {exc}; the demo trades without one")
         return False
@@ -100,8 +81,8 @@ def set_up_shadow(
         raise SystemExit(130) from None
 
 
-def _set_up(api: WebApi, env: dict[str, str], echo: Callable[[str], None]) -> bool:
-    release = api.call("GET", api.model_url(MODEL, "release"))
+def _set_up(api: ReleaseApi, env: dict[str, str], echo: Callable[[str], None]) -> bool:
+    release = api.call("GET", "release")
     if release.get("challenger") is not None:
         echo(
             f"make demo: {MODEL} already has a challenger ({release['challenger']}, {release.get('mode')},"
@@ -110,9 +91,7 @@ def _set_up(api: WebApi, env: dict[str, str], echo: Callable[[str], None]) -> bo
         return release.get("mode") == "shadow"
     echo(f"make demo: training a retrained XGBoost demo model, a shadow challenger for {MODEL} ...")
     version = _train_and_keep(env)
-    api.call(
-        "PUT", api.model_url(MODEL, "release"), {"challenger": version, "mode": "shadow", "reason": REASON}
-    )
+    api.call("PUT", "release", {"challenger": version, "mode": "shadow", "reason": REASON})
     echo(
         f"make demo: version {version} (retrained) is the shadow challenger of {MODEL}:"
         " it runs every prediction after the answer, logged only"
@@ -162,7 +141,7 @@ def _why(stderr: str) -> str:
     return error
 
 
-def _wait_until_loaded(api: WebApi, version: str, echo: Callable[[str], None]) -> None:
+def _wait_until_loaded(api: ReleaseApi, version: str, echo: Callable[[str], None]) -> None:
     """Until the predict workers follow the release and hold the challenger (its shadows
     start then): FOLLOW_S at least, LOAD_WAIT_S at most."""
     echo("make demo: waiting for the predict workers to load it ...")
@@ -171,7 +150,7 @@ def _wait_until_loaded(api: WebApi, version: str, echo: Callable[[str], None]) -
         time.sleep(0.25)
         waited = time.monotonic() - started
         try:
-            versions = api.call("GET", api.model_url(MODEL, "versions")).get("versions", [])
+            versions = api.call("GET", "versions").get("versions", [])
         except SetUpFailed as exc:  # the challenger is set: the demo goes on with it
             echo(f"make demo: cannot tell whether the predict workers hold {version} ({exc})")
             return

@@ -27,7 +27,7 @@ from models.base import (
     check_type,
     normalize_type,
 )
-from models.store import LoadedModel, ModelFile, ModelStore, check_name
+from models.store import LoadedModel, ModelFile, ModelStore, check_name, is_version
 from models.threads import limit_threads
 from models.validation import MAX_ROWS, MAX_VALUES, features_array
 
@@ -53,6 +53,7 @@ __all__ = [
     "check_name",
     "check_type",
     "features_array",
+    "is_version",
     "limit_threads",
     "normalize_type",
 ]

@@ -260,7 +260,7 @@ def model_performance_panel():
             {
                 "model_version": version,
                 "predictions": served.get(version, {}).get("predictions", 0),
-                "last_served": _utc_text(served.get(version, {}).get("last_served")),
+                "last_served": release_panel.utc_text(served.get(version, {}).get("last_served")),
                 **(traded.get(version) or no_trades()),
             }
             for version in sorted(set(served) | set(traded), key=lambda v: _served_order(served, v))
@@ -363,7 +363,3 @@ def performance():
 
 def _epoch(moment: datetime) -> float:
     return moment.astimezone(UTC).timestamp()
-
-
-def _utc_text(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else None

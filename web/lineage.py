@@ -55,7 +55,6 @@ def get_prediction(prediction_id: str):
     entry = logged_prediction(database.session, prediction_id)
     if entry is None:
         raise ApiError(404, "prediction_not_found", f"no prediction {prediction_id!r} is in the log")
-    entry["created_at"] = _iso(entry["created_at"])
     return jsonify(entry)
 
 
@@ -90,8 +89,8 @@ def model_performance(name: str):
             {
                 "model_version": version,
                 "predictions": facts["predictions"],
-                "first_served": _iso(facts["first_served"]),
-                "last_served": _iso(facts["last_served"]),
+                "first_served": facts["first_served"],
+                "last_served": facts["last_served"],
                 **stats,
             }
         )
@@ -112,7 +111,3 @@ def _model_of(name: str) -> tuple[str, str | None]:
 def _first_served(served: dict[str, dict[str, Any]], version: str | None) -> tuple:
     first = served.get(version, {}).get("first_served")
     return (first is None, first or datetime.max.replace(tzinfo=UTC), version or "")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment is not None else None

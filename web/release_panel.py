@@ -289,4 +289,5 @@ def verdict_text(result: dict[str, Any]) -> dict[str, str]:
 
 
 def utc_text(moment: datetime | None) -> str | None:
+    """A time as the dashboard shows it (its panels' too)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else None

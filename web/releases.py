@@ -22,7 +22,7 @@ from db.compare import compare
 from tasks.web_clients import PredictionClient
 from web.errors import ApiError, database_unavailable
 from web.inputs import body_as, query
-from web.model_versions import current_version, file_name, iso, known_version, threshold_of, version_entries
+from web.model_versions import current_version, file_name, known_version, threshold_of, version_entries
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
 from web.schemas import QueryDatetime
@@ -87,7 +87,7 @@ def release_body(release: Release | None, file_version: str | None) -> dict[str,
         "mode": release.mode,
         "percent": release.percent,
         "guards": release.guards,
-        "challenger_since": iso(release.challenger_since),
+        "challenger_since": release.challenger_since,
         "previous_champion": release.previous_champion,
     }
 
@@ -246,8 +246,7 @@ def rollback_release(name: str):
     path=NAME_PATH,
 )
 def release_history(name: str):
-    changes = stored.history(database.session, file_name(name))
-    return jsonify(changes=[change | {"at": iso(change["at"])} for change in changes])
+    return jsonify(changes=stored.history(database.session, file_name(name)))
 
 
 @blueprint.get("/models/<name>/compare")
@@ -281,7 +280,8 @@ def compare_challenger(name: str):
             "no_challenger",
             f"{name} has no challenger now: name one (challenger=<version>) and the window (since=...)",
         )
-    compared = compare(
-        database.session, name, challenger, since=since, until=asked.until, threshold=threshold_of(name)
+    return jsonify(
+        compare(
+            database.session, name, challenger, since=since, until=asked.until, threshold=threshold_of(name)
+        )
     )
-    return jsonify(compared | {"since": iso(compared["since"]), "until": iso(compared["until"])})

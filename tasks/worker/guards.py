@@ -19,7 +19,7 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from flask import Flask
@@ -34,18 +34,24 @@ LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000
 KEEP_S = 7 * 86400
 WHO = "guard"
 
-Experiment = tuple[str, str, float]  # model name, challenger, when it was set (epoch seconds)
+
+class Experiment(NamedTuple):
+    """A challenger as set at one moment: its tally and its guards' judgement are its own."""
+
+    model_name: str
+    challenger: str
+    since: float  # when it was set (epoch seconds)
 
 
 def experiment_of(release: Release) -> Experiment | None:
-    if release.challenger is None or release.challenger_since is None:
+    if release.challenger is None:
         return None
-    return (release.model_name, release.challenger, release.challenger_since.timestamp())
+    since = release.challenger_since.timestamp() if release.challenger_since is not None else 0.0
+    return Experiment(release.model_name, release.challenger, since)
 
 
 def tally_key(experiment: Experiment) -> str:
-    name, version, since = experiment
-    return f"{GUARD_PREFIX}{name}@{version}@{since:.6f}"
+    return f"{GUARD_PREFIX}{experiment.model_name}@{experiment.challenger}@{experiment.since:.6f}"
 
 
 class GuardTally:

@@ -69,8 +69,8 @@ _watch: ModelWatch | None = None
 _prediction_log: PredictionLogWriter | None = None
 _releases: ReleaseBook | None = None
 _guards = GuardTally()  # what this process's challengers did, added up in Redis every tick
-# (model name, challenger, experiment) -> the champion answers it runs afterwards
-Shadows = dict[tuple[str, str, Experiment | None], list[Served]]
+# A shadow challenger's experiment -> the champion answers it runs afterwards
+Shadows = dict[Experiment, list[Served]]
 _shadow: ShadowRunner | None = None
 
 
@@ -292,8 +292,8 @@ def serve(calls: list[Call]) -> str:
     if _prediction_log is not None and served:
         _prediction_log.record(served)
     if _shadow is not None:
-        for (_, challenger, experiment), champions in shadows.items():
-            _shadow.submit(ShadowWork(challenger, champions, experiment))
+        for experiment, champions in shadows.items():
+            _shadow.submit(ShadowWork(experiment, champions))
     _report_new_versions()
     return BATCH_DONE
 
@@ -336,7 +336,7 @@ def run_batch(
     shadows: Shadows | None = None,
 ) -> list[Outcome]:
     """The outcome of every request; what succeeded is added to `served` (for the log),
-    and what a shadow challenger should run afterwards to `shadows` ((name, challenger))."""
+    and what a shadow challenger should run afterwards to `shadows`."""
     started = time.perf_counter()
     groups: dict[tuple[Any, Any, bool, Route], list[tuple[Call, Any]]] = defaultdict(list)
     outcomes: list[Outcome] = []
@@ -475,8 +475,9 @@ def _run_group(
             )
             if served is not None:
                 served.append(entry)
-            if shadows is not None and target.shadow is not None and target.shadow != loaded.file.version:
-                shadows[(loaded.file.name, target.shadow, target.experiment)].append(entry)
+            shadow = target.shadow
+            if shadows is not None and shadow is not None and shadow.challenger != loaded.file.version:
+                shadows[shadow].append(entry)
             start += len(array)
     return outcomes
 

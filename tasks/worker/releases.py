@@ -36,8 +36,13 @@ CHAMPION, CHALLENGER, SHADOW, PINNED = "champion", "challenger", "shadow", "pinn
 class Route:
     version: str | None  # None: the file's current version
     role: str
-    shadow: str | None = None  # the challenger that runs the same input afterwards
-    experiment: Experiment | None = None  # the challenger's (canary or shadow), for its guards
+    # The challenger's: the one a canary's share is answered by, or (for the champion) the
+    # shadow that runs the same input afterwards.
+    experiment: Experiment | None = None
+
+    @property
+    def shadow(self) -> Experiment | None:
+        return self.experiment if self.role == CHAMPION else None
 
 
 def canary_bucket(model_name: str, routing_key: str) -> int:
@@ -54,9 +59,9 @@ def route(release: Release | None, model_name: str, version: str | None, routing
     if release.challenger is not None and release.mode == "canary":
         bucket = canary_bucket(model_name, routing_key) if routing_key else random.randrange(100)  # noqa: S311 - a traffic split, not a secret
         if bucket < (release.percent or 0):
-            return Route(release.challenger, CHALLENGER, experiment=experiment_of(release))
+            return Route(release.challenger, CHALLENGER, experiment_of(release))
     if release.mode == "shadow":
-        return Route(release.champion, CHAMPION, release.challenger, experiment_of(release))
+        return Route(release.champion, CHAMPION, experiment_of(release))
     return Route(release.champion, CHAMPION)
 
 

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 
@@ -42,9 +41,8 @@ GATHER_S = 0.05
 
 @dataclass(frozen=True)
 class ShadowWork:
-    challenger: str
-    champions: list[Served]  # what the champion answered, same model name
-    experiment: Experiment | None = None
+    experiment: Experiment  # the model, its shadow challenger, since when
+    champions: list[Served]  # what the champion answered
 
 
 class ShadowRunner:
@@ -53,7 +51,7 @@ class ShadowRunner:
         store: ModelStore,
         record: Callable[[list[Served]], None],
         payload_of: Callable,
-        tally: GuardTally | None = None,
+        tally: GuardTally,
     ):
         self._store = store
         self._record = record  # the prediction log's
@@ -78,8 +76,7 @@ class ShadowRunner:
         try:
             self._work.put_nowait(work)
         except queue.Full:
-            name = work.champions[0].model_name
-            metrics.SHADOW_SKIPPED.labels(name).inc(len(work.champions))
+            metrics.SHADOW_SKIPPED.labels(work.experiment.model_name).inc(len(work.champions))
 
     def _run(self) -> None:
         while (work := self._work.get()) is not None:
@@ -103,16 +100,14 @@ class ShadowRunner:
 
     def run(self, work: ShadowWork) -> list[Served]:
         """Run and log one batch of shadow predictions; returns what was logged."""
-        first = work.champions[0]
+        name, challenger = work.experiment.model_name, work.experiment.challenger
         started = time.perf_counter()
         try:
-            loaded = self._store.load(first.model_name, version=work.challenger)
+            loaded = self._store.load(name, version=challenger)
             arrays = [features_array(loaded.adapter, served.features) for served in work.champions]
         except ModelError as error:
-            metrics.PREDICTIONS.labels(first.model_name, work.challenger, error.code, "shadow").inc(
-                len(work.champions)
-            )
-            self._count(work, failed=len(work.champions))
+            metrics.PREDICTIONS.labels(name, challenger, error.code, "shadow").inc(len(work.champions))
+            self._tally.add(work.experiment, failed=len(work.champions))
             return []
         stacks: dict[tuple[int, ...], list[tuple[Served, np.ndarray]]] = {}
         for served, array in zip(work.champions, arrays, strict=True):
@@ -122,13 +117,11 @@ class ShadowRunner:
             try:
                 predictions = loaded.adapter.predict(np.concatenate([array for _, array in stack]))
             except ModelError as error:
-                metrics.PREDICTIONS.labels(first.model_name, work.challenger, error.code, "shadow").inc(
-                    len(stack)
-                )
-                self._count(work, failed=len(stack))
+                metrics.PREDICTIONS.labels(name, challenger, error.code, "shadow").inc(len(stack))
+                self._tally.add(work.experiment, failed=len(stack))
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
-            answered: list[Served] = []
+            nonfinite = 0
             created_at = datetime.now(UTC)
             start = 0
             for champion, array in stack:
@@ -137,6 +130,7 @@ class ShadowRunner:
                     call, loaded, predictions[start : start + len(array)], None, "shadow"
                 )
                 start += len(array)
+                nonfinite += None in payload["predictions"]
                 logged.append(
                     Served(
                         call,
@@ -152,27 +146,18 @@ class ShadowRunner:
                         shadow_of=champion.call.id,
                     )
                 )
-                answered.append(logged[-1])
-            nonfinite = sum(None in served.payload["predictions"] for served in answered)
-            self._count(work, answered=len(stack), nonfinite=nonfinite, latency_ms=latency_ms, calls=1)
+            self._tally.add(
+                work.experiment, answered=len(stack), nonfinite=nonfinite, latency_ms=latency_ms, calls=1
+            )
         if logged:
-            metrics.PREDICTIONS.labels(first.model_name, work.challenger, "ok", "shadow").inc(len(logged))
+            metrics.PREDICTIONS.labels(name, challenger, "ok", "shadow").inc(len(logged))
             self._record(logged)
         return logged
 
-    def _count(self, work: ShadowWork, **counts: Any) -> None:
-        if self._tally is not None and work.experiment is not None:
-            self._tally.add(work.experiment, **counts)
-
 
 def _merged(gathered: list[ShadowWork]) -> list[ShadowWork]:
-    """One work per model, challenger and experiment, in the order they came."""
-    merged: dict[tuple[str, str, Experiment | None], list[Served]] = {}
+    """One work per experiment, in the order they came."""
+    merged: dict[Experiment, list[Served]] = {}
     for work in gathered:
-        merged.setdefault((work.champions[0].model_name, work.challenger, work.experiment), []).extend(
-            work.champions
-        )
-    return [
-        ShadowWork(challenger, champions, experiment)
-        for (_, challenger, experiment), champions in merged.items()
-    ]
+        merged.setdefault(work.experiment, []).extend(work.champions)
+    return [ShadowWork(experiment, champions) for experiment, champions in merged.items()]
