@@ -332,6 +332,18 @@ def test_stats_overall_and_per_bucket(app, http):
     ]
 
 
+def test_a_bucket_of_the_first_trade_in_year_1_starts_in_year_1(app, http):
+    """A bucket that would start before the year 1 (which Python cannot hold) starts on its second day."""
+    early = trade("early", 0)
+    early["timestamp"] = "0001-01-01T12:00:00+00:00"
+    seed(app, [early])
+    for bucket in ("475 hours", "3 weeks", "7 days"):
+        answer = http.get("/api/v1/trades/stats", query_string={"bucket": bucket})
+        assert answer.status_code == 200, (bucket, answer.get_json())
+        assert [b["start"][:4] for b in answer.get_json()["buckets"]] == ["0001"]
+        assert http.get("/dashboard/performance.json", query_string={"bucket": bucket}).status_code == 200
+
+
 @pytest.mark.parametrize(
     "bucket", ["1 fortnight", "1 day'; DROP TABLE trade_history; --", "0 days", "1 month"]
 )

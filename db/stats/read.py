@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ARRAY, DateTime, Interval, cast, func, literal, select, true, union_all
@@ -42,6 +42,7 @@ from db.stats.raw import sums_query, trade_statistics
 from db.timescale import timescale_installed
 
 _KEPT_WIDTHS = {("1", "day"): "day", ("1", "week"): "week"}
+_FIRST_DAY = datetime(1, 1, 2, tzinfo=UTC)  # a day into year 1: in range in every time zone
 
 Key = tuple
 
@@ -127,9 +128,13 @@ def bucket_expression(bucket: str, timescale: bool):
     else date_bin from the same origin (the same buckets)."""
     width = cast(literal(bucket), Interval)
     if timescale:
-        return func.time_bucket(width, TradeHistory.timestamp)
-    origin = cast(literal(ORIGIN), TradeHistory.timestamp.type)
-    return func.date_bin(width, TradeHistory.timestamp, origin)
+        start = func.time_bucket(width, TradeHistory.timestamp)
+    else:
+        start = func.date_bin(
+            width, TradeHistory.timestamp, cast(literal(ORIGIN), TradeHistory.timestamp.type)
+        )
+    # A trade in year 1 would start its bucket before it, a date Python cannot hold.
+    return func.greatest(start, cast(literal(_FIRST_DAY), TradeHistory.timestamp.type))
 
 
 def _raw_level(
