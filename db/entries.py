@@ -69,6 +69,9 @@ class LoggedPrediction(BaseModel):
     # Absent from lines spooled before releases: a champion's prediction.
     role: Literal["champion", "challenger", "shadow", "pinned"] | None = None
     shadow_of: PredictionId | None = None
+    # A shadow's champion (its version and answer), for the kept comparison; not logged.
+    champion_version: ModelVersion | None = None
+    champion_predictions: list[JsonValue] | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -196,6 +196,123 @@ class ModelReleaseChange(Base):
     mode: Mapped[str | None] = mapped_column(String(8))
     percent: Mapped[int | None] = mapped_column(SmallInteger)
     reason: Mapped[str] = mapped_column(Text)
+
+
+# -- the kept comparison (db.compare): a challenger against its champion, per experiment ------
+# An experiment is a challenger set on a model name at `since` (a release's challenger_since).
+# Its pair sums are kept as the shadows are logged; its trade sums as the linked trades
+# change (a trigger logs the change, db.compare.fold folds it). Keyed by the champion's
+# version too: a comparison may name the champion.
+
+
+class ShadowExperiment(Base):
+    """A challenger set at `since`, and the decision threshold its sums are kept at."""
+
+    __tablename__ = "shadow_experiments"
+
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    challenger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(primary_key=True)
+    threshold: Mapped[float]
+
+
+class _ExperimentKey:
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    challenger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(primary_key=True)
+    champion: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+def _zero() -> Any:
+    return mapped_column(server_default=text("0"))
+
+
+class ShadowPairSums(_ExperimentKey, Base):
+    """The additive sums of an experiment's shadow pairs (element by element)."""
+
+    __tablename__ = "shadow_pair_sums"
+
+    pairs: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    agreeing: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    abs_diff: Mapped[float] = _zero()
+    champion_sum: Mapped[float] = _zero()
+    challenger_sum: Mapped[float] = _zero()
+    champion_squares: Mapped[float] = _zero()
+    challenger_squares: Mapped[float] = _zero()
+    products: Mapped[float] = _zero()
+    # Values outside [0, 1]: a side with any is not a probability (no Brier, no log-loss).
+    champion_outside: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    challenger_outside: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class ShadowLink(Base):
+    """A champion prediction's shadow by a challenger: the first rows' pair, which the
+    trades linked to the champion prediction are scored by."""
+
+    __tablename__ = "shadow_links"
+    __table_args__ = (Index("ix_shadow_links_shadowed_at", "shadowed_at"),)
+
+    prediction_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the champion's
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    challenger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shadowed_at: Mapped[datetime] = mapped_column(primary_key=True)
+    shadow_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime]
+    champion: Mapped[str] = mapped_column(String(64))
+    champion_value: Mapped[float]
+    challenger_value: Mapped[float]
+
+
+class ShadowTrade(Base):
+    """A closed trade as its experiment's trade sums hold it (what a change takes back)."""
+
+    __tablename__ = "shadow_trades"
+
+    trade_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    challenger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime]
+    champion: Mapped[str] = mapped_column(String(64))
+    champion_value: Mapped[float]
+    challenger_value: Mapped[float]
+    threshold: Mapped[float]
+    won: Mapped[bool | None]
+    pnl: Mapped[Decimal | None] = mapped_column(Numeric)
+
+
+class ShadowTradeSums(_ExperimentKey, Base):
+    """The sums of an experiment's closed linked trades, and their bootstrap replicates
+    (`db.compare.bootstrap`: element r sums weight x Brier difference, and weight)."""
+
+    __tablename__ = "shadow_trade_sums"
+
+    trades: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    scored: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    champion_right: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    challenger_right: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    champion_error: Mapped[float] = _zero()
+    challenger_error: Mapped[float] = _zero()
+    champion_log: Mapped[float] = _zero()
+    challenger_log: Mapped[float] = _zero()
+    taken: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    declined: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    pnl_taken: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    pnl_declined: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    replicate_diffs: Mapped[list[float] | None] = mapped_column(ARRAY(Float(precision=53)))
+    replicate_weights: Mapped[list[float] | None] = mapped_column(ARRAY(Float(precision=53)))
+
+
+class ShadowTradeChange(Base):
+    """A trade the kept comparison must look at again (logged by triggers, migration 008,
+    and by a shadow logged after its champion's trades)."""
+
+    __tablename__ = "shadow_trade_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    logged_at: Mapped[datetime] = mapped_column(primary_key=True, server_default=text("clock_timestamp()"))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime]
 
 
 # -- kept statistics (db.stats): what the statistics, performance and dashboard read ------------

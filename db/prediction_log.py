@@ -53,26 +53,37 @@ _LOCK_BUCKETS_SQL = (
 )
 _LOCK_SHARED = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock_shared"))
 _LOCK_EXCLUSIVE = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock"))
-_JSON_FIELDS = ("predictions", "features", "contributions")
+# A shadow's champion, for the kept comparison; not columns of the log.
+SHADOW_FIELDS = ("champion_version", "champion_predictions")
+_JSON_FIELDS = ("predictions", "features", "contributions", "champion_predictions")
 # Insert what is new, count it per model version and UTC day (rows sorted: one lock
-# order for every writer), and fill in the trades that wait for it, in one round trip.
+# order for every writer), fill in the trades that wait for it, and add a new shadow's
+# pairs to its experiment's kept sums (db.compare), in one round trip.
 # A repeated entry (a retry, a replay) inserts nothing, so it is neither counted nor
 # linked again. The lock on the ids is taken before, in a statement of its own, so the
 # snapshot this statement reads trade_history in comes after it.
 _LOG_COUNT_AND_LINK = text(
     """
-WITH new AS (
-    INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,
-                                rows, predictions, latency_ms, request_id, features, contributions,
-                                role, shadow_of)
+WITH given AS (
     SELECT * FROM unnest(
         CAST(:prediction_id AS varchar[]), CAST(:created_at AS timestamptz[]),
         CAST(:model_name AS varchar[]), CAST(:model_version AS varchar[]), CAST(:model_type AS varchar[]),
         CAST(:rows AS integer[]), CAST(:predictions AS jsonb[]), CAST(:latency_ms AS float8[]),
         CAST(:request_id AS varchar[]), CAST(:features AS jsonb[]), CAST(:contributions AS jsonb[]),
-        CAST(:role AS varchar[]), CAST(:shadow_of AS varchar[]))
+        CAST(:role AS varchar[]), CAST(:shadow_of AS varchar[]),
+        CAST(:champion_version AS varchar[]), CAST(:champion_predictions AS jsonb[]))
+    AS given(prediction_id, created_at, model_name, model_version, model_type, rows, predictions,
+             latency_ms, request_id, features, contributions, role, shadow_of,
+             champion_version, champion_predictions)
+), new AS (
+    INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,
+                                rows, predictions, latency_ms, request_id, features, contributions,
+                                role, shadow_of)
+    SELECT prediction_id, created_at, model_name, model_version, model_type, rows, predictions,
+           latency_ms, request_id, features, contributions, role, shadow_of
+    FROM given
     ON CONFLICT DO NOTHING
-    RETURNING prediction_id, model_name, model_version, created_at
+    RETURNING prediction_id, model_name, model_version, created_at, role
 ), counted AS (
     INSERT INTO prediction_counts AS counts
         (model_name, model_version, day, predictions, first_served, last_served)
@@ -88,6 +99,70 @@ WITH new AS (
     SET model_name = new.model_name, model_version = new.model_version
     FROM new
     WHERE trade.prediction_id = new.prediction_id AND trade.model_name IS NULL
+    RETURNING 1
+), pairs AS (
+    -- A new shadow's pairs with its champion's answer (as the worker that ran both gave
+    -- it), in the experiment it belongs to: its challenger's latest set at or before it.
+    SELECT new.prediction_id AS shadow_id, new.created_at, new.model_name, new.model_version AS challenger,
+           given.shadow_of, given.champion_version AS champion, experiment.since, experiment.threshold,
+           element.row_number, pair.champion_value, pair.challenger_value
+    FROM new
+    JOIN given ON given.prediction_id = new.prediction_id AND given.created_at = new.created_at
+    CROSS JOIN LATERAL (
+        SELECT e.since, e.threshold FROM shadow_experiments AS e
+        WHERE e.model_name = new.model_name AND e.challenger = new.model_version AND e.since <= new.created_at
+        ORDER BY e.since DESC LIMIT 1
+    ) AS experiment
+    CROSS JOIN LATERAL ROWS FROM (
+        jsonb_array_elements(CASE WHEN jsonb_typeof(given.champion_predictions) = 'array'
+                                  THEN given.champion_predictions ELSE CAST('[]' AS jsonb) END),
+        jsonb_array_elements(CASE WHEN jsonb_typeof(given.predictions) = 'array'
+                                  THEN given.predictions ELSE CAST('[]' AS jsonb) END)
+    ) WITH ORDINALITY AS element(champion_json, challenger_json, row_number)
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN jsonb_typeof(element.champion_json) = 'number'
+                    THEN CAST(element.champion_json AS float8) END AS champion_value,
+               CASE WHEN jsonb_typeof(element.challenger_json) = 'number'
+                    THEN CAST(element.challenger_json AS float8) END AS challenger_value
+    ) AS pair
+    WHERE new.role = 'shadow' AND given.shadow_of IS NOT NULL AND given.champion_version IS NOT NULL
+      AND pair.champion_value IS NOT NULL AND pair.challenger_value IS NOT NULL
+), summed AS (
+    INSERT INTO shadow_pair_sums AS sums
+        (model_name, challenger, since, champion, pairs, agreeing, abs_diff, champion_sum, challenger_sum,
+         champion_squares, challenger_squares, products, champion_outside, challenger_outside)
+    SELECT model_name, challenger, since, champion, count(*),
+           count(*) FILTER (WHERE (champion_value >= threshold) = (challenger_value >= threshold)),
+           sum(abs(champion_value - challenger_value)), sum(champion_value), sum(challenger_value),
+           sum(champion_value * champion_value), sum(challenger_value * challenger_value),
+           sum(champion_value * challenger_value),
+           count(*) FILTER (WHERE champion_value NOT BETWEEN 0 AND 1),
+           count(*) FILTER (WHERE challenger_value NOT BETWEEN 0 AND 1)
+    FROM pairs GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (model_name, challenger, since, champion) DO UPDATE SET
+        pairs = sums.pairs + excluded.pairs, agreeing = sums.agreeing + excluded.agreeing,
+        abs_diff = sums.abs_diff + excluded.abs_diff,
+        champion_sum = sums.champion_sum + excluded.champion_sum,
+        challenger_sum = sums.challenger_sum + excluded.challenger_sum,
+        champion_squares = sums.champion_squares + excluded.champion_squares,
+        challenger_squares = sums.challenger_squares + excluded.challenger_squares,
+        products = sums.products + excluded.products,
+        champion_outside = sums.champion_outside + excluded.champion_outside,
+        challenger_outside = sums.challenger_outside + excluded.challenger_outside
+    RETURNING 1
+), shadow_linked AS (
+    INSERT INTO shadow_links (prediction_id, model_name, challenger, shadowed_at, shadow_id, since,
+                              champion, champion_value, challenger_value)
+    SELECT shadow_of, model_name, challenger, created_at, shadow_id, since, champion,
+           champion_value, challenger_value
+    FROM pairs WHERE row_number = 1
+    ON CONFLICT DO NOTHING
+    RETURNING prediction_id
+), rechecked AS (
+    -- The trades already linked to the champion's prediction: db.compare.fold scores them.
+    INSERT INTO shadow_trade_changes (trade_id, opened_at)
+    SELECT trade.trade_id, trade."timestamp" FROM trade_history AS trade
+    WHERE trade.prediction_id IN (SELECT prediction_id FROM shadow_linked)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM new) AS inserted, (SELECT count(*) FROM linked) AS linked
@@ -121,11 +196,17 @@ def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[i
     _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
     # One statement whatever the batch: a parameter per column (an array, which the driver
     # quotes in C and the server parses as one literal), not one per value.
-    columns = {name: [row.get(name) for row in rows] for name in LOGGED_FIELDS}
+    columns = {name: [row.get(name) for row in rows] for name in (*LOGGED_FIELDS, *SHADOW_FIELDS)}
     for name in _JSON_FIELDS:
         columns[name] = [None if value is None else _json_text(value) for value in columns[name]]
     inserted, linked = session.execute(_LOG_COUNT_AND_LINK, columns).one()
     return inserted, linked
+
+
+def lock_predictions(session: Session, prediction_ids: Sequence[str]) -> None:
+    """Lock these prediction ids against a concurrent `log_predictions` (call before
+    inserting trades that name them)."""
+    _lock(session, _LOCK_EXCLUSIVE, prediction_ids)
 
 
 def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -220,11 +301,28 @@ def logged_model_names(session: Session) -> list[str]:
     return sorted(set(session.scalars(_LOGGED_NAMES)) | set(traded))
 
 
+_PRUNE_LINKS = text(
+    "DELETE FROM shadow_links WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM shadow_links WHERE shadowed_at < :cutoff LIMIT :limit))"
+)
+
+
+def _prune_shadow_links(session: Session, cutoff: datetime) -> None:
+    """The shadow links go with their shadows (a trade that changes later is scored by
+    nothing, as a scan of the pruned log would score it); each batch commits."""
+    for _ in range(PRUNE_MAX_BATCHES):
+        count = session.execute(_PRUNE_LINKS, {"cutoff": cutoff, "limit": PRUNE_BATCH_ROWS}).rowcount
+        session.commit()
+        if count < PRUNE_BATCH_ROWS:
+            break
+
+
 def prune_prediction_log(session: Session, now: datetime, retention_days: int) -> tuple[int, str]:
     """Remove what is older than the retention: whole chunks on TimescaleDB (a chunk goes
     once all of it is older), else bounded DELETEs, each its own transaction. Returns
     how many chunks or rows went, and which of the two. Commits."""
     cutoff = now - timedelta(days=retention_days)
+    _prune_shadow_links(session, cutoff)
     if timescale_installed(session) and session.scalar(_IS_HYPERTABLE):
         dropped = session.scalar(_DROP_CHUNKS, {"cutoff": cutoff})
         session.commit()

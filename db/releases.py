@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from db.compare.kept import record_experiment
 from db.models import ModelReleaseChange, ModelReleaseState
 
 MODES = ("shadow", "canary")
@@ -71,6 +72,16 @@ def _release(row: ModelReleaseState) -> Release:
 def releases(session: Session) -> dict[str, Release]:
     """Every name's release (a row per name that ever had one: a few rows)."""
     return {row.model_name: _release(row) for row in session.scalars(select(ModelReleaseState))}
+
+
+def pinned_champions(session: Session) -> dict[str, str]:
+    """name -> the champion version its release pins (a name without one serves its file)."""
+    rows = session.execute(
+        select(ModelReleaseState.model_name, ModelReleaseState.champion).where(
+            ModelReleaseState.champion.is_not(None)
+        )
+    )
+    return {row.model_name: row.champion for row in rows}
 
 
 def release_of(session: Session, model_name: str) -> Release | None:
@@ -125,9 +136,11 @@ def set_challenger(
     who: str,
     reason: str,
     now: datetime,
+    threshold: float = 0.5,
 ) -> Release:
     """Set (or clear, with `challenger` None) the challenger; commits. `mode` is shadow or
-    canary (canary with `percent` 1-100)."""
+    canary (canary with `percent` 1-100). A new experiment's comparison is kept at
+    `threshold` (the model's decision threshold) from now on."""
     row = _locked(session, model_name)
     old = row.challenger
     if challenger is None:
@@ -137,6 +150,7 @@ def set_challenger(
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         if old != challenger or row.mode != mode:
             row.challenger_since = now  # a new experiment: the comparison's window starts here
+            record_experiment(session, model_name, challenger, now, threshold)
         row.challenger, row.mode = challenger, mode
         row.percent = percent if mode == "canary" else None
     if guards is not None:

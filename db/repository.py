@@ -218,6 +218,13 @@ class TradeRepository:
     def _link_to_predictions(self, new_rows: dict[str, dict[str, Any]], outcome: WriteOutcome) -> None:
         """Give new trades that name a prediction, but no model, that prediction's model
         version; a prediction not logged yet fills it in when it is (`db.prediction_log`)."""
+        named = [row["prediction_id"] for row in new_rows.values() if row["prediction_id"]]
+        if not named:
+            return
+        # Every named prediction, not only those waiting: the kept comparison's trigger on
+        # the insert takes the same locks (migration 008), and one sorted statement taking
+        # them all first keeps one lock order against the log's writers.
+        prediction_log.lock_predictions(self.session, named)
         waiting = [row for row in new_rows.values() if row["prediction_id"] and row["model_name"] is None]
         if not waiting:
             return

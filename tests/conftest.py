@@ -117,7 +117,7 @@ def clean(engine: Engine, broker: redis.Redis) -> None:
             # trade_history's TRUNCATE trigger empties the kept statistics with it.
             text(
                 "TRUNCATE trade_history, trade_pending_updates, prediction_log, prediction_counts,"
-                " model_release_state, model_releases"
+                " model_release_state, model_releases, shadow_experiments, shadow_pair_sums, shadow_links"
             )
         )
     broker.flushdb()

@@ -534,6 +534,8 @@ def shadowed_trades(engine) -> None:
         champion.fields.update(role="champion", predictions=[0.6])
         shadow = logged(f"s-{n}", at + timedelta(milliseconds=5), CHALLENGER)
         shadow.fields.update(role="shadow", shadow_of=f"c-{n}", predictions=[0.8 if won else 0.3])
+        # As a worker logs a shadow: with the answer of its champion (the kept comparison's).
+        shadow.fields.update(champion_version="c0c0c0c0c0c0c0c0", champion_predictions=[0.6])
         log += [champion, shadow]
         pnl = 5.0 if won else -3.0
         trades.append(trade(f"t-{n}", "BTC/USDT", at + timedelta(seconds=1), pnl, prediction_id=f"c-{n}"))
@@ -543,8 +545,8 @@ def shadowed_trades(engine) -> None:
 
 
 def test_the_comparison_shows_pairs_agreement_brier_and_the_verdict_in_words(releases_http, engine):
-    shadowed_trades(engine)
     set_challenger(engine, mode="shadow")
+    shadowed_trades(engine)
     section = release_section(releases_http.get("/dashboard/releases").get_data(as_text=True))
     assert text_of(section, "pairs") == "40" and text_of(section, "trades") == "40"
     assert text_of(section, "agreement") == "75.0 %"
@@ -574,7 +576,7 @@ def test_a_comparison_that_runs_out_of_time_is_unavailable_and_the_rest_of_the_p
     set_challenger(engine, mode="shadow", reason="slow one")
     monkeypatch.setattr(release_panel, "COMPARE_TIMEOUT_S", 0.3)
     with engine.connect() as locker, locker.begin():
-        locker.execute(text("LOCK TABLE prediction_log IN ACCESS EXCLUSIVE MODE"))  # the scan waits
+        locker.execute(text("LOCK TABLE shadow_pair_sums IN ACCESS EXCLUSIVE MODE"))  # the read waits
         response = releases_http.get("/dashboard/releases")
     assert response.status_code == 200
     section = release_section(response.get_data(as_text=True))

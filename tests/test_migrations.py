@@ -50,6 +50,13 @@ JOURNAL_TABLES = {
     "trade_ids",  # migration 006
     "model_release_state",  # migration 007
     "model_releases",
+    # the kept comparison (migration 008)
+    "shadow_experiments",
+    "shadow_pair_sums",
+    "shadow_links",
+    "shadow_trades",
+    "shadow_trade_sums",
+    "shadow_trade_changes",
 }
 ROOT = Path(__file__).resolve().parent.parent
 ENABLED = "TimescaleDB enabled: trade_history is a hypertable on timestamp"

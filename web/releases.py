@@ -112,6 +112,7 @@ def change_release(name: str, change: ReleaseChange, who: str) -> dict[str, Any]
         who=who,
         reason=change.reason,
         now=datetime.now(UTC),
+        threshold=threshold_of(name),
     )
     return release_body(release, current_version(name))
 

@@ -49,6 +49,7 @@ class Served:
     latency_ms: float
     role: str = "champion"  # champion, challenger, shadow, pinned
     shadow_of: str | None = None  # a shadow's champion prediction_id
+    champion: Served | None = None  # a shadow's champion, whose answer it is compared with
 
 
 def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry:
@@ -76,6 +77,9 @@ def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEn
         "role": served.role,
         "shadow_of": served.shadow_of,
     }
+    if served.champion is not None:
+        fields["champion_version"] = served.champion.model_version
+        fields["champion_predictions"] = served.champion.payload["predictions"]
     return PredictionEntry(fields)
 
 

@@ -144,6 +144,7 @@ class ShadowRunner:
                         latency_ms,
                         role="shadow",
                         shadow_of=champion.call.id,
+                        champion=champion,
                     )
                 )
             self._tally.add(

@@ -11,7 +11,17 @@ from typing import Any
 
 from celery_batches import SimpleRequest
 
-from db import Ages, Entry, database, describe_errors, maintenance, prune_prediction_log, stats, utc_now
+from db import (
+    Ages,
+    Entry,
+    compare,
+    database,
+    describe_errors,
+    maintenance,
+    prune_prediction_log,
+    stats,
+    utc_now,
+)
 from tasks import app
 from tasks.contract import (
     COMPRESS_CHUNKS_TASK,
@@ -137,7 +147,8 @@ def prune_predictions() -> dict[str, int] | None:
 @app.task(name=REFRESH_STATS_TASK, ignore_result=False)
 def refresh_stats() -> dict[str, object] | None:
     """Fold the logged changes into the kept statistics (beat runs it every half of
-    STATS_MAX_STALENESS_S); another process folding already is left to it."""
+    STATS_MAX_STALENESS_S; another process folding already is left to it), and the
+    changed trades into the kept comparisons (`db.compare`)."""
     deadline = time.monotonic() + worker_settings().database_statement_timeout_s
     done = _upkeep(
         "statistics not refreshed",
@@ -145,12 +156,15 @@ def refresh_stats() -> dict[str, object] | None:
             database.session, utc_now(), wait=False, deadline=deadline, build_beyond=stats.BULK_CHANGES
         ),
     )
+    # The comparisons' trades too: a comparison folds what is pending before it answers,
+    # so this only keeps the pending few.
+    shadow_trades = _upkeep("comparisons not refreshed", lambda: compare.fold_all(database.session, deadline))
     if done is None:
         return None
     metrics.STATS_FOLDED.inc(done.changes)
     if done.built:
         log.info("kept statistics built from the trades: %d close days", done.days)
-    return {"changes": done.changes, "days": done.days, "built": done.built}
+    return {"changes": done.changes, "days": done.days, "built": done.built, "shadow_trades": shadow_trades}
 
 
 @app.task(name=COMPRESS_CHUNKS_TASK, ignore_result=False)

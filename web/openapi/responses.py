@@ -421,6 +421,10 @@ class Comparison(BaseModel):
     since: datetime
     until: datetime | None
     threshold: float = Field(description="the sidecar's `decision_threshold`, else 0.5")
+    source: Literal["kept", "scan"] = Field(
+        description="`kept`: the window is an experiment's (since its challenger was set, to now), "
+        "read from its kept sums in milliseconds; `scan`: any other window, read from the log"
+    )
     pairs: int = Field(description="row pairs: the same input, both predictions")
     agreement: float | None = Field(description="share of pairs on the same side of the threshold")
     mean_abs_diff: float | None
@@ -435,7 +439,10 @@ class Comparison(BaseModel):
     brier_diff: float | None = Field(
         description="challenger minus champion: below 0, the challenger is better"
     )
-    brier_diff_ci: list[float] | None = Field(description="95 % paired bootstrap interval of `brier_diff`")
+    brier_diff_ci: list[float] | None = Field(
+        description="95 % paired (Poisson) bootstrap interval of `brier_diff`: each trade's weight "
+        "in each resample a Poisson(1) draw seeded by its trade id"
+    )
     verdict: Literal["challenger better", "champion better", "not enough evidence"]
     n: int = Field(description="scored trades the verdict rests on")
     resamples: int
