@@ -220,6 +220,11 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
         "challenger_since": None,
         "previous_champion": v3,
     }
+    # The model's facts and /readyz name the pinned champion, not the file's version.
+    info = call(f"{web.url}/api/v1/ml/models/{NAME}").json()
+    assert (info["version"], info.get("pinned"), info["loaded"]) == (v1, True, True)
+    readiness = call(f"{web.url}/readyz").json()["checks"]["models"]
+    assert {"name": NAME, "version": v1} in readiness["loaded"]
 
     # A rollback under load: no request fails, and every worker answers with the old
     # champion from its next read of the releases on (one tick).
@@ -345,3 +350,26 @@ def test_release_requests_that_cannot_be_taken(small_stack):
     assert (huge.status, huge.json()["error"]["code"]) == (400, "invalid_header")
     status, answer = predict(web)
     assert status == 200 and np.isfinite(answer["predictions"][0]), answer
+
+
+def test_a_pinned_champion_no_worker_can_load_makes_the_stack_unready(small_stack, engine):
+    """A release pins a version no longer kept (its copy gone: an operator's cleaning, a
+    lost volume): the name cannot answer, and /readyz says which champion is missing."""
+    web, _, v1 = small_stack
+
+    def models_check() -> dict:
+        return call(f"{web.url}/readyz").json()["checks"]["models"]
+
+    wait_for(lambda: models_check()["ok"], 20, "the model to be loaded")
+    gone = "0123456789abcdef"
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO model_release_state (model_name, champion) VALUES (:name, :champion)"),
+            {"name": NAME, "champion": gone},
+        )
+    wait_for(lambda: not models_check()["ok"], 10, "/readyz to read the release")
+    models = models_check()
+    assert models["missing"] == [NAME] and models["loaded"] == []
+    assert f"{NAME} (its pinned champion {gone})" in models["error"]
+    info = call(f"{web.url}/api/v1/ml/models/{NAME}").json()
+    assert info["version"] == v1 and info["load_error"]["version"] == gone and "pinned" not in info

@@ -28,9 +28,10 @@ from sqlalchemy.pool import NullPool
 
 from config import Settings
 from db import Ages, maintenance
-from models import ModelStore
+from models import ModelArchive, ModelStore
 from tasks.web_clients import BrokerDown, BrokerQueues, ModelReports, WorkerStatus, held_reports
 from web.model_states import models_check
+from web.model_versions import pins
 from web.openapi import responses as r
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
@@ -81,14 +82,15 @@ def readiness() -> Readiness:
     """This process's readiness checks (the dashboard shows the same report)."""
     found = current_app.extensions.get("readiness")
     if found is None:
-        store = current_app.extensions["model_store"]
-        found = current_app.extensions["readiness"] = Readiness(store, current_settings())
+        store, archive = current_app.extensions["model_store"], current_app.extensions["model_archive"]
+        found = current_app.extensions["readiness"] = Readiness(store, archive, current_settings())
     return found
 
 
 class Readiness:
-    def __init__(self, store: ModelStore, settings: Settings):
+    def __init__(self, store: ModelStore, archive: ModelArchive, settings: Settings):
         self._store = store
+        self._archive = archive
         # A connection per check: a pooled one to a silent server could hang a probe.
         self._engine = create_engine(
             settings.database_url,
@@ -188,7 +190,9 @@ class Readiness:
         except redis.RedisError as exc:
             error = f"the result backend does not answer: {_first_line(exc)}"
             return {"ok": False, "loaded": [], "error": error}
-        return models_check(self._store, reports)
+        with Session(self._engine) as session:
+            pinned = pins(session, self._archive)
+        return models_check(self._store, reports, pinned)
 
     def _journal(self) -> Check:
         try:

@@ -16,6 +16,7 @@ import orjson
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
+from db import database
 from models import (
     EXPLAINABLE_TYPES,
     ExplanationUnsupported,
@@ -25,11 +26,11 @@ from models import (
     features_array,
 )
 from tasks.contract import BROKER_ERRORS
-from tasks.web_clients import PredictionClient, PredictionTimeout
+from tasks.web_clients import ModelReports, PredictionClient, PredictionTimeout
 from web.errors import ApiError, broker_unavailable
 from web.inputs import body_as
 from web.model_states import Answering, answering, model_states
-from web.model_versions import version_file
+from web.model_versions import pins, version_file
 from web.openapi import responses as r
 from web.openapi.declare import LOCATION, Answer, documented
 from web.settings import current_settings
@@ -85,16 +86,18 @@ def _client() -> PredictionClient:
     return current_app.extensions["predictions"]
 
 
-def model_entry(model: Answering, reported: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def model_entry(model: Answering, reports: ModelReports) -> dict[str, Any]:
     """The facts of the version that answers for a name, what the workers reported about
     it, and the load error of a file that does not load (the dashboard's too)."""
     file = model.file
     entry = {"n_features": None, **file.to_dict()}
-    description = reported.get(f"{file.name}@{file.version}")
+    description = reports.description(file.name, file.version)
     entry["loaded"] = description is not None
     for key in DESCRIBED:
         if description is not None and description.get(key) is not None:
             entry[key] = description[key]
+    if model.pinned:
+        entry["pinned"] = True
     if model.load_error is not None:
         entry["load_error"] = model.load_error
     return entry
@@ -103,9 +106,9 @@ def model_entry(model: Answering, reported: dict[str, dict[str, Any]]) -> dict[s
 def listed_entries() -> list[dict[str, Any]]:
     """Every name of MODEL_DIR some version answers for, or that is a model file."""
     reports = _client().model_reports()
-    states = model_states(_store(), reports)
+    states = model_states(_store(), reports, pins(database.session))
     return [
-        model_entry(Answering(state.file, state.load_error), reports.loaded)
+        model_entry(Answering(state.file, state.load_error, state.pinned), reports)
         for state in states
         if state.file is not None
     ]
@@ -141,7 +144,7 @@ def list_models():
 )
 def get_model(name: str):
     reports = _client().model_reports()
-    return jsonify(model_entry(answering(_store(), name, reports), reports.loaded))
+    return jsonify(model_entry(answering(_store(), name, reports, pins(database.session)), reports))
 
 
 @blueprint.post("/predict")

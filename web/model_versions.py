@@ -12,7 +12,10 @@ import contextlib
 from typing import Any
 
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from db import releases as stored
 from models import (
     ModelArchive,
     ModelError,
@@ -25,6 +28,7 @@ from models import (
 )
 from tasks.web_clients import PredictionClient
 from web.errors import ApiError
+from web.model_states import NO_PINS, Pins
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -79,6 +83,25 @@ def version_file(name: str, version: str) -> ModelFile:
     raise ApiError(
         404, "version_not_found", f"{name} has no kept version {version!r}", {"model_version": version}
     )
+
+
+def pins(session: Session, archive: ModelArchive | None = None) -> Pins:
+    """The champions the releases pin now; none while the database does not answer (the
+    files' view then, which /readyz shows beside the database's failure)."""
+    try:
+        champions = stored.pinned_champions(session)
+    except SQLAlchemyError:
+        session.rollback()
+        return NO_PINS
+    archive = archive or _archive()
+
+    def kept_file(name: str, version: str) -> ModelFile | None:
+        if is_version(version):
+            with contextlib.suppress(ModelError):  # not kept, or damaged
+                return archive.file(name, version)
+        return None
+
+    return Pins(champions, kept_file)
 
 
 def known_version(name: str, version: str) -> bool:
