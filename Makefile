@@ -59,14 +59,19 @@ bench-peers: install .venv-peers/.installed
 
 # What reads and ingest cost as the journal grows (needs wrk): journals of 100k/1M and
 # 1M/10M trades/predictions loaded server-side, the web and a trades worker as compose
-# starts them; BENCH_ARGS passes options, e.g.
-# make bench-scale BENCH_ARGS="--sizes 100k/1M --reuse" (BENCH_PG_URL: a TimescaleDB server).
+# starts them; then bench-compare's run with its defaults (a million shadow pairs).
+# BENCH_ARGS passes options to bench/scale.py only, e.g.
+# make bench-scale BENCH_ARGS="--sizes 100k/1M --reuse" (BENCH_PG_URL: a TimescaleDB server,
+# for both).
 bench-scale: install
 	$(PY) bench/scale.py $(BENCH_ARGS)
+	$(PY) bench/compare_scale.py
 
 # What a release's comparison (GET .../compare) costs at a million shadow pairs and 50k
-# linked trades, on a scratch database (BENCH_PG_URL: a TimescaleDB server); BENCH_ARGS
-# passes options, e.g. make bench-compare BENCH_ARGS="--pairs 100k --trades 5k".
+# linked trades, on a scratch database (BENCH_PG_URL: a TimescaleDB server): the shadows
+# logged through the log's write path, the trades folded, the kept read against the scan,
+# and what the kept sums cost the log's writer; BENCH_ARGS passes options, e.g.
+# make bench-compare BENCH_ARGS="--pairs 100k --trades 5k".
 bench-compare: install
 	$(PY) bench/compare_scale.py $(BENCH_ARGS)
 

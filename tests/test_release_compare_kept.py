@@ -5,12 +5,14 @@ every figure read from the kept rows equal to the scan's and to the independent 
 from __future__ import annotations
 
 import random
+import threading
 from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db import RecordEntry, TradeRecord, TradeRepository
 from db.compare import compare, fold_all, record_experiment
 from db.prediction_log import log_predictions
 from tests.support.compare_journal import (
@@ -175,3 +177,66 @@ def test_replayed_log_batches_count_once(engine):
         session.commit()
     answer = assert_kept_equals_scan_and_loops(engine, journal, SINCE)
     assert answer["pairs"] == 80 and answer["trades"] == 80
+
+
+def test_trades_and_their_shadows_written_at_once_miss_each_other_never(engine):
+    """Four writers at once, in small transactions: two log champions and shadows as the
+    log's writer does, two record the champions' trades as the journal does. Whichever of
+    a trade and its shadow commits second sees the other: every trade is kept, once."""
+    journal = scored_journal(400, challenger_noise=0.4, champion_noise=0.6, seed=8)
+    Journal().write(engine)
+    with Session(engine) as session:
+        record_experiment(session, MODEL, CHALLENGER, SINCE, 0.5)
+        session.commit()
+    entries = sorted(journal.log, key=lambda entry: entry.created_at)
+    records = [
+        TradeRecord.from_dict(
+            {
+                "trade_id": trade.trade_id,
+                "symbol": "BTC/USDT",
+                "side": "buy",
+                "amount": 1.0,
+                "entry_price": 100.0,
+                "timestamp": trade.opened,
+                "closed": True,
+                "realized_pnl": trade.pnl,
+                "won": trade.won,
+                "close_timestamp": trade.opened + timedelta(minutes=5),
+                "prediction_id": trade.prediction_id,
+            }
+        )
+        for trade in journal.trades
+    ]
+    failures: list[BaseException] = []
+
+    def write(batches) -> None:
+        try:
+            with Session(engine) as session:
+                for write_batch in batches:
+                    write_batch(session)
+                    session.commit()
+        except BaseException as exc:
+            failures.append(exc)
+
+    def log_batch(chunk):
+        return lambda session: log_predictions(session, [log_row(entry) for entry in chunk])
+
+    def trade_batch(chunk):
+        return lambda session: TradeRepository(session).write([RecordEntry(record) for record in chunk])
+
+    # Each writer takes every other chunk, in the same order: the two sides meet all along.
+    log_chunks = [entries[start : start + 10] for start in range(0, len(entries), 10)]
+    trade_chunks = [records[start : start + 5] for start in range(0, len(records), 5)]
+    writers = [
+        threading.Thread(target=write, args=([log_batch(chunk) for chunk in log_chunks[0::2]],)),
+        threading.Thread(target=write, args=([log_batch(chunk) for chunk in log_chunks[1::2]],)),
+        threading.Thread(target=write, args=([trade_batch(chunk) for chunk in trade_chunks[0::2]],)),
+        threading.Thread(target=write, args=([trade_batch(chunk) for chunk in trade_chunks[1::2]],)),
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert failures == []
+    answer = assert_kept_equals_scan_and_loops(engine, journal, SINCE)
+    assert answer["pairs"] == 400 and answer["trades"] == 400 and answer["n"] == 400

@@ -82,7 +82,11 @@ def _refold(session: Session, keys: set[TradeKey]) -> None:
         deltas[(part["model_name"], part["challenger"], part["since"], part["champion"])].add(
             part["trade_id"], part, 1
         )
-    session.execute(delete(ShadowTrade).where(tuple_(ShadowTrade.trade_id, ShadowTrade.opened_at).in_(keys)))
+    session.execute(
+        delete(ShadowTrade)
+        .where(tuple_(ShadowTrade.trade_id, ShadowTrade.opened_at).in_(keys))
+        .execution_options(synchronize_session=False)  # what it held is read above: nothing to update
+    )
     if now:
         session.execute(insert(ShadowTrade), now)
     for key in sorted(deltas):

@@ -17,7 +17,7 @@ Indexes read: the shadows by `ix_prediction_log_shadows` (model_name, model_vers
 created_at) WHERE role = 'shadow'; the champions by the log's key (prediction_id,
 created_at) for a few shadows, or by a hash join over the window's rows
 (`ix_prediction_log_created_at`) for many; the trades by `ix_trade_history_prediction_id`,
-or a hash of the closed ones. About 4 s at a million shadow pairs and 50k trades
+or a hash of the closed ones. About 7 to 9 s at a million shadow pairs and 50k trades
 (bench/compare_scale.py): what the kept sums (`db.compare.kept`) spare an experiment.
 """
 
