@@ -225,6 +225,7 @@ def test_a_model_through_its_releases(stack, engine, env, tmp_path, workers):
     assert (info["version"], info.get("pinned"), info["loaded"]) == (v1, True, True)
     readiness = call(f"{web.url}/readyz").json()["checks"]["models"]
     assert {"name": NAME, "version": v1} in readiness["loaded"]
+    assert call(f"{web.url}/v2/models/{NAME}").json()["versions"][0] == v1  # the one that answers first
 
     # A rollback under load: no request fails, and every worker answers with the old
     # champion from its next read of the releases on (one tick).

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, current_app, jsonify, request
 
+from db import database
 from models import ModelFile, ModelStore, features_array
 from tasks.contract import BROKER_ERRORS
 from tasks.web_clients import PredictionClient, PredictionTimeout
@@ -21,7 +22,7 @@ from web.health import ADVISORY, readiness
 from web.inputs import body_as
 from web.ml import routing_key
 from web.model_states import answering
-from web.model_versions import version_file
+from web.model_versions import pins, version_file
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
 from web.v2 import schemas as s
@@ -68,8 +69,9 @@ def _client() -> PredictionClient:
 
 
 def _answering(name: str) -> ModelFile:
-    """The version that answers for `name`: the file's, or the last that loaded while it does not."""
-    return answering(_store(), name, _client().model_reports()).file
+    """The version that answers for `name`: the champion a release pins, else the file's, or
+    the last that loaded while it does not."""
+    return answering(_store(), name, _client().model_reports(), pins(database.session)).file
 
 
 # -- server ---------------------------------------------------------------------------
