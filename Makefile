@@ -4,16 +4,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench-ingest bench-ingest-durability bench-peers bench-scale bench-compare bench-soak clean
+.PHONY: install run demo test lint docs docs-serve bench-ingest bench-ingest-durability bench-peers bench-scale bench-compare bench-soak clean
 
 install: $(STAMP)
 
+# A line per step, and pip's own progress (its lines and bars) on a terminal; where no one
+# watches (CI logs, a pipe) pip stays quiet: a bar there is noise, hundreds of lines. The
+# editable install is quick and says only setuptools' notes on editable installs: its
+# errors alone show (-qq).
 $(STAMP): requirements.txt pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	@set -e; began=$$SECONDS; pip_output=--quiet; if [ -t 1 ]; then pip_output=--progress-bar=on; fi; \
+	say() { echo "make install: $$*"; }; \
+	if ! test -x $(PY); then say "creating the virtualenv $(VENV) ..."; python3 -m venv $(VENV); fi; \
+	say "1/3 upgrading pip ..."; \
+	$(PY) -m pip install $$pip_output --upgrade pip; \
+	say "2/3 the pinned requirements (requirements.txt; a few minutes the first time) ..."; \
+	$(PY) -m pip install $$pip_output -r requirements.txt; \
+	say "3/3 this project, editable (pip install -e .) ..."; \
+	$(PY) -m pip install --quiet --quiet --no-deps -e .; \
+	touch $(STAMP); \
+	say "done in $$((SECONDS - began)) s: $(VENV) is ready"
 
 
 # devstack: PostgreSQL and Redis answer (or, when no variable names them, private ones
@@ -28,7 +38,7 @@ run: install
 demo: install
 	@exec $(PY) -m devstack.demo $(DEMO_ARGS)
 
-test: lint
+test: lint docs
 	$(VENV)/bin/pytest
 
 # ruff, then import-linter's contracts (pyproject.toml): which process's code imports which.
@@ -36,6 +46,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+
+# The documentation site (mkdocs.yml, docs/): built strictly, so a broken link, anchor or
+# page fails it; its reference pages are generated from the code as it builds.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# A preview of the site on http://127.0.0.1:8000 that rebuilds as docs/ changes.
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench-ingest: install
 	$(PY) bench/ingest.py
@@ -82,4 +101,4 @@ bench-soak: install
 	$(PY) bench/soak_outages.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache test-artifacts *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache test-artifacts site *.egg-info

@@ -4,10 +4,16 @@ Address, port and credentials come from the environment through `config` (FLOWER
 FLOWER_PORT, FLOWER_BASIC_AUTH), so `.env` works in development as it does for the rest.
 Flower shows every task's arguments and can revoke tasks and stop workers, so it refuses
 to listen beyond the loopback interface without basic auth.
+
+tornado runs this file and takes every global named as one of its options (`port`,
+`address`, `logging`, ...): the other globals here start with an underscore.
 """
 
 import ipaddress
+import logging as _logging
 import sys
+import threading as _threading
+import time as _time
 
 from config import get_settings
 
@@ -36,3 +42,43 @@ elif not _loopback(address):
         f"Flower refuses to listen on {address or 'every interface'!r} without FLOWER_BASIC_AUTH "
         "(user:password); set it, or FLOWER_ADDRESS=127.0.0.1 for a local Flower"
     )
+
+
+class _WorkersStillStarting(_logging.Filter):
+    """Flower inspects the workers as it starts and logs "Inspect method stats failed" (a
+    warning per method: stats, active_queues, registered, conf) when none answers within
+    its inspect timeout. Under `make run` the workers start beside Flower and cannot answer
+    yet, and Flower lists each one anyway once its events arrive: that first round becomes
+    one line that says so. A later round, or a failure with a cause (Flower then adds the
+    broker's error to the line), passes as it is."""
+
+    STARTUP_S = 30.0  # the first inspection ends about a second after Flower starts
+    ROUND_S = 2.0  # one round's methods are asked together and time out together
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started = _time.monotonic()
+        self._round_ends: float | None = None
+        self._lock = _threading.Lock()  # the methods' answers come in threads of their own
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        if record.msg != "Inspect method %s failed":  # no worker answered (no cause given)
+            return True
+        now = _time.monotonic()
+        with self._lock:
+            first = self._round_ends is None and now - self._started < self.STARTUP_S
+            if first:
+                self._round_ends = now + self.ROUND_S
+            elif self._round_ends is not None and now <= self._round_ends:
+                return False  # the first round's other methods: said already
+        if first:
+            record.levelno, record.levelname = _logging.INFO, "INFO"
+            record.msg, record.args = (
+                "No worker answered Flower's first inspection: they are still starting. Flower "
+                "lists each worker as it comes online.",
+                (),
+            )
+        return True
+
+
+_logging.getLogger("flower.inspector").addFilter(_WorkersStillStarting())

@@ -8,25 +8,33 @@ With a variable unset and nothing answering at its default, a private server sta
 under the data directory instead (`devstack.embedded`), and stops when this does.
 Then: create the database, migrate, bring the kept statistics up to date, train the demo
 models if MODEL_DIR is empty, print the URLs and run every process of the Procfile under
-honcho until Ctrl-C. The web's access lines go to <data dir>/logs/access.log unless
-ACCESS_LOG says otherwise.
+honcho until Ctrl-C, SIGTERM or SIGHUP; one line says when `/readyz` answers 200
+(`devstack.ready`). The web's access lines go to <data dir>/logs/access.log unless
+ACCESS_LOG says otherwise. A stop is orderly (`devstack.stopping`): honcho stops the
+processes, then the private servers stop, each stop said in a line, and the exit status is
+0, so make adds no "Error 130/143".
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
+from honcho.environ import parse_procfile
 from sqlalchemy.engine import make_url
 
 from config import Settings, get_settings
 from db import postgres_hint, postgres_problem
 from devstack.embedded import REDIS_PORT, EmbeddedPostgres, EmbeddedRedis
+from devstack.ready import ReadyWatch
+from devstack.stopping import Stop, Stopped
 from tasks.contract import REDIS_HINT, is_redis_url, redis_problem
 from tasks.web_clients import broker_problem
 
@@ -61,9 +69,13 @@ def run(
     data_dir: Path, default_database_url: str | None, default_broker_url: str | None, redis_port: int
 ) -> None:
     """Start the whole stack for development; Ctrl-C stops all of it."""
+    began = time.monotonic()
+    stop = Stop()
+    stop.install()
     settings = get_settings()
     env = dict(os.environ)
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    status = 1
     try:
         database_url = default_database_url or settings.database_url
         if (problem := postgres_problem(database_url)) is not None:
@@ -86,14 +98,52 @@ def run(
             # One line per request through honcho's pipe would throttle the web under load.
             env["ACCESS_LOG"] = str(data_dir / "logs" / "access.log")
         for step in PREPARE:
-            if subprocess.run([str(BIN / "flask"), "--app", "web", *step], env=env, cwd=ROOT).returncode:
+            if _prepare(step, env):
                 raise SystemExit(1)
         if env.get("ACCESS_LOG") not in (None, "", "-"):
             click.echo(f"The web's access lines: tail -f {env['ACCESS_LOG']}")
-        raise SystemExit(_run_procfile(env, data_dir))
+        _explain_granian_warning(settings)
+        status = _run_procfile(env, data_dir, stop, ReadyWatch(settings.service_urls(), began, _say))
+    except Stopped:
+        _say(f"make run: stopped before the processes started (on {stop.name})")
+        status = 0
     finally:
+        stop.settle()
         for server in reversed(started):
-            server.stop()
+            if (line := server.stop()) is not None:
+                _say(f"make run: {line}")
+    raise SystemExit(status)
+
+
+def _say(line: str) -> None:
+    # OSError: the terminal is gone (SIGHUP); the stop goes on, with no one to tell.
+    with contextlib.suppress(OSError):
+        click.secho(line, fg="green")
+
+
+def _prepare(step: list[str], env: dict[str, str]) -> int:
+    """One `flask --app web` step; a stop ends it too (Ctrl-C reaches it from the terminal
+    as well; SIGTERM comes to this process only)."""
+    child = subprocess.Popen([str(BIN / "flask"), "--app", "web", *step], env=env, cwd=ROOT)
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+
+
+def _explain_granian_warning(settings: Settings) -> None:
+    """granian warns at start when a worker's threads outnumber twice the cores plus one
+    (its `serve()`): true of an app that computes, not of this one, whose threads mostly
+    wait for a predict worker. Said here, before the warning, so that it reads as meant."""
+    cores = multiprocessing.cpu_count()
+    if settings.web_threads > 2 * cores + 1:
+        click.echo(
+            f"The web's granian will warn that {settings.web_threads} threads per worker are many for "
+            f"{cores} CPU cores: they are meant, a synchronous prediction waits in its thread "
+            '(WEB_THREADS; README, "Web server").'
+        )
 
 
 def _redis_broker(
@@ -139,22 +189,34 @@ def _private_redis(data_dir: Path, redis_port: int, started: list) -> str:
     return cache.start()
 
 
-def _run_procfile(env: dict[str, str], data_dir: Path) -> int:
+def _run_procfile(env: dict[str, str], data_dir: Path, stop: Stop, ready: ReadyWatch) -> int:
+    """honcho over the Procfile until a stop (exit status 0) or until a process ends by
+    itself (honcho's status: that process's, or 1)."""
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     # Every process writes its metrics under METRICS_DIR (Procfile); the whole stack
     # starts now, so files of earlier processes go.
     metrics_dir = get_settings().metrics_dir or data_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     env["METRICS_DIR"] = str(metrics_dir)
-    honcho = subprocess.Popen([str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile")], env=env, cwd=ROOT)
-    # Ctrl-C reaches honcho with the whole process group; a SIGTERM sent to this process
-    # alone is passed on. Either way honcho stops its processes, then this one returns.
-    signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
-    while True:
-        try:
-            return honcho.wait()
-        except KeyboardInterrupt:
-            continue
+    procfile = ROOT / "Procfile"
+    honcho = stop.start_honcho([str(BIN / "honcho"), "start", "-f", str(procfile)], env=env, cwd=ROOT)
+    ready.start()
+    status = honcho.wait()  # a stop signal is passed on to honcho, which then ends
+    ready.stop()
+    names = _listed(parse_procfile(procfile.read_text()).processes)
+    if stop.signal is not None:
+        _say(f"make run: stopped {names} (on {stop.name})")
+        return 0
+    click.secho(
+        f"make run: a process ended by itself (its last lines above say why), so honcho stopped {names}",
+        fg="red",
+    )
+    return status or 1
+
+
+def _listed(names) -> str:
+    *most, last = names
+    return f"{', '.join(most)} and {last}" if most else last
 
 
 if __name__ == "__main__":

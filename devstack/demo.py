@@ -17,16 +17,19 @@ import sys
 import click
 
 from config import get_settings
-from devstack.demo_release import COMPARE_EVERY_S, MODEL, set_up_shadow
-from devstack.embedded import REDIS_PORT
-from tasks.contract import REDIS_HINT, is_redis_url, redis_problem
-from tasks.web_clients import broker_problem
 
-PRIVATE_REDIS = f"redis://127.0.0.1:{REDIS_PORT}"
+# What `make demo` does is its first line, within a second: the broker's checks and the
+# shadow set-up import Redis, kombu, Celery and the bot (most of a second more), so they
+# are imported after it, where they are used.
 
 
 def broker_environment() -> dict[str, str]:
     """The broker variables that reach `make run`'s broker; {} when the settings already do."""
+    from devstack.embedded import REDIS_PORT
+    from tasks.contract import REDIS_HINT, is_redis_url, redis_problem
+    from tasks.web_clients import broker_problem
+
+    private_redis = f"redis://127.0.0.1:{REDIS_PORT}"
     settings = get_settings()
     configured = "celery_broker_url" in settings.model_fields_set
     if not is_redis_url(settings.celery_broker_url):
@@ -37,12 +40,12 @@ def broker_environment() -> dict[str, str]:
         results_configured = "celery_result_backend" in settings.model_fields_set
         if redis_problem(settings.celery_result_backend) is None or results_configured:
             return {}
-        return {"CELERY_RESULT_BACKEND": f"{PRIVATE_REDIS}/1"}
+        return {"CELERY_RESULT_BACKEND": f"{private_redis}/1"}
     problem = redis_problem(settings.celery_broker_url)
     if problem is None:
         return {}
-    if not configured and redis_problem(f"{PRIVATE_REDIS}/0") is None:
-        return {"CELERY_BROKER_URL": f"{PRIVATE_REDIS}/0", "CELERY_RESULT_BACKEND": f"{PRIVATE_REDIS}/1"}
+    if not configured and redis_problem(f"{private_redis}/0") is None:
+        return {"CELERY_BROKER_URL": f"{private_redis}/0", "CELERY_RESULT_BACKEND": f"{private_redis}/1"}
     click.secho(f"{problem}\n  Start the stack with `make run` first, or {REDIS_HINT}", err=True, fg="red")
     raise SystemExit(1)
 
@@ -64,6 +67,8 @@ def main() -> None:
     # The bot's own options come last, so an explicit --url wins; the set-up reads the same.
     web = _option(args, "--url") or settings.service_urls()["web"]
     click.echo(f"make demo: a demo bot against the stack at {web}")
+    from devstack.demo_release import COMPARE_EVERY_S, MODEL, set_up_shadow
+
     env = {**os.environ, **broker_environment()}
     if not env.get("API_TOKEN") and settings.api_token is not None:
         env["API_TOKEN"] = settings.api_token.get_secret_value()  # from .env, as the web reads it

@@ -90,7 +90,7 @@ def _set_up(api: ReleaseApi, env: dict[str, str], echo: Callable[[str], None]) -
         )
         return release.get("mode") == "shadow"
     echo(f"make demo: training a retrained XGBoost demo model, a shadow challenger for {MODEL} ...")
-    version = _train_and_keep(env)
+    version = _train_and_keep(env, echo)
     api.call("PUT", "release", {"challenger": version, "mode": "shadow", "reason": REASON})
     echo(
         f"make demo: version {version} (retrained) is the shadow challenger of {MODEL}:"
@@ -100,13 +100,15 @@ def _set_up(api: ReleaseApi, env: dict[str, str], echo: Callable[[str], None]) -
     return True
 
 
-def _train_and_keep(env: dict[str, str]) -> str:
-    """The retrained model trained into a temporary folder and kept as a version of MODEL."""
+def _train_and_keep(env: dict[str, str], echo: Callable[[str], None]) -> str:
+    """The retrained model trained into a temporary folder and kept as a version of MODEL;
+    each of the two slow steps says so as it starts."""
     try:
         with tempfile.TemporaryDirectory(prefix="demo-challenger-") as folder:
             from models.training import train_retrained_xgboost  # imports xgboost: only here
 
             path = train_retrained_xgboost(Path(folder) / MODEL, progress=lambda _: None)
+            echo(f"make demo: keeping it as a version of {MODEL} (flask --app web models keep) ...")
             kept = subprocess.run(
                 [sys.executable, "-m", "flask", "--app", "web", "models", "keep", MODEL, str(path)],
                 env={**env, "LOG_FORMAT": "text"},  # its log lines are read below
@@ -156,6 +158,7 @@ def _wait_until_loaded(api: ReleaseApi, version: str, echo: Callable[[str], None
             return
         loaded = any(entry.get("model_version") == version and entry.get("loaded") for entry in versions)
         if loaded and waited >= FOLLOW_S:
+            echo(f"make demo: the predict workers hold {version}; the bot starts")
             return
         if waited >= LOAD_WAIT_S:
             echo(f"make demo: no predict worker holds {version} yet; its shadows start once one does")

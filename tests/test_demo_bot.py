@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,61 @@ def test_make_demo_runs_a_retrained_model_in_shadow_and_leaves_a_set_release_alo
     assert f"xgboost_model.json already has a challenger ({version}, shadow" in second.stdout
     assert "training" not in second.stdout
     assert get(demo_stack, "/api/v1/ml/models/xgboost_model.json/release") == release
+
+
+def test_make_demo_says_what_it_does_from_its_first_second(demo_stack, engine, tmp_path):
+    """Issue 28: `make demo` was silent for its first 14 s. Its first line comes within a
+    second, and each slow step of the set-up says what it does as it starts."""
+    with engine.begin() as connection:  # no challenger yet: the set-up trains one
+        connection.execute(text("TRUNCATE model_release_state, model_releases"))
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "devstack.demo", "--trades", "1", "--rate", "20", "--hold", "1"],
+        env={**demo_stack["env"], "SPOOL_DIR": str(tmp_path)}, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with demo:
+        lines = [(time.monotonic() - started, line.rstrip("\n")) for line in demo.stdout]
+    assert demo.returncode == 0, lines
+    first_at, first = lines[0]
+    assert first == f"make demo: a demo bot against the stack at http://{demo_stack['env']['WEB_BIND']}"
+    assert first_at < 1.0, lines
+    said = [line for _, line in lines if line.startswith(("make demo: ", "demo bot: "))]
+    steps = [
+        "make demo: a demo bot against the stack at ",
+        "make demo: training a retrained XGBoost demo model, a shadow challenger for xgboost_model.json ...",
+        "make demo: keeping it as a version of xgboost_model.json (flask --app web models keep) ...",
+        "make demo: version ",
+        "make demo: waiting for the predict workers to load it ...",
+        "make demo: the predict workers hold ",
+        "demo bot: BTC/USDT, ETH/USDT on ",
+    ]
+    assert [line[: len(step)] for line, step in zip(said, steps, strict=False)] == steps, said
+
+
+def test_make_demo_trades_10_opens_exactly_10_on_three_symbols(demo_stack, start_worker, engine, tmp_path):
+    """Issue 28: `--trades 10` opened 11: the bot stopped at the tenth close while another
+    symbol had opened an eleventh. With three symbols and these models nearly every seed did
+    (seed 1: 12 without the guard in DemoBot._decide); the journal holds exactly ten."""
+    start_worker()
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE trade_history, trade_pending_updates"))
+    result = make_demo(
+        demo_stack, "--symbols", "BTC/USDT,ETH/USDT,SOL/USDT", "--trades", "10", "--rate", "20",
+        "--hold", "2", "--seed", "1", spool=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    opened = re.findall(r" open  (?:buy|sell) .* trade ([0-9a-f]{32})", result.stdout)
+    assert len(opened) == 10 and "demo bot: opened 10, closed 10" in result.stdout, result.stdout
+    assert {symbol for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT") if f" {symbol} " in result.stdout} == {
+        "BTC/USDT", "ETH/USDT", "SOL/USDT"
+    }  # fmt: skip
+
+    def journaled() -> list:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT trade_id FROM trade_history WHERE closed")).scalars().all()
+
+    wait_for(lambda: len(journaled()) >= 10, 60, "the ten trades closed in the journal")
+    assert sorted(journaled()) == sorted(opened)
 
 
 def test_the_demo_bot_trades_on_the_models_and_journals_every_trade(demo_stack, start_worker, engine, env):

@@ -1,12 +1,15 @@
-"""The Getting started pages work as written: every code block of the first prediction's
-and the first trade's pages runs, in order, against a real web server and real predict
-and trades workers holding the demo models (`make run`'s, trained the way it trains them).
+"""The Getting started pages work as written: every code block of the first run's, the
+first prediction's and the first trade's pages runs, in order, against a real web server
+and real predict and trades workers holding the demo models (`make run`'s, trained the
+way it trains them).
 
 A block is run as a newcomer would paste it (`bash` blocks in bash, `python` blocks by the
 project's Python), with `localhost:5173` pointing at the test's web server and `curl`
-failing on an HTTP error. A block that shows an error on purpose says which, in a comment
-before it (`<!-- answers: 422 input_mismatch -->`). A block that only reads is tried again
-until it succeeds (a trade is written by a worker a few milliseconds after it is sent)."""
+failing on an HTTP error; a block of `make` commands (the stack's own start, which
+tests/test_make_run.py runs) is checked to name targets that exist (`make -n`). A block
+that shows an error on purpose says which, in a comment before it
+(`<!-- answers: 422 input_mismatch -->`). A block that only reads is tried again until it
+succeeds (a trade is written by a worker a few milliseconds after it is sent)."""
 
 from __future__ import annotations
 
@@ -55,6 +58,12 @@ def demo_stack(web, workers, tmp_path):
 
 def run(language: str, code: str, server, env: dict[str, str]) -> subprocess.CompletedProcess:
     code = code.replace("localhost:5173", server.url.removeprefix("http://"))
+    commands = code.strip().splitlines()
+    if language == "bash" and all(line.startswith("make ") for line in commands):
+        dry_runs = " && ".join(
+            f"make -n --no-print-directory {line.removeprefix('make ')}" for line in commands
+        )
+        return subprocess.run(["bash", "-c", dry_runs], cwd=ROOT, capture_output=True, text=True, timeout=60)
     if language == "bash":
         command = ["bash", "-euo", "pipefail", "-c", CURL_FAILS + code]
     elif language == "python":
@@ -68,7 +77,7 @@ def writes(language: str, code: str) -> bool:
     return language == "python" or "-X POST" in code or "-X PATCH" in code
 
 
-@pytest.mark.parametrize("page", ["first-prediction.md", "first-trade.md"])
+@pytest.mark.parametrize("page", ["first-run.md", "first-prediction.md", "first-trade.md"])
 def test_the_getting_started_blocks_run_as_written(page, demo_stack, env):
     found = blocks(page)
     assert found, f"{page} has no code block"

@@ -103,10 +103,16 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, dat
         for started in ("web.server", "worker", "beat", "flower", "honcho"):
             assert started in commands
 
+        # Once /readyz answers 200, one line says so.
+        wait_for(lambda: "make run: ready in " in log_path.read_text(), 10, "make run to say it is ready")
+
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         make.wait(60)
         wait_for(lambda: not any(running(pid) for pid in processes), 30, "every process of make run to stop")
-        assert "SIGINT received" in log_path.read_text()
+        output = log_path.read_text()
+        assert "SIGINT received" in output
+        assert "make run: stopped web, worker-trades, worker-predict, beat and flower (on SIGINT)" in output
+        assert "make: ***" not in output  # an orderly stop exits 0: no "Error 130" from make
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)

@@ -12,6 +12,7 @@
   const filter = document.getElementById("trade-filter");
   const knownSymbols = new Set();
   const charts = {};
+  const bucketWidths = {}; // chart name -> the width of its buckets, in seconds
   const modelCharts = new Map(); // model name -> {figure, element, chart, signature}
   const VERSION_COLOURS = ["#2563eb", "#d97706", "#7c3aed", "#0d9488", "#db2777", "#65a30d", "#475569"];
   const MODEL_CHART_HEIGHT = 200;
@@ -112,41 +113,139 @@
     return Math.max(240, element.clientWidth || 480);
   }
 
-  // The x range from the data itself: uPlot widens a single point's range to years.
-  function xRange(xs, bars, pad) {
+  // The x range from the data itself: uPlot widens a single point's range to years. A
+  // line with one point gets a minute either side.
+  function xRange(xs) {
     if (xs.length === 0) {
       const now = Date.now() / 1000; // nothing closed yet: show today
       return [now - DAY_S, now];
     }
     const min = xs[0];
     const max = xs[xs.length - 1];
-    return bars || min === max ? [min - pad, max + pad] : [min, max];
+    return min === max ? [min - 60, max + 60] : [min, max];
   }
 
-  function drawChart(name, elementId, label, color, data, bars) {
+  function drawLine(name, elementId, label, color, data) {
     const element = document.getElementById(elementId);
     if (charts[name]) {
       charts[name].setData(data);
       return;
     }
-    const series = { label: label, stroke: color, width: 2 };
-    if (bars) {
-      series.fill = color;
-      series.paths = uPlot.paths.bars({ size: [0.6, 60] });
-      series.points = { show: false };
+    const options = {
+      width: chartWidth(element),
+      height: 220,
+      scales: { x: { time: true, range: (u) => xRange(u.data[0]) } },
+      tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"), // UTC, as the tables
+      series: [{}, { label: label, stroke: color, width: 2 }],
+      axes: [{}, { size: 60 }],
+      legend: { show: true },
+    };
+    charts[name] = new uPlot(options, data, element);
+  }
+
+  // -- PnL per bucket (a day unless performance.json says otherwise) ------------------------
+  // A bar stands for a whole bucket: the axis spans exactly the buckets from the first bar's
+  // to the last one's (uPlot's own range put about 36 hours around a single day's bar), each
+  // bar stands in the middle of its bucket, labelled with the bucket's date under it.
+
+  const BUCKET_UNITS_S = { minute: 60, hour: 3600, day: DAY_S, week: 7 * DAY_S };
+  const LABEL_ROOM_PX = 90; // what a label under the axis needs: every k-th bucket has one
+
+  // performance.json's `bucket` ("1 day", "4 hours") in seconds.
+  function bucketSeconds(bucket) {
+    const match = /^(\d+) (minute|hour|day|week)s?$/.exec(bucket || "");
+    return match ? Number(match[1]) * BUCKET_UNITS_S[match[2]] : DAY_S;
+  }
+
+  // One slot per bucket from the first point's to the last one's, at the bucket's middle;
+  // a bucket without trades is an empty slot (null), so every bar stays a bucket wide
+  // (uPlot sizes bars by the nearest neighbour, and by the whole plot for a single bar).
+  function bucketSlots(points, width) {
+    if (points.length === 0) return [[], []];
+    const pnl = new Map(points.map((p) => [p.at, p.pnl]));
+    const xs = [];
+    const ys = [];
+    for (let at = points[0].at; at <= points[points.length - 1].at; at += width) {
+      xs.push(at + width / 2);
+      ys.push(pnl.has(at) ? pnl.get(at) : null);
     }
-    // Bars are one day wide: keep half a day either side. A line with one point gets a minute.
-    const pad = bars ? 0.75 * DAY_S : 60;
+    return [xs, ys];
+  }
+
+  // From the first slot's bucket start to the last one's end; nothing yet: today (UTC).
+  function bucketRange(xs, width) {
+    if (xs.length === 0) {
+      const today = Math.floor(Date.now() / 1000 / DAY_S) * DAY_S;
+      return [today, today + DAY_S];
+    }
+    return [xs[0] - width / 2, xs[xs.length - 1] + width / 2];
+  }
+
+  // The middles of the buckets between min and max, every k-th so that labels fit.
+  function bucketTicks(u, min, max, width) {
+    const count = Math.max(1, Math.round((max - min) / width));
+    const plotPx = u.bbox.width / (window.devicePixelRatio || 1);
+    const every = Math.max(1, Math.ceil(count / Math.max(1, Math.floor(plotPx / LABEL_ROOM_PX))));
+    const ticks = [];
+    for (let index = 0; index < count; index += every) ticks.push(min + (index + 0.5) * width);
+    return ticks;
+  }
+
+  // A bucket's label: its start's UTC date, with the time for buckets shorter than a day.
+  function bucketLabel(middle, width) {
+    const iso = new Date((middle - width / 2) * 1000).toISOString();
+    return width % DAY_S === 0 ? iso.slice(0, 10) : iso.slice(0, 16).replace("T", " ");
+  }
+
+  // What the axis shows, on the chart's element: the canvas holds no text that scripts (or
+  // screen readers) can read. Unix seconds of its bounds, and the labels under it.
+  function describeAxis(element, u, width) {
+    const labels = bucketTicks(u, u.scales.x.min, u.scales.x.max, width).map((x) => bucketLabel(x, width));
+    element.dataset.xMin = String(u.scales.x.min);
+    element.dataset.xMax = String(u.scales.x.max);
+    element.dataset.xLabels = labels.join(" ");
+    element.setAttribute("aria-label", "buckets " + labels.join(", "));
+  }
+
+  function drawBuckets(name, elementId, label, color, points, width) {
+    const element = document.getElementById(elementId);
+    const data = bucketSlots(points, width);
+    bucketWidths[name] = width;
+    if (charts[name]) {
+      charts[name].setData(data);
+      return;
+    }
+    const widthNow = () => bucketWidths[name];
     const options = {
       width: chartWidth(element),
       height: 220,
       scales: {
-        x: { time: true, range: (u) => xRange(u.data[0], bars, pad) },
+        x: { time: true, range: (u) => bucketRange(u.data[0], widthNow()) },
+        // Bars grow from zero, so zero is on the axis: a bar's height is its PnL.
+        y: { range: (u, min, max) => uPlot.rangeNum(Math.min(0, min), Math.max(0, max), 0.1, true) },
       },
       tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"), // UTC, as the tables
-      series: [{}, series],
-      axes: [{}, { size: 60 }],
+      series: [
+        { label: "Day", value: (u, x) => (x === null ? "—" : bucketLabel(x, widthNow())) },
+        {
+          label: label,
+          stroke: color,
+          fill: color,
+          width: 2,
+          paths: uPlot.paths.bars({ size: [0.6, Infinity] }),
+          points: { show: false },
+        },
+      ],
+      axes: [
+        {
+          grid: { show: false }, // a grid line would cross every bar: the labels sit under them
+          splits: (u, axis, min, max) => bucketTicks(u, min, max, widthNow()),
+          values: (u, ticks) => ticks.map((x) => bucketLabel(x, widthNow())),
+        },
+        { size: 60 },
+      ],
       legend: { show: true },
+      hooks: { draw: [(u) => describeAxis(element, u, widthNow())] },
     };
     charts[name] = new uPlot(options, data, element);
   }
@@ -161,9 +260,8 @@
     if (stale()) return;
     showTotals(body.totals);
     const equity = [body.equity.map((p) => p.at), body.equity.map((p) => p.equity)];
-    const perDay = [body.per_bucket.map((p) => p.at), body.per_bucket.map((p) => p.pnl)];
-    drawChart("equity", "equity-chart", "equity", "#2563eb", equity, false);
-    drawChart("daily", "daily-chart", "PnL", "#0d9488", perDay, true);
+    drawLine("equity", "equity-chart", "equity", "#2563eb", equity);
+    drawBuckets("daily", "daily-chart", "PnL", "#0d9488", body.per_bucket, bucketSeconds(body.bucket));
   }
 
   function versionLabel(version) {
@@ -200,7 +298,7 @@
       {
         width: chartWidth(entry.element),
         height: MODEL_CHART_HEIGHT,
-        scales: { x: { time: true, range: (u) => xRange(u.data[0], false, 60) } },
+        scales: { x: { time: true, range: (u) => xRange(u.data[0]) } },
         tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),
         series: [{}, ...series],
         axes: [{}, { size: 60 }],
