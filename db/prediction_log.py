@@ -105,7 +105,7 @@ WITH given AS (
     -- it), in the experiment it belongs to: its challenger's latest set at or before it.
     SELECT new.prediction_id AS shadow_id, new.created_at, new.model_name, new.model_version AS challenger,
            given.shadow_of, given.champion_version AS champion, experiment.since, experiment.threshold,
-           element.row_number, pair.champion_value, pair.challenger_value
+           pair.row_number, pair.champion_value, pair.challenger_value
     FROM new
     JOIN given ON given.prediction_id = new.prediction_id AND given.created_at = new.created_at
     CROSS JOIN LATERAL (
@@ -113,18 +113,7 @@ WITH given AS (
         WHERE e.model_name = new.model_name AND e.challenger = new.model_version AND e.since <= new.created_at
         ORDER BY e.since DESC LIMIT 1
     ) AS experiment
-    CROSS JOIN LATERAL ROWS FROM (
-        jsonb_array_elements(CASE WHEN jsonb_typeof(given.champion_predictions) = 'array'
-                                  THEN given.champion_predictions ELSE CAST('[]' AS jsonb) END),
-        jsonb_array_elements(CASE WHEN jsonb_typeof(given.predictions) = 'array'
-                                  THEN given.predictions ELSE CAST('[]' AS jsonb) END)
-    ) WITH ORDINALITY AS element(champion_json, challenger_json, row_number)
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN jsonb_typeof(element.champion_json) = 'number'
-                    THEN CAST(element.champion_json AS float8) END AS champion_value,
-               CASE WHEN jsonb_typeof(element.challenger_json) = 'number'
-                    THEN CAST(element.challenger_json AS float8) END AS challenger_value
-    ) AS pair
+    CROSS JOIN LATERAL shadow_pairs(given.champion_predictions, given.predictions) AS pair
     WHERE new.role = 'shadow' AND given.shadow_of IS NOT NULL AND given.champion_version IS NOT NULL
       AND pair.champion_value IS NOT NULL AND pair.challenger_value IS NOT NULL
 ), summed AS (

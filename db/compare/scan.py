@@ -3,9 +3,10 @@
 A shadow prediction (`role` 'shadow', `model_version` the challenger's) names its champion's
 `prediction_id` in `shadow_of`; its champion is the row of the same model logged under that
 id (any version, or `champion`'s alone) at most MAX_SHADOW_LAG before it (a task id reused
-by a bot within that time pairs with each of its rows). The two make a pair per input row:
-element i of the champion's `predictions` with element i of the shadow's. An element that
-is null (a non-finite output) or not a number, on either side, leaves its row pair out.
+by a bot within that time pairs with each of its rows). The two make a pair per input row,
+as the database's `shadow_pairs` defines it (migration 008; the log's writer pairs by it
+too): element i of the champion's `predictions` with element i of the shadow's; an element
+that is null (a non-finite output) or not a number, on either side, leaves its row out.
 The window is on the shadow's `created_at`: `since` inclusive, `until` exclusive.
 
 The trades are the closed ones linked to the pairs' champion predictions
@@ -42,8 +43,8 @@ COMPARE_SQL = text(
     """
 WITH pairs AS MATERIALIZED (
     SELECT shadow.created_at AS shadowed_at, shadow.prediction_id AS shadow_id,
-           champion.prediction_id, element.row_number,
-           pair.champion, pair.challenger
+           champion.prediction_id, pair.row_number,
+           pair.champion_value AS champion, pair.challenger_value AS challenger
     FROM prediction_log AS shadow
     JOIN prediction_log AS champion
       ON champion.prediction_id = shadow.shadow_of
@@ -54,24 +55,13 @@ WITH pairs AS MATERIALIZED (
      AND champion.model_name = shadow.model_name
      AND champion.role IS DISTINCT FROM 'shadow'
      AND (CAST(:champion AS varchar) IS NULL OR champion.model_version = CAST(:champion AS varchar))
-    CROSS JOIN LATERAL ROWS FROM (
-        jsonb_array_elements(CASE WHEN jsonb_typeof(champion.predictions) = 'array'
-                                  THEN champion.predictions ELSE CAST('[]' AS jsonb) END),
-        jsonb_array_elements(CASE WHEN jsonb_typeof(shadow.predictions) = 'array'
-                                  THEN shadow.predictions ELSE CAST('[]' AS jsonb) END)
-    ) WITH ORDINALITY AS element(champion_value, challenger_value, row_number)
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN jsonb_typeof(element.champion_value) = 'number'
-                    THEN CAST(element.champion_value AS float8) END AS champion,
-               CASE WHEN jsonb_typeof(element.challenger_value) = 'number'
-                    THEN CAST(element.challenger_value AS float8) END AS challenger
-    ) AS pair
+    CROSS JOIN LATERAL shadow_pairs(champion.predictions, shadow.predictions) AS pair
     WHERE shadow.role = 'shadow'
       AND shadow.model_name = CAST(:model_name AS varchar)
       AND shadow.model_version = CAST(:challenger AS varchar)
       AND shadow.created_at >= CAST(:since AS timestamptz)
       AND (CAST(:until AS timestamptz) IS NULL OR shadow.created_at < CAST(:until AS timestamptz))
-      AND pair.champion IS NOT NULL AND pair.challenger IS NOT NULL
+      AND pair.champion_value IS NOT NULL AND pair.challenger_value IS NOT NULL
 ), pair_sums AS (
     SELECT count(*) AS pairs,
            count(*) FILTER (WHERE (champion >= :threshold) = (challenger >= :threshold)) AS agreeing,

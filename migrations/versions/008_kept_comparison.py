@@ -99,6 +99,28 @@ CREATE TRIGGER shadow_trades_truncated AFTER TRUNCATE ON trade_history
     FOR EACH STATEMENT EXECUTE FUNCTION shadow_trades_truncated();
 """
 
+# What makes a pair, the one definition the log's writer (the kept sums) and the scan
+# share: element i of the champion's `predictions` with element i of the shadow's; an
+# element that is null (a non-finite output) or not a number, on either side, is null
+# here and its row pair is left out by the caller; a shorter array pairs with nulls.
+_PAIRS = """
+CREATE FUNCTION shadow_pairs(champion jsonb, challenger jsonb)
+RETURNS TABLE (row_number bigint, champion_value float8, challenger_value float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT element.row_number,
+           CASE WHEN jsonb_typeof(element.champion_json) = 'number'
+                THEN CAST(element.champion_json AS float8) END,
+           CASE WHEN jsonb_typeof(element.challenger_json) = 'number'
+                THEN CAST(element.challenger_json AS float8) END
+    FROM ROWS FROM (
+        jsonb_array_elements(CASE WHEN jsonb_typeof(champion) = 'array'
+                                  THEN champion ELSE CAST('[]' AS jsonb) END),
+        jsonb_array_elements(CASE WHEN jsonb_typeof(challenger) = 'array'
+                                  THEN challenger ELSE CAST('[]' AS jsonb) END)
+    ) WITH ORDINALITY AS element(champion_json, challenger_json, row_number)
+$$;
+"""
+
 _DROP_TRIGGERS = """
 DROP TRIGGER IF EXISTS shadow_trades_truncated ON trade_history;
 DROP TRIGGER IF EXISTS shadow_trades_deleted ON trade_history;
@@ -108,6 +130,7 @@ DROP FUNCTION IF EXISTS shadow_trades_truncated();
 DROP FUNCTION IF EXISTS shadow_trades_deleted();
 DROP FUNCTION IF EXISTS shadow_trades_updated();
 DROP FUNCTION IF EXISTS shadow_trades_inserted();
+DROP FUNCTION IF EXISTS shadow_pairs(jsonb, jsonb);
 """
 
 
@@ -191,6 +214,7 @@ def upgrade():
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", "logged_at", name="shadow_trade_changes_pkey"),
     )
+    op.execute(_PAIRS)
     op.execute(_TRIGGERS)
 
 
