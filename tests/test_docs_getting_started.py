@@ -77,10 +77,17 @@ def writes(language: str, code: str) -> bool:
     return language == "python" or "-X POST" in code or "-X PATCH" in code
 
 
-@pytest.mark.parametrize("page", ["first-run.md", "first-prediction.md", "first-trade.md"])
-def test_the_getting_started_blocks_run_as_written(page, demo_stack, env):
-    found = blocks(page)
-    assert found, f"{page} has no code block"
+PAGES_RUN = ("first-run.md", "first-prediction.md", "first-trade.md")  # in a newcomer's order
+
+
+def test_the_getting_started_blocks_run_as_written(demo_stack, env):
+    for page in PAGES_RUN:
+        found = blocks(page)
+        assert found, f"{page} has no code block"
+        run_page(page, found, demo_stack, env)
+
+
+def run_page(page: str, found, demo_stack, env) -> None:
     for language, code, error in found:
         deadline = time.monotonic() + (0 if writes(language, code) or error else READ_RETRY_S)
         while True:

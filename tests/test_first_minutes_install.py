@@ -43,7 +43,14 @@ def pip_env() -> dict[str, str]:
     """The machine's pip settings left out: no index, no configuration file, and the build of
     the editable install uses the setuptools already there (pip reads PIP_NO_BUILD_ISOLATION
     backwards: 0 turns the isolation off)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    # Nor the make around the suite (`make test`): a make it starts would say which
+    # directory it enters, as a sub-make does.
+    outer_make = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PIP_") and key not in outer_make
+    }
     env.update(
         PIP_NO_INDEX="1",
         PIP_CONFIG_FILE=os.devnull,

@@ -98,9 +98,8 @@ def assert_quiet_start(output: str) -> None:
         assert output.index(GRANIAN_NOTE) < output.index(GRANIAN_WARNING)
 
 
-@pytest.mark.parametrize(
-    ("send", "named"), [(ctrl_c, "SIGINT"), (sigterm, "SIGTERM")], ids=["ctrl-c", "sigterm"]
-)
+# Ctrl-C here; SIGTERM (to make) is the next test's, on the machine's own servers.
+@pytest.mark.parametrize(("send", "named"), [(ctrl_c, "SIGINT")], ids=["ctrl-c"])
 def test_make_run_says_ready_and_a_stop_says_what_it_stopped_and_exits_0(env, tmp_path, zoo, send, named):
     web_port, flower_port, redis_port, nowhere = free_port(), free_port(), free_port(), free_port()
     stack_env = {
@@ -202,7 +201,12 @@ def test_flowers_first_inspection_before_any_worker_is_one_explained_line(env, t
         flower_refresh(port)  # the first round is over once this answers
         first = flower.log()
         flower_refresh(port)  # a round of its own: no worker answers it either
-        later = flower.log()[len(first) :]
+
+        def later_round() -> str:  # its four lines may reach the log just after the answer
+            text = flower.log()[len(first) :]
+            return text if len(re.findall(r"Inspect method \w+ failed$", text, re.MULTILINE)) >= 4 else ""
+
+        later = wait_for(later_round, 10, "the later round's warnings")
     finally:
         flower.stop()
     assert first.count(EXPLAINED) == 1 and "[I " in first[first.rindex("\n", 0, first.index(EXPLAINED)) :]
