@@ -23,6 +23,9 @@ from tests.support import rabbitmq
 from tests.support.filesystems import mount_tiny, unmount
 from tests.support.processes import Beat, WebServer, Worker, flask
 
+# Fixtures kept in modules of their own (`browser`: the dashboard's browser tests).
+pytest_plugins = ["tests.support.browser"]
+
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RUN_ID = uuid.uuid4().hex[:8]

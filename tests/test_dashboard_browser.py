@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, sync_playwright
+from playwright.sync_api import Browser, Page, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,6 @@ from tests.support.processes import WebServer, Worker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 GREEN, RED = "rgb(21, 128, 61)", "rgb(185, 28, 28)"  # --ok and --bad in dashboard.css
 WAIT_MS = 30_000
 LINKED_MODEL = "xgboost_model.json"  # one of the demo models
@@ -57,15 +56,6 @@ def stack(tmp_path_factory, database_url) -> Iterator[dict]:
             "env": services.env,
             "folder": folder,
         }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # Debian's chromium; `playwright install` (a browser download) is never needed.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -14,23 +14,14 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from sqlalchemy.orm import Session
 
 from db import RecordEntry, TradeRecord, TradeRepository
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 30_000
 DAY_S = 86_400
 BAR_RGB = (13, 148, 136)  # #0d9488, the bars' colour in dashboard.js
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
