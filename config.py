@@ -235,6 +235,11 @@ class Settings(BaseSettings):
         "subdirectory per container or host (each process writes to its PROMETHEUS_MULTIPROC_DIR).",
     )
     # A file, because a line per request through honcho's pipe throttles the web.
+    predict_timeline_dir: Path | None = Field(
+        default=None,
+        description="A diagnostic, off when unset: the web and the predict workers write each synchronous "
+        "prediction's stage stamps here (`bench/timeline.py` sets it and reads them).",
+    )
     access_log: Path | None = Field(
         default=None,
         description="A file the web appends its access lines to; unset or `-`: its stderr. `make run` "
@@ -249,6 +254,7 @@ class Settings(BaseSettings):
         "flower_url",
         "access_log",
         "model_archive_dir",
+        "predict_timeline_dir",
         mode="before",
     )
     @classmethod

@@ -20,6 +20,10 @@ Sides, all started here and all serving the same model files from one scratch MO
   XGBoost's OpenMP thread per core; --mlserver-omp-threads 1 for one), without and with
   adaptive batching (max_batch_size 64, max_batch_time 2 ms); MLServer has no torch
   runtime, so it sits out the LSTM case;
+- mlserver-tuned: MLServer as a user who cares about latency runs it: parallel_workers 0
+  (inference in the HTTP process, no hop to a pool), debug false (its production mode:
+  no per-request access line) and OMP_NUM_THREADS=1 (one row gains nothing from
+  XGBoost's threads, which cost a wake-up each);
 - flask-gunicorn, flask-granian: the limit an out-of-process design cannot beat, shown
   for reference: a bare Flask app predicting in the web process (bench/peers/flask_limit.py)
   under gunicorn (2 workers, 16 threads, --reuse-port: the project's server until granian) and
@@ -49,9 +53,9 @@ each of the side's processes by role (the compose service or Procfile entry, uvi
 mlserver and its inference pool), of Redis (INFO cpu) and PostgreSQL (every `postgres`
 process: both servers are the machine's, so others' work counts too) and of wrk, per
 request served; and how wrk's 32 connections spread over the serving processes. Ratios
-against plan-fastapi and against MLServer's better side at each figure; throughput
-ratios are the median of the rounds' ratios, since the sides of one round run close
-together on a shared machine. Any non-2xx answer or socket error fails the run.
+against plan-fastapi and against MLServer's best side at each figure (mlserver-tuned
+included); throughput ratios are the median of the rounds' ratios, since the sides of
+one round run close together on a shared machine. Any non-2xx answer or socket error fails the run.
 
 The stacks run the working tree's code, or with --ref a commit's (`--ref HEAD`: exported
 with git archive into the scratch directory, so that edits made in the tree during a run,
@@ -127,6 +131,7 @@ SIDES = (
     "plan-fastapi",
     "mlserver",
     "mlserver-batch",
+    "mlserver-tuned",
     "flask-gunicorn",
     "flask-granian",
 )
@@ -140,12 +145,17 @@ LABELS = {
     "plan-fastapi": "plan-fastapi",
     "mlserver": "mlserver",
     "mlserver-batch": "mlserver-batch",
+    "mlserver-tuned": "mlserver-tuned",
     "flask-gunicorn": "flask-limit (gunicorn)",
     "flask-granian": "flask-limit (granian)",
     "compose-nolog": "stack (compose, no log)",
     "compose-shadow": "stack (compose, shadow)",
 }
-MLSERVER_SIDES = ("mlserver", "mlserver-batch")
+MLSERVER_SIDES = ("mlserver", "mlserver-batch", "mlserver-tuned")
+# mlserver-tuned's settings: what MLServer's documentation says about latency (parallel
+# inference off for a model that answers in microseconds, debug off in production) and
+# one OpenMP thread.
+MLSERVER_TUNED = {"parallel_workers": 0, "debug": False}
 STACK_SIDES = ("compose", "make-run", "compose-nolog", "compose-shadow")  # two of REDIS_DBS each
 
 
@@ -551,11 +561,16 @@ def plan_fastapi_side(scratch: Scratch) -> Side:
 
 
 def mlserver_side(
-    scratch: Scratch, key: str, cases: list[Case], batching: dict, omp_threads: int | None
+    scratch: Scratch,
+    key: str,
+    cases: list[Case],
+    batching: dict,
+    omp_threads: int | None,
+    tuning: dict | None = None,
 ) -> Side:
-    """An MLServer model repository: settings.json with its three ports (MLServer's
-    defaults otherwise, parallel_workers 1 among them) and one model-settings.json per
-    XGBoost case, reading the scratch MODEL_DIR's file."""
+    """An MLServer model repository: settings.json with its three ports and `tuning`
+    (MLServer's defaults otherwise, parallel_workers 1 among them) and one
+    model-settings.json per XGBoost case, reading the scratch MODEL_DIR's file."""
     port = harness.free_port()
     repository = scratch.subdirectory(key)
     settings = {
@@ -563,6 +578,7 @@ def mlserver_side(
         "http_port": port,
         "grpc_port": harness.free_port(),
         "metrics_port": harness.free_port(),
+        **(tuning or {}),
     }
     (repository / "settings.json").write_text(json.dumps(settings, indent=2))
     for case in cases:
@@ -586,7 +602,7 @@ def mlserver_side(
 
 
 def mlserver_role(launch: Launch) -> Callable[[psutil.Process], str]:
-    # The main process answers HTTP; parallel_workers processes run the model.
+    # The main process answers HTTP; parallel_workers processes run the model (none: it does).
     return lambda member: "mlserver" if member.pid == launch.process.pid else "mlserver-pool"
 
 
@@ -617,6 +633,7 @@ def build_sides(keys: list[str], scratch: Scratch, cases: list[Case], options) -
         "mlserver-batch": lambda: mlserver_side(
             scratch, "mlserver-batch", cases, {"max_batch_size": 64, "max_batch_time": 0.002}, threads
         ),
+        "mlserver-tuned": lambda: mlserver_side(scratch, "mlserver-tuned", cases, {}, 1, MLSERVER_TUNED),
         "flask-gunicorn": lambda: flask_limit_side(scratch, "gunicorn"),
         "flask-granian": lambda: flask_limit_side(scratch, "granian"),
         "compose-nolog": lambda: compose_side(scratch, "compose-nolog", PREDICTION_LOG="off"),
@@ -950,8 +967,8 @@ def compare(mine: Figures, reference: Figures) -> Comparison:
 def mlserver_best(
     figures: dict[str, Figures],
 ) -> tuple[dict[str, str], Callable[[Figures], Comparison]] | None:
-    """Which of mlserver and mlserver-batch is better at each figure, and a comparison
-    against the better one for each."""
+    """Which of the MLServer sides is best at each figure, and a comparison against the
+    best one for each."""
     present = {key: figures[key] for key in MLSERVER_SIDES if key in figures}
     if not present:
         return None
@@ -1140,7 +1157,8 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument(
         "--mlserver-omp-threads",
         type=int,
-        help="OMP_NUM_THREADS for MLServer (default: unset, XGBoost's one thread per core)",
+        help="OMP_NUM_THREADS for mlserver and mlserver-batch (default: unset, XGBoost's one thread "
+        "per core; mlserver-tuned runs with 1)",
     )
     options = parser.parse_args()
     options.cases = subset(options.cases, CASES, "case")
@@ -1258,7 +1276,7 @@ def print_commands(sides: list[Side]) -> None:
     for side in sides:
         for launch in side.launches:
             print(f"  {side.label:<24}{shlex.join(launch.argv)}")
-            if side.v2:  # MLServer: what its repository says; parallel_workers left at 1 (its default)
+            if side.v2:  # MLServer: what its repository says (parallel_workers 1 where not set: its default)
                 for path in sorted(launch.cwd.glob("**/*settings.json")):
                     settings = json.dumps(json.loads(path.read_text()))
                     print(f"  {'':<26}{path.relative_to(launch.cwd)}: {settings}")

@@ -11,6 +11,7 @@ from config import Settings, get_settings
 from db import database, flask_config
 from models import ModelArchive, ModelStore
 from tasks.client import TradeJournal
+from tasks.observability import timeline
 from tasks.web_clients import PredictionClient
 from web import (
     cli,
@@ -60,6 +61,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     # MAX_CONTENT_LENGTH holds for chunked bodies too (413), not only for a Content-Length.
     app.wsgi_app = BoundedBodies(app, app.wsgi_app)
+    if settings.predict_timeline_dir is not None:  # a diagnostic (bench/timeline.py)
+        timeline.start(settings.predict_timeline_dir, "web")
+        app.wsgi_app = timeline.around(app.wsgi_app)
     database.init_app(app)
     Migrate(app, database, directory=str(MIGRATIONS))
     app.extensions["trade_journal"] = TradeJournal(settings.celery_broker_url, settings.spool_dir)

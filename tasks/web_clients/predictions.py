@@ -40,7 +40,7 @@ from tasks.contract import (
     lane_store_url,
     reply_key,
 )
-from tasks.observability import request_id
+from tasks.observability import request_id, timeline
 from tasks.web_clients.loaded_models import ModelReports, live_workers
 from tasks.web_clients.replies import Replies
 
@@ -147,6 +147,7 @@ class PredictionClient:
         timeout_s = min(timeout_s, self._longest_wait_s)
         try:
             if self._lane is not None:
+                timeline.name(job_id)
                 message = encode_lane_request(
                     LaneRequest(
                         job_id,

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from tasks.contract import kept_connection, reply_key
+from tasks.observability import timeline
 
 
 class Replies:
@@ -45,17 +46,21 @@ class Replies:
         try:
             sender.send_command("LPUSH", lane_key, message)
             waiter.send_command("BRPOP", reply_key(job_id), _positive(timeout_s))
+            timeline.mark("pushed")
             # The outcome first: by then the push's reply is in, so the thread sleeps once.
             # Should the push have been refused (Redis out of memory), the wait runs out
             # first and the refusal is raised then.
             item = waiter.read_response()
+            timeline.mark("replied")
             sender.read_response()
         except BaseException:
             # Either connection may hold an unread reply: start both afresh.
             sender.disconnect()
             waiter.disconnect()
             raise
-        return None if item is None else self._decode(item[1])
+        outcome = None if item is None else self._decode(item[1])
+        timeline.mark("decoded")
+        return outcome
 
 
 def _positive(timeout_s: float) -> float:

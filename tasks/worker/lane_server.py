@@ -33,7 +33,7 @@ from tasks.contract import (
     kept_connection,
     reply_key,
 )
-from tasks.observability import request_id
+from tasks.observability import request_id, timeline
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,14 @@ class LaneServer:
                 continue
             if not taken:
                 continue
+            timeline.stamp_jobs((call.id for _, call in taken), "popped")
             limits = [self._limits_of(call.args[0]) for _, call in taken]
             wait_s = max(limit.wait_s for limit in limits)
             room = min(self._max_messages, min(limit.max_batch for limit in limits)) - len(taken)
             if room > 0 and self._queueing(taken, wait_s):
-                taken += _read(self._more_after(wait_s, room))
+                more = _read(self._more_after(wait_s, room))
+                timeline.stamp_jobs((call.id for _, call in more), "popped")
+                taken += more
             calls = self._within_limits(taken)
             with self._serving_lock:
                 self._serving += 1

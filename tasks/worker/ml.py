@@ -48,7 +48,7 @@ from tasks.contract import (
     waits_on_reply,
 )
 from tasks.internals.celery_batches import run_in_pool
-from tasks.observability import metrics, request_id
+from tasks.observability import metrics, request_id, timeline
 from tasks.worker.app import FlaskTask, worker_settings
 from tasks.worker.batching import BATCH_DONE
 from tasks.worker.guards import Experiment, GuardTally, judge
@@ -128,6 +128,7 @@ def _start_lane(threads: int) -> None:
         return
     client = redis.Redis.from_url(lane_url, socket_connect_timeout=2, health_check_interval=30)
     settings = worker_settings()
+    timeline.start(settings.predict_timeline_dir, "worker")  # a diagnostic (bench/timeline.py)
     _lane = LaneServer(
         client,
         serve_waiting,
@@ -295,6 +296,7 @@ def serve(calls: list[Call]) -> str:
         for experiment, champions in shadows.items():
             _shadow.submit(ShadowWork(experiment, champions))
     _report_new_versions()
+    timeline.stamp_jobs((call.id for call in calls), "done")
     return BATCH_DONE
 
 
@@ -443,8 +445,10 @@ def _run_group(
     for stack in chunks:
         inputs = np.concatenate([array for _, array in stack])
         try:
+            timeline.stamp_jobs((request.id for request, _ in stack), "stacked")
             predictions = loaded.adapter.predict(inputs)
             contributions = loaded.adapter.contributions(inputs) if explain else None
+            timeline.stamp_jobs((request.id for request, _ in stack), "predicted")
         except ModelError as error:
             outcomes.extend((request, error) for request, _ in stack)
             continue

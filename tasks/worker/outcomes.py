@@ -12,6 +12,7 @@ from celery import Celery, states
 from models import ModelError
 from tasks.contract import REPLY_TTL_S, Outcome, error_result, send_all, waits_on_reply
 from tasks.internals.celery_results import result_meta
+from tasks.observability import timeline
 from tasks.observability.metrics import count_predictions
 
 
@@ -49,5 +50,6 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
             commands.append(("PUBLISH", key, encoded))
     try:
         send_all(backend.client, commands)
+        timeline.stamp_jobs((call.id for call, _ in outcomes), "published")
     finally:  # counted once the callers have their answers, and counted if Redis failed
         count_predictions((call.args[0] if call.args else None, outcome) for call, outcome in outcomes)
