@@ -18,12 +18,13 @@ them:
     redis   pushed -> popped      Redis, then the worker's blocked lane thread wakes
     worker  popped -> stacked     the message decoded, batching's wait, routing, the rows stacked
             stacked -> predicted  the model call
-            predicted -> published the payload built, the outcome stored and pushed (one round trip)
-    redis   published -> replied  Redis, then the web's blocked request thread wakes
+            predicted -> answered the payload built, the outcome encoded
+    redis   answered -> replied   the outcome stored and pushed (one round trip to Redis),
+                                  then the web's blocked request thread wakes
     web     replied -> decoded    the outcome decoded
             decoded -> encoded    the response's JSON and object
             encoded -> returned   the after-request hooks (request id, access line, metrics)
-    worker  published -> done     after the answer: the prediction log's hand-over, metrics
+    worker  answered -> done      Redis's replies read, then the prediction log's hand-over, metrics
 
 `outside` is wrk's p50 less the web's (request -> returned) p50: granian, the kernel's
 sockets and wrk. CPU per request by role is read around the burst, as bench/peers.py does.
@@ -53,13 +54,13 @@ STAGES = (
     ("redis", "pushed", "popped"),
     ("worker", "popped", "stacked"),
     ("worker", "stacked", "predicted"),
-    ("worker", "predicted", "published"),
-    ("redis", "published", "replied"),
+    ("worker", "predicted", "answered"),
+    ("redis", "answered", "replied"),
     ("web", "replied", "decoded"),
     ("web", "decoded", "encoded"),
     ("web", "encoded", "returned"),
 )
-AFTER = ("worker", "published", "done")  # off the caller's path
+AFTER = ("worker", "answered", "done")  # off the caller's path
 
 
 def read_stamps(directory: Path) -> dict[str, dict[str, int]]:
@@ -84,7 +85,7 @@ def quantile(values: list[float], share: float) -> float:
 
 
 def print_timeline(clients: int, jobs: dict[str, dict[str, int]], run: harness.WrkRun, cpu: dict) -> None:
-    complete = {job: stamps for job, stamps in jobs.items() if "returned" in stamps and "published" in stamps}
+    complete = {job: stamps for job, stamps in jobs.items() if "returned" in stamps and "done" in stamps}
     print(f"\n{clients} client(s): {run.requests:,} sent, {run.rate:,.0f} req/s, {len(complete):,} timed")
     print(f"  {'':<8}{'stage':<24}{'p50 µs':>9}{'p90 µs':>9}")
     total_p50 = 0.0

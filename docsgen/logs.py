@@ -7,6 +7,7 @@ import logging
 
 from docsgen.markdown import code, table
 from docsgen.web_app import web_app
+from web.answered import ANSWERED
 
 ACCESS_LOGGER = "web.access"
 _TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -21,8 +22,11 @@ def json_fields_table() -> str:
 
 
 def access_fields_table() -> str:
+    from tasks.observability.logs import JSON_FIELDS
+
     record = _access_record()
-    standard = set(vars(logging.makeLogRecord({})))
+    # What every line has (the request id among them) is the other table's.
+    standard = set(vars(logging.makeLogRecord({}))) | set(JSON_FIELDS)
     extra = {name: value for name, value in vars(record).items() if name not in standard}
     rows = [(code(name), _TYPES.get(type(value), type(value).__name__)) for name, value in extra.items()]
     return table(("field", "type"), rows)
@@ -46,6 +50,7 @@ def _access_record() -> logging.LogRecord:
     logger.setLevel(logging.INFO)
     try:
         app.test_client().get("/healthz")
+        ANSWERED.write()  # the line is written after the answer
     finally:
         logger.removeHandler(kept)
         logger.setLevel(level)

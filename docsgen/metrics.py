@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from docsgen.markdown import code, joined, table
 
 # The modules that define metric objects (the drift test finds any other by its source).
-METRIC_MODULES = ("tasks.observability.metrics", "web.metrics")
+METRIC_MODULES = ("tasks.observability.metrics", "web.answered")
 # A counter `x` is exposed as `x_total`; a histogram as `x_bucket`, `x_sum`, `x_count`.
 _SUFFIX = {"counter": "_total"}
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import multiprocessing
+import sys
 import uuid
+from pathlib import Path
 
 import numpy
 import pytest
@@ -24,6 +27,7 @@ from tasks.contract import REDIS_TRANSPORT, error_result
 from tasks.internals import UnsupportedRelease, written_for
 from tasks.internals.celery_results import result_meta
 from tasks.internals.kombu_redis import Transport
+from tasks.internals.process_exit import at_exit
 from tests.conftest import BROKER_URL, RESULT_URL
 from tests.support.journal import rows_reach
 from tests.support.processes import wait_for
@@ -127,3 +131,26 @@ def test_the_redis_transport_overrides_what_kombu_still_has(broker):
         queue.close()
     assert broker.llen(queue_name) == 0
     assert not broker.hexists("unacked", message.delivery_tag)
+
+
+def _register_a_marker_and_return(marker: Path) -> None:
+    at_exit(lambda: marker.write_text("written at exit"))
+
+
+def test_at_exit_runs_at_the_end_of_a_multiprocessing_child(tmp_path):
+    # granian's web workers are such children: they end with os._exit, which skips atexit,
+    # and the web writes its last access lines there (web.answered).
+    marker = tmp_path / "marker"
+    child = multiprocessing.get_context("fork").Process(target=_register_a_marker_and_return, args=(marker,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert marker.read_text() == "written at exit"
+
+
+def test_the_process_exit_fence_refuses_another_python(monkeypatch):
+    import tasks.internals.process_exit as fenced
+
+    monkeypatch.setattr(sys, "version_info", (3, 12, 0, "final", 0))
+    with pytest.raises(UnsupportedRelease, match=r"tasks\.internals\.process_exit"):
+        importlib.reload(fenced)

@@ -37,8 +37,11 @@ def test_a_request_id_follows_a_trade_from_the_web_into_the_worker_log(
         lines = wait_for(worker_lines, 30, "a worker log line with the request id")
         assert any(trade_id in line["message"] and line["logger"] == "tasks.worker.trades" for line in lines)
 
-        access = [line for line in json_lines(web.log()) if line.get("request_id") == request_id]
-        assert [(line["logger"], line["method"], line["status"]) for line in access] == [
+        def access() -> list[dict]:  # written after the answer (web.answered)
+            return [line for line in json_lines(web.log()) if line.get("request_id") == request_id]
+
+        lines = wait_for(access, 10, "the request's access line")
+        assert [(line["logger"], line["method"], line["status"]) for line in lines] == [
             ("web.access", "POST", 202)
         ]
         # The worker's own lines are JSON too, with the fields a log pipeline indexes.

@@ -51,11 +51,16 @@ def test_request_counts_add_up_across_web_workers(clean, start_web):
         return len(access_log_pids(web.log(), LIST)) >= 2
 
     wait_for(both_workers_answered, 60, "requests answered by both web workers")
+
+    def counted() -> float:
+        samples = scrape(web.url)
+        return value(samples, "http_request_duration_seconds_count", method="GET", route=LIST, status="200")
+
+    # Each worker observes its requests after answering them (web.answered, every 50 ms).
+    wait_for(lambda: counted() == sent, 10, f"{sent} requests counted")
     # Whichever worker answers a scrape, it reports the requests of every worker.
     for _ in range(8):
-        samples = scrape(web.url)
-        count = value(samples, "http_request_duration_seconds_count", method="GET", route=LIST, status="200")
-        assert count == sent
+        assert counted() == sent
 
 
 def test_a_dead_web_worker_keeps_its_counts_and_leaves_no_live_gauge(clean, metrics_dir, start_web):
@@ -79,7 +84,7 @@ def test_a_dead_web_worker_keeps_its_counts_and_leaves_no_live_gauge(clean, metr
         return len(access_log_pids(web.log(), LIST)) >= 2
 
     wait_for(both_workers_answered, 60, "requests answered by both web workers")
-    assert counted() == sent
+    wait_for(lambda: counted() == sent, 10, f"{sent} requests counted")
     dead = min(access_log_pids(web.log(), LIST))
     os.kill(dead, signal.SIGKILL)
     wait_for(lambda: dead not in web.worker_pids() and len(web.worker_pids()) == 2, 60, "a new worker")

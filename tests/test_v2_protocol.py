@@ -291,14 +291,23 @@ def test_a_v2_infer_is_counted_and_echoes_its_request_id(stack):
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     answer = post(web.url, "/v2/models/gbm4.txt/infer", body, **{"X-Request-ID": "v2-request-42"})
     assert answer.status == 200 and answer.headers["X-Request-ID"] == "v2-request-42"
-    after = value(
-        scrape(web.url), "http_request_duration_seconds_count", method="POST", route=route, status="200"
-    )
-    assert after == before + 1
-    access = [json.loads(line) for line in web.log().splitlines() if line.startswith("{")]
-    assert any(
-        entry.get("logger") == "web.access" and entry.get("request_id") == "v2-request-42" for entry in access
-    )
+
+    def counted() -> float:
+        return value(
+            scrape(web.url), "http_request_duration_seconds_count", method="POST", route=route, status="200"
+        )
+
+    # Observed and logged after the answer (web.answered), by whichever web worker answered.
+    wait_for(lambda: counted() == before + 1, 10, "the infer counted")
+
+    def logged() -> bool:
+        access = [json.loads(line) for line in web.log().splitlines() if line.startswith("{")]
+        return any(
+            entry.get("logger") == "web.access" and entry.get("request_id") == "v2-request-42"
+            for entry in access
+        )
+
+    wait_for(logged, 10, "the infer's access line")
 
 
 # -- errors ---------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_sigterm_lets_the_request_in_flight_finish(env, tmp_path, database_url, 
 
 
 def test_a_request_outliving_the_graceful_timeout_is_cut_and_the_server_exits(
-    env, tmp_path, database_url, clean, broker
+    env, tmp_path, database_url, clean, broker, zoo
 ):
     server = WebServer(
         {**env, "PREDICT_TIMEOUT_S": "120", "WEB_GRACEFUL_TIMEOUT_S": "2"}, tmp_path, workers=1
@@ -166,6 +166,10 @@ def test_a_second_server_on_a_taken_address_refuses_to_start(web, env, tmp_path)
 def test_with_json_logs_every_line_the_web_prints_is_json(start_web):
     web = start_web()
     assert web.get("/healthz", headers={"X-Request-ID": "json-lines-1"})[0] == 200
+    # Access lines are written after the answer (web.answered): a stop right after the
+    # last answer still writes every one of them.
+    for number in range(20):
+        assert web.get("/healthz", headers={"X-Request-ID": f"last-{number}"})[0] == 200
     web.stop()
     lines = [line for line in web.log().splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # any other line fails here
@@ -177,6 +181,8 @@ def test_with_json_logs_every_line_the_web_prints_is_json(start_web):
     assert [(entry["logger"], entry["path"], entry["status"]) for entry in ours] == [
         ("web.access", "/healthz", 200)
     ]
+    last = {entry["request_id"] for entry in entries if entry["logger"] == "web.access"}
+    assert {f"last-{number}" for number in range(20)} <= last
     # granian's own access log stays off: the app's line is the only one per request.
     assert not [entry for entry in entries if entry["logger"].startswith("granian.access")]
     assert {"time", "level", "logger", "process", "request_id"} <= entries[0].keys()

@@ -11,17 +11,17 @@ process's own.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from tasks.observability.metrics import ensure_multiprocess_directory
+from web.answered import ANSWERED
 from web.backlog import BacklogCollector
 from web.openapi.declare import Answer, documented
 from web.settings import current_settings
@@ -30,37 +30,15 @@ from web.upkeep_metrics import UpkeepCollector
 ensure_multiprocess_directory()
 blueprint = Blueprint("metrics", __name__)
 
-REQUEST_LATENCY = Histogram(
-    "http_request_duration_seconds",
-    "Time to answer an HTTP request, by method, route and status",
-    ["method", "route", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-
 
 def measure_requests(app: Flask) -> None:
+    """The collectors a scrape reads at scrape time. Each request's latency is observed
+    with its access line, after the answer (`web.answered`)."""
     settings = current_settings(app)
     app.extensions["metrics_backlog"] = BacklogCollector(
         settings.celery_broker_url, settings.spool_dir, result_url=settings.celery_result_backend
     )
     app.extensions["metrics_upkeep"] = UpkeepCollector(settings)
-
-    @app.before_request
-    def _start_clock() -> None:
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    def _observe(response: Response) -> Response:
-        started = g.get("metrics_started")
-        if started is not None:
-            # The route's pattern, not the path: label values stay few.
-            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            method = request.method if request.method in _METHODS else "other"
-            REQUEST_LATENCY.labels(method, route, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
-        return response
 
 
 @blueprint.get("/metrics")
@@ -72,6 +50,7 @@ def measure_requests(app: Flask) -> None:
     description="Includes the workers' metrics (prometheus_client multiprocess mode).",
 )
 def metrics() -> Response:
+    ANSWERED.write()  # this process's requests answered so far are counted in this scrape
     registry = CollectorRegistry(auto_describe=False)
     directories = metric_directories()
     registry.register(ProcessFiles(directories) if directories else ThisProcess())

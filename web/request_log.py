@@ -4,7 +4,9 @@ The id comes from the caller's `X-Request-ID` header when it is sane, else a new
 is returned in the response's `X-Request-ID`, bound for the request's log lines and
 copied into the headers of the task messages the request publishes (`tasks.contract.publisher`).
 The access lines go to stderr, or to the file ACCESS_LOG names (`make run` sets one: a
-line per request through honcho's pipe cost the stack a quarter of its throughput).
+line per request through honcho's pipe cost the stack a quarter of its throughput). Each
+answered request's line and latency observation are written after the answer, in
+batches (`web.answered`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from flask import Flask, Response, g, request
 
 from tasks.observability import request_id
 from tasks.observability.logs import TEXT_FORMAT, adopt, configure_root
+from web.answered import ANSWERED, Answered, access_log
 from web.settings import current_settings
 
 HEADER = "X-Request-ID"
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
-log = logging.getLogger("web.access")
+log = access_log
 
 
 def log_requests(app: Flask) -> None:
@@ -38,19 +42,27 @@ def log_requests(app: Flask) -> None:
         g.request_id_token = request_id.bind(request_id.accept_or_new(request.headers.get(HEADER)))
 
     @app.after_request
-    def _log_and_return_id(response: Response) -> Response:
-        if rid := request_id.current():
+    def _return_id_and_record(response: Response) -> Response:
+        rid = request_id.current()
+        if rid:
             response.headers[HEADER] = rid
-        elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
-        method, path, status = request.method, request.path, response.status_code
-        log.info(
-            "%s %s %d %.1fms",
-            method,
-            path,
-            status,
-            elapsed_ms,
-            extra={"method": method, "path": path, "status": status, "duration_ms": round(elapsed_ms, 3)},
-        )
+        started = g.get("request_started")
+        if started is not None:
+            method = request.method
+            ANSWERED.add(
+                Answered(
+                    at=time.time(),
+                    duration_s=time.perf_counter() - started,
+                    method=method,
+                    path=request.path,
+                    # The route's pattern, not the path: label values stay few.
+                    route=request.url_rule.rule if request.url_rule is not None else "unmatched",
+                    status=response.status_code,
+                    request_id=rid,
+                    access_line=log.isEnabledFor(logging.INFO),
+                    metric_method=method if method in _METHODS else "other",
+                )
+            )
         return response
 
     @app.teardown_request

@@ -9,6 +9,7 @@ runs each against the installed library.
 - `celery_batches`: handing a batch to the worker's pool (celery-batches 0.11), and telling
   whether the prefork pool dropped it (billiard 4.3)
 - `celery_results`: Celery's result metadata, written directly (celery 5.6)
+- `process_exit`: code run at the end of a multiprocessing child too (Python 3.11)
 """
 
 from __future__ import annotations

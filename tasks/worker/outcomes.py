@@ -48,6 +48,7 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
             commands.append(("EXPIRE", call.reply_to, REPLY_TTL_S))
         else:  # a bot's `send_task`: its AsyncResult.get() listens here
             commands.append(("PUBLISH", key, encoded))
+    timeline.stamp_jobs((call.id for call, _ in outcomes), "answered")
     try:
         send_all(backend.client, commands)
         timeline.stamp_jobs((call.id for call, _ in outcomes), "published")
