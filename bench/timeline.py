@@ -1,34 +1,38 @@
 """Where one synchronous prediction spends its time, stage by stage, in the web and the worker.
 
-    .venv/bin/python bench/timeline.py                    # xgb-5, 1 client then 32
-    .venv/bin/python bench/timeline.py --seconds 10 --clients 1,8,32 --ref HEAD
+    .venv/bin/python bench/timeline.py                           # the working tree: 1 client, then 32
+    .venv/bin/python bench/timeline.py --refs HEAD~1,worktree    # a change against what came before
+    .venv/bin/python bench/timeline.py --clients 1,8,32 --rounds 5 --seconds 4
 
-Starts the compose side of bench/peers.py (docker-compose.yml's `web` and `worker-predict`
-commands and environment, scratch database and Redis databases) with PREDICT_TIMELINE_DIR
-set: each process then stamps every direct-lane prediction's stages with the machine's
-monotonic clock (`tasks/observability/timeline.py`). For each client count, a wrk burst;
-the stamps of the requests it sent are joined by job id and each stage's duration is
-printed as its median and 90th percentile over the burst, in the order a request meets
-them:
+Starts, for each of --refs (a commit, exported with git archive, or `worktree`: the working
+tree), the compose side of bench/peers.py (docker-compose.yml's `web` and `worker-predict`
+commands and environment, a scratch database and Redis databases of its own) with
+PREDICT_TIMELINE_DIR set: each process then stamps every direct-lane prediction's stages
+with the machine's monotonic clock (`tasks/observability/timeline.py`). Each round runs a
+wrk burst per client count on every stack, in a rotating order, so that two commits meet
+the machine's slow spells alike. The stamps are joined by job id, and each stage's median
+over the rounds is printed in the order a request meets them:
 
-    web     request -> parsed     Flask's dispatch, the token, request id and metrics hooks,
-                                  the body read and validated
-            parsed -> checked     the model resolved, the rows checked into an array
-            checked -> pushed     the lane message encoded, LPUSH and BRPOP sent
-    redis   pushed -> popped      Redis, then the worker's blocked lane thread wakes
-    worker  popped -> stacked     the message decoded, batching's wait, routing, the rows stacked
-            stacked -> predicted  the model call
-            predicted -> answered the payload built, the outcome encoded
-    redis   answered -> replied   the outcome stored and pushed (one round trip to Redis),
-                                  then the web's blocked request thread wakes
-    web     replied -> decoded    the outcome decoded
-            decoded -> encoded    the response's JSON and object
-            encoded -> returned   the after-request hooks (request id, access line, metrics)
-    worker  answered -> done      Redis's replies read, then the prediction log's hand-over, metrics
+    web     request -> parsed      Flask's dispatch, the token and request id hooks, the
+                                   body read and validated
+            parsed -> checked      the model resolved, the rows checked into an array
+            checked -> pushed      the lane message encoded, the push and the wait sent
+    redis   pushed -> popped       Redis, then the worker's blocked lane thread wakes
+    worker  popped -> stacked      the message decoded, batching's wait, routing, the rows stacked
+            stacked -> predicted   the model call
+            predicted -> answered  the payload built, the outcome encoded
+    redis   answered -> replied    the outcome stored and pushed (one round trip to Redis),
+                                   then the web's blocked request thread wakes
+    web     replied -> decoded     the outcome decoded
+            decoded -> encoded     the response's JSON and object
+            encoded -> returned    the after-request hooks, the response's headers
+    worker  answered -> done       (after the answer) Redis's replies read, the prediction
+                                   log's hand-over, metrics
 
 `outside` is wrk's p50 less the web's (request -> returned) p50: granian, the kernel's
-sockets and wrk. CPU per request by role is read around the burst, as bench/peers.py does.
-Every figure moves with the machine's load: compare runs made in one sitting.
+sockets and wrk. CPU per request by role is read around each burst, as bench/peers.py
+does. A commit from before the timeline existed shows wrk's figures and CPU alone.
+Every figure moves with the machine's load: compare stacks of one run.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
@@ -61,6 +66,20 @@ STAGES = (
     ("web", "encoded", "returned"),
 )
 AFTER = ("worker", "answered", "done")  # off the caller's path
+FLUSHED_S = 1.0  # the processes write their stamps every half second
+WORKTREE = "worktree"
+
+
+@dataclass
+class Stack:
+    ref: str
+    scratch: peers.Scratch
+    side: peers.Side
+    stamps: Path
+    jobs: dict[int, dict[str, dict[str, int]]] = field(default_factory=lambda: defaultdict(dict))
+    latency: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    rates: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu: dict[int, list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
 
 
 def read_stamps(directory: Path) -> dict[str, dict[str, int]]:
@@ -69,7 +88,7 @@ def read_stamps(directory: Path) -> dict[str, dict[str, int]]:
     for path in directory.glob("*.jsonl"):
         for line in path.read_bytes().splitlines():
             stamp = orjson.loads(line)
-            jobs[stamp["job"]].setdefault(stamp["stage"], stamp["ns"])  # the first pop, if retried
+            jobs[stamp["job"]].setdefault(stamp["stage"], stamp["ns"])
         path.write_bytes(b"")
     return jobs
 
@@ -79,72 +98,113 @@ def durations_us(jobs: dict[str, dict[str, int]], start: str, end: str) -> list[
     return [(last - first) / 1000 for first, last in spans if first is not None and last is not None]
 
 
-def quantile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
-def print_timeline(clients: int, jobs: dict[str, dict[str, int]], run: harness.WrkRun, cpu: dict) -> None:
-    complete = {job: stamps for job, stamps in jobs.items() if "returned" in stamps and "done" in stamps}
-    print(f"\n{clients} client(s): {run.requests:,} sent, {run.rate:,.0f} req/s, {len(complete):,} timed")
-    print(f"  {'':<8}{'stage':<24}{'p50 µs':>9}{'p90 µs':>9}")
-    total_p50 = 0.0
+def start_stack(ref: str, index: int, case: peers.Case, directory: Path) -> Stack:
+    # Its scratch database is named after the directory's last part: unique per run and stack.
+    scratch = peers.Scratch(directory / f"s{index}{directory.name.rsplit('-', 1)[-1].lower()}", Path())
+    scratch.directory.mkdir()
+    scratch.stacks = index  # its own pair of BENCH_PEERS_REDIS_DBS
+    print(f"stack {index + 1}: {peers.use_source(scratch, None if ref == WORKTREE else ref)}", flush=True)
+    peers.write_models(scratch.model_dir, [case], {})
+    side = peers.compose_side(scratch, key="compose")
+    stamps = scratch.subdirectory("timeline")
+    for launch in side.launches:
+        launch.env["PREDICT_TIMELINE_DIR"] = str(stamps)
+    peers.wait_until_settled(scratch.model_dir)
+    side.start()
+    return Stack(ref, scratch, side, stamps)
+
+
+def burst(bench: peers.Bench, stack: Stack, case: peers.Case, clients: int, seconds: float) -> None:
+    read_stamps(stack.stamps)  # what an earlier burst left
+    before = bench.cpu_seconds(stack.side)
+    run, _ = bench.wrk(stack.side, case, min(2, clients), clients, seconds)
+    after = bench.cpu_seconds(stack.side)
+    cpu = {role: (after[role] - before.get(role, 0.0)) / run.requests * 1e6 for role in after}
+    cpu["wrk"] = run.cpu_s / run.requests * 1e6
+    time.sleep(FLUSHED_S)
+    stack.jobs[clients].update(read_stamps(stack.stamps))
+    stack.latency[clients].update(run.histogram)
+    stack.rates[clients].append(run.rate)
+    stack.cpu[clients].append(cpu)
+
+
+def print_report(stacks: list[Stack], clients: int) -> None:
+    names = [f"{index + 1}: {stack.ref}" for index, stack in enumerate(stacks)]
+    width = max(14, *(len(name) + 2 for name in names))
+    print(f"\n{clients} client(s): p50 µs of each stage, over the rounds")
+    print(f"  {'':<8}{'stage':<24}" + "".join(f"{name:>{width}}" for name in names))
+
+    def row(where: str, label: str, values: list[float], digits: int = 1) -> None:
+        cells = "".join(f"{value:>{width},.{digits}f}" for value in values)
+        print(f"  {where:<8}{label:<24}{cells}")
+
+    complete = [
+        {
+            job: stamps
+            for job, stamps in stack.jobs[clients].items()
+            if "returned" in stamps and "done" in stamps
+        }
+        for stack in stacks
+    ]
     for where, start, end in (*STAGES, AFTER):
-        values = durations_us(complete, start, end)
-        p50 = statistics.median(values) if values else float("nan")
-        if (where, start, end) != AFTER:
-            total_p50 += p50
-        print(f"  {where:<8}{start + ' -> ' + end:<24}{p50:>9.1f}{quantile(values, 0.9):>9.1f}")
-    web = durations_us(complete, "request", "returned")
-    wrk_p50 = harness.percentile(run.histogram, 0.5)
-    print(f"  {'':<8}{'sum of the p50s':<24}{total_p50:>9.1f}")
-    print(f"  {'web':<8}{'request -> returned':<24}{statistics.median(web):>9.1f}{quantile(web, 0.9):>9.1f}")
-    print(f"  {'wrk':<8}{'latency':<24}{wrk_p50:>9.1f}{harness.percentile(run.histogram, 0.9):>9.1f}")
-    print(f"  {'':<8}{'outside (wrk - web)':<24}{wrk_p50 - statistics.median(web):>9.1f}")
-    print("  CPU µs per request: " + peers.cpu_text(cpu))
+        row(where, f"{start} -> {end}", [median(durations_us(jobs, start, end)) for jobs in complete])
+    web = [median(durations_us(jobs, "request", "returned")) for jobs in complete]
+    wrk = [harness.percentile(stack.latency[clients], 0.5) for stack in stacks]
+    row("web", "request -> returned", web)
+    row("wrk", "latency p50", wrk)
+    row("wrk", "latency p99", [harness.percentile(stack.latency[clients], 0.99) for stack in stacks])
+    row("", "outside (wrk - web)", [total - inner for total, inner in zip(wrk, web, strict=True)])
+    row("wrk", "req/s (median)", [median(stack.rates[clients]) for stack in stacks], 0)
+    roles = sorted({role for stack in stacks for burst in stack.cpu[clients] for role in burst})
+    for role in roles:
+        values = [median([burst.get(role, 0.0) for burst in stack.cpu[clients]]) for stack in stacks]
+        row("CPU", f"{role} µs/request", values, 0)
+    print(f"  {'':<8}{'timed requests':<24}" + "".join(f"{len(jobs):>{width},}" for jobs in complete))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", default="xgb-5", choices=sorted(peers.CASES))
-    parser.add_argument("--clients", default="1,32", help="a wrk burst for each count, in this order")
-    parser.add_argument("--seconds", type=float, default=8, help="each burst (after a 2 s warm-up)")
-    parser.add_argument("--ref", help="run a commit's code (git archive), as bench/peers.py --ref")
+    parser.add_argument("--refs", default=WORKTREE, help=f"commits to compare, `{WORKTREE}` the working tree")
+    parser.add_argument("--clients", default="1,32", help="a wrk burst for each count, each round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5, help="each burst")
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     options = parser.parse_args()
+    refs = [ref.strip() for ref in options.refs.split(",") if ref.strip()]
     clients = [int(count) for count in options.clients.split(",")]
     signal.signal(signal.SIGTERM, peers.raise_on_signal)
-    scratch = peers.Scratch(Path(tempfile.mkdtemp(prefix="bench-timeline-")), Path())
-    stamps_dir = scratch.subdirectory("timeline")
+    directory = Path(tempfile.mkdtemp(prefix="bench-timeline-"))
     case = peers.CASES[options.case]
-    side = None
+    stacks: list[Stack] = []
     try:
         peers.flush_redis()
-        print(f"the stack's code: {peers.use_source(scratch, options.ref)}")
-        peers.write_models(scratch.model_dir, [case], {})
-        side = peers.compose_side(scratch)
-        for launch in side.launches:
-            launch.env["PREDICT_TIMELINE_DIR"] = str(stamps_dir)
-        peers.wait_until_settled(scratch.model_dir)
-        side.start()
-        peers.wait_ready([side], [case])
-        bench = peers.Bench([side], [case], scratch, argparse.Namespace(warmup_seconds=2))
-        bench.wrk(side, case, 2, 32, 2, warm_up=True)
+        for index, ref in enumerate(refs):
+            stacks.append(start_stack(ref, index, case, directory))
+        peers.wait_ready([stack.side for stack in stacks], [case])
+        bench = peers.Bench([stack.side for stack in stacks], [case], stacks[0].scratch, options)
+        options.warmup_seconds = 2
+        bench.warm_up()
+        for round_ in range(options.rounds):
+            shift = round_ % len(stacks)
+            for stack in stacks[shift:] + stacks[:shift]:
+                for count in clients:
+                    burst(bench, stack, case, count, options.seconds)
+            print(f"round {round_ + 1} of {options.rounds} done", flush=True)
         for count in clients:
-            time.sleep(2 * 0.5)  # the stamps of the warm-up (or the last burst) written
-            read_stamps(stamps_dir)
-            before = bench.cpu_seconds(side)
-            run, _ = bench.wrk(side, case, min(2, count), count, options.seconds)
-            after = bench.cpu_seconds(side)
-            cpu = {role: (after[role] - before.get(role, 0.0)) / run.requests * 1e6 for role in after}
-            cpu["wrk"] = run.cpu_s / run.requests * 1e6
-            time.sleep(2 * 0.5)
-            print_timeline(count, read_stamps(stamps_dir), run, cpu)
+            print_report(stacks, count)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        peers.clean_up(scratch, [side] if side else [], None, options.keep)
-        if not options.keep:
-            shutil.rmtree(scratch.directory, ignore_errors=True)
+        for stack in stacks:
+            peers.clean_up(stack.scratch, [stack.side], None, options.keep)
+        if options.keep:
+            print(f"scratch directory kept: {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,9 @@ class Replies:
         return outcome
 
 
+_SERVER_AND_USER = ("host", "port", "path", "username", "password")
+
+
 def _db(client: redis.Redis) -> int:
     return int(client.connection_pool.connection_kwargs.get("db") or 0)
 
@@ -108,10 +111,10 @@ def _db(client: redis.Redis) -> int:
 def _same_server(one: redis.Redis, other: redis.Redis) -> bool:
     """Whether two clients reach the same server as the same user, differing in the database
     alone (one connection can then serve both, switching with SELECT)."""
-    first, second = (dict(client.connection_pool.connection_kwargs) for client in (one, other))
-    first.pop("db", None)
-    second.pop("db", None)
-    return first == second and one.connection_pool.connection_class is other.connection_pool.connection_class
+    first, second = (client.connection_pool.connection_kwargs for client in (one, other))
+    return all(first.get(name) == second.get(name) for name in _SERVER_AND_USER) and (
+        one.connection_pool.connection_class is other.connection_pool.connection_class  # TLS or not
+    )
 
 
 def _positive(timeout_s: float) -> float:
