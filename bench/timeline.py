@@ -16,13 +16,13 @@ over the rounds is printed in the order a request meets them:
     web     request -> parsed      Flask's dispatch, the token and request id hooks, the
                                    body read and validated
             parsed -> checked      the model resolved, the rows checked into an array
-            checked -> pushed      the lane message encoded, the push and the wait sent
-    redis   pushed -> popped       Redis, then the worker's blocked lane thread wakes
+            checked -> pushed      the lane message encoded, the push and the wait packed
+    redis   pushed -> popped       both sent, Redis, then the worker's blocked lane thread wakes
     worker  popped -> stacked      the message decoded, batching's wait, routing, the rows stacked
             stacked -> predicted   the model call
             predicted -> answered  the payload built, the outcome encoded
-    redis   answered -> replied    the outcome stored and pushed (one round trip to Redis),
-                                   then the web's blocked request thread wakes
+    redis   answered -> replied    the outcome sent, stored and pushed by Redis, then the
+                                   web's blocked request thread wakes
     web     replied -> decoded     the outcome decoded
             decoded -> encoded     the response's JSON and object
             encoded -> returned    the after-request hooks, the response's headers

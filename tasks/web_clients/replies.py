@@ -58,9 +58,9 @@ class Replies:
             return self._send_and_wait_on_one(self._one_server, lane_key, message, job_id, timeout_s)
         sender, waiter = kept_connection(lane), kept_connection(self._client)
         try:
+            timeline.mark("pushed")  # before the push: the worker may take it before this thread goes on
             sender.send_command("LPUSH", lane_key, message)
             waiter.send_command("BRPOP", reply_key(job_id), _positive(timeout_s))
-            timeline.mark("pushed")
             # The outcome first: by then the push's reply is in, so the thread sleeps once.
             # Should the push have been refused (Redis out of memory), the wait runs out
             # first and the refusal is raised then.
@@ -85,8 +85,9 @@ class Replies:
         commands += [("SELECT", reply_db), wait, ("SELECT", lane_db)] if reply_db != lane_db else [wait]
         connection = kept_connection(lane)
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            timeline.mark("pushed")
+            packed = connection.pack_commands(commands)
+            timeline.mark("pushed")  # before the push: the worker may take it before this thread goes on
+            connection.send_packed_command(packed)
             # The push's reply comes back at once (a refusal raises here, before any wait),
             # while the worker predicts; then the outcome.
             replies = [connection.read_response() for _ in commands[: commands.index(wait)]]
