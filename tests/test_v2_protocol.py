@@ -297,8 +297,10 @@ def test_a_v2_infer_is_counted_and_echoes_its_request_id(stack):
             scrape(web.url), "http_request_duration_seconds_count", method="POST", route=route, status="200"
         )
 
-    # Observed and logged after the answer (web.answered), by whichever web worker answered.
-    wait_for(lambda: counted() == before + 1, 10, "the infer counted")
+    # Observed and logged after the answer (web.answered), by whichever web worker answered;
+    # the earlier tests' infers may still be on their way into `before` (test_metrics counts
+    # exactly).
+    wait_for(lambda: counted() >= before + 1, 10, "the infer counted")
 
     def logged() -> bool:
         access = [json.loads(line) for line in web.log().splitlines() if line.startswith("{")]
