@@ -179,8 +179,10 @@ def _array(array: numpy.ndarray, spec: dict[str, Any]) -> numpy.ndarray:
             f"(batch, {length}, {width or 'features'})",
             f"(batch, {array.shape[1]}, {found})",
         )
-    with numpy.errstate(over="ignore"):  # float32 overflow becomes inf, refused below
-        array = numpy.ascontiguousarray(array, dtype=numpy.float32 if sequences else numpy.float64)
+    dtype = numpy.float32 if sequences else numpy.float64
+    if array.dtype != dtype or not array.flags.c_contiguous:  # the lane's rows already are (no copy)
+        with numpy.errstate(over="ignore"):  # float32 overflow becomes inf, refused below
+            array = numpy.ascontiguousarray(array, dtype=dtype)
     bad = ~numpy.isfinite(array) if sequences else numpy.isinf(array)
     if bad.any():
         at = "features" + "".join(f"[{index}]" for index in numpy.argwhere(bad)[0])
