@@ -31,7 +31,8 @@ over the rounds is printed in the order a request meets them:
 
 `outside` is wrk's p50 less the web's (request -> returned) p50: granian, the kernel's
 sockets and wrk. CPU per request by role is read around each burst, as bench/peers.py
-does. A commit from before the timeline existed shows wrk's figures and CPU alone.
+does; the stamps cost the processes some (--no-stamps leaves them out, to compare CPU). A
+commit from before the timeline existed shows wrk's figures and CPU alone.
 Every figure moves with the machine's load: compare stacks of one run.
 """
 
@@ -102,7 +103,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def start_stack(ref: str, index: int, case: peers.Case, directory: Path) -> Stack:
+def start_stack(ref: str, index: int, case: peers.Case, directory: Path, stamped: bool) -> Stack:
     # Its scratch database is named after the directory's last part: unique per run and stack.
     scratch = peers.Scratch(directory / f"s{index}{directory.name.rsplit('-', 1)[-1].lower()}", Path())
     scratch.directory.mkdir()
@@ -112,7 +113,8 @@ def start_stack(ref: str, index: int, case: peers.Case, directory: Path) -> Stac
     side = peers.compose_side(scratch, key="compose")
     stamps = scratch.subdirectory("timeline")
     for launch in side.launches:
-        launch.env["PREDICT_TIMELINE_DIR"] = str(stamps)
+        if stamped:
+            launch.env["PREDICT_TIMELINE_DIR"] = str(stamps)
     peers.wait_until_settled(scratch.model_dir)
     side.start()
     return Stack(ref, scratch, side, stamps)
@@ -173,6 +175,11 @@ def main() -> None:
     parser.add_argument("--clients", default="1,32", help="a wrk burst for each count, each round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5, help="each burst")
+    parser.add_argument(
+        "--no-stamps",
+        action="store_true",
+        help="PREDICT_TIMELINE_DIR unset: wrk's figures and CPU alone, without the stamps' own cost",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     options = parser.parse_args()
     refs = [ref.strip() for ref in options.refs.split(",") if ref.strip()]
@@ -184,7 +191,7 @@ def main() -> None:
     try:
         peers.flush_redis()
         for index, ref in enumerate(refs):
-            stacks.append(start_stack(ref, index, case, directory))
+            stacks.append(start_stack(ref, index, case, directory, not options.no_stamps))
         peers.wait_ready([stack.side for stack in stacks], [case])
         bench = peers.Bench([stack.side for stack in stacks], [case], stacks[0].scratch, options)
         options.warmup_seconds = 2
