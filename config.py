@@ -234,12 +234,12 @@ class Settings(BaseSettings):
         description="The directory `/metrics` adds up: every process's metric files, in one "
         "subdirectory per container or host (each process writes to its PROMETHEUS_MULTIPROC_DIR).",
     )
-    # A file, because a line per request through honcho's pipe throttles the web.
     predict_timeline_dir: Path | None = Field(
         default=None,
         description="A diagnostic, off when unset: the web and the predict workers write each synchronous "
         "prediction's stage stamps here (`bench/timeline.py` sets it and reads them).",
     )
+    # A file, because a line per request through honcho's pipe throttles the web.
     access_log: Path | None = Field(
         default=None,
         description="A file the web appends its access lines to; unset or `-`: its stderr. `make run` "

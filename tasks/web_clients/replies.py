@@ -90,10 +90,12 @@ class Replies:
             connection.send_packed_command(packed)
             # The push's reply comes back at once (a refusal raises here, before any wait),
             # while the worker predicts; then the outcome.
-            replies = [connection.read_response() for _ in commands[: commands.index(wait)]]
+            for _ in commands[: commands.index(wait)]:
+                connection.read_response()
             item = connection.read_response()
             timeline.mark("replied")
-            replies += [connection.read_response() for _ in commands[commands.index(wait) + 1 :]]
+            for _ in commands[commands.index(wait) + 1 :]:
+                connection.read_response()
         except BaseException:
             connection.disconnect()  # replies may be left unread, or the wrong database selected
             raise
