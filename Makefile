@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint docs docs-serve bench-ingest bench-ingest-durability bench-peers bench-scale bench-compare bench-soak clean
+.PHONY: install run demo test lint docs docs-serve bench-ingest bench-ingest-durability bench-peers bench-timeline bench-scale bench-compare bench-soak clean
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ bench-ingest-durability: install
 bench-peers: install .venv-peers/.installed
 	test -x $(VENV)/bin/granian || $(PY) -m pip install --quiet granian==2.8.9
 	$(PY) bench/peers.py $(BENCH_ARGS)
+
+# Where one synchronous prediction spends its time, stage by stage, in the web and the
+# predict worker (needs wrk); BENCH_ARGS passes options, e.g. a change against its parent:
+# make bench-timeline BENCH_ARGS="--refs HEAD~1,worktree".
+bench-timeline: install
+	$(PY) bench/timeline.py $(BENCH_ARGS)
 
 .venv-peers/.installed: bench/requirements-peers.txt
 	test -x .venv-peers/bin/python || python3 -m venv .venv-peers
