@@ -25,6 +25,7 @@ from tasks.internals.process_exit import at_exit
 from tasks.observability.metrics import ensure_multiprocess_directory
 
 FLUSH_S = 0.05
+YIELD_EVERY = 8  # lines written between two hand-overs of the GIL
 
 access_log = logging.getLogger("web.access")
 
@@ -67,8 +68,12 @@ class AnsweredRequests:
     def write(self) -> None:
         """Write what is pending now (the access lines in order)."""
         with self._writing:
-            for _ in range(len(self._pending)):
+            for written in range(1, len(self._pending) + 1):
                 _write(self._pending.popleft())
+                if written % YIELD_EVERY == 0:
+                    # Let a request thread that waits for the GIL run: a batch held it for
+                    # a millisecond or more at a time, a pause a request would wait out.
+                    time.sleep(0)
 
     def _start(self) -> None:
         with self._writing:
