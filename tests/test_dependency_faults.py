@@ -155,8 +155,11 @@ def test_a_database_that_goes_silent_is_given_up_on_and_its_trades_spooled(
     clean, engine, env, start_worker, tmp_path, database_proxy
 ):
     proxy, through_proxy = database_proxy
-    # Statements may take 1 s; the worker gives up on a silent server 5 s after that.
-    worker = start_worker(DATABASE_URL=through_proxy, DATABASE_STATEMENT_TIMEOUT_S="1")
+    # Statements may take 1 s; the worker gives up on a silent server 5 s after that. No
+    # retries: each would wait for the silent server again (retries are test_outages.py's).
+    worker = start_worker(
+        DATABASE_URL=through_proxy, DATABASE_STATEMENT_TIMEOUT_S="1", JOURNAL_DB_RETRIES="0"
+    )
     replay = Spool(Path(env["SPOOL_DIR"]) / "replay")
     app = Celery(broker=env["CELERY_BROKER_URL"], backend=RESULT_URL, set_as_current=False)
     journal = TradeJournal(env["CELERY_BROKER_URL"], tmp_path / "bot")

@@ -2,9 +2,10 @@
 Flower's and granian's start-up lines do not read as errors, and Ctrl-C or SIGTERM stops
 everything in order, says what it stopped, and exits 0 so that make adds no "Error 143".
 
-The private servers' case runs `python -m devstack` (what `make run` execs) with the unset
-defaults pointed where nothing listens, as tests/test_embedded_services.py does; the make
-case runs `make run` on the machine's PostgreSQL and Redis, as tests/test_make_run.py
+The private servers' case (the ready line, a quiet start, Ctrl-C) is asserted on the stack of
+tests/test_embedded_services.py, `python -m devstack` (what `make run` execs) with the unset
+defaults pointed where nothing listens: one start of private servers serves both. The make
+case here runs `make run` on the machine's PostgreSQL and Redis, as tests/test_make_run.py
 does. Ports are free ones, and the data, metrics and access log go under the test's own
 folder: a stack running from this checkout is left alone.
 """
@@ -12,12 +13,10 @@ folder: a stack running from this checkout is left alone.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import pytest
 
 from devstack.ready import NOT_READY_AFTER_S, ReadyWatch
 from tests.support.processes import BIN, ROOT, Service, free_port, wait_for
-from tests.test_make_run import descendants, running
+from tests.test_make_run import descendants, kill_all, running
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -38,8 +37,8 @@ EXPLAINED = "No worker answered Flower's first inspection: they are still starti
 
 
 class Stack:
-    """A `make run` (or `python -m devstack`) with its output in a file, in a process group of
-    its own as a terminal gives the command it runs."""
+    """A `make run` with its output in a file, in a process group of its own as a terminal
+    gives the command it runs."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
         self.log_path = log_path
@@ -65,21 +64,12 @@ class Stack:
 
     def kill(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            kill_all(self.process.pid)
             self.process.wait(10)
-
-
-def ctrl_c(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGINT)  # the terminal sends it to the whole group
 
 
 def sigterm(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)  # `kill <pid>`, or make passing its SIGTERM on
-
-
-def readyz(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-        return response.status
 
 
 def refuses(port: int) -> bool:
@@ -96,62 +86,6 @@ def assert_quiet_start(output: str) -> None:
     assert warns == (2 * multiprocessing.cpu_count() + 1 < 16)  # granian's rule, WEB_THREADS 16
     if warns:
         assert output.index(GRANIAN_NOTE) < output.index(GRANIAN_WARNING)
-
-
-# Ctrl-C here; SIGTERM (to make) is the next test's, on the machine's own servers.
-@pytest.mark.parametrize(("send", "named"), [(ctrl_c, "SIGINT")], ids=["ctrl-c"])
-def test_make_run_says_ready_and_a_stop_says_what_it_stopped_and_exits_0(env, tmp_path, zoo, send, named):
-    web_port, flower_port, redis_port, nowhere = free_port(), free_port(), free_port(), free_port()
-    stack_env = {
-        key: value
-        for key, value in env.items()
-        if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WEB_THREADS"}
-    }
-    stack_env.update(WEB_BIND=f"127.0.0.1:{web_port}", FLOWER_PORT=str(flower_port))
-    data_dir = tmp_path / "data"
-    stack = Stack(
-        [
-            sys.executable, "-m", "devstack", "--data-dir", str(data_dir),
-            "--default-database-url", f"postgresql+psycopg2://postgres@127.0.0.1:{nowhere}/tradebot",
-            "--default-broker-url", f"redis://127.0.0.1:{nowhere}/0", "--redis-port", str(redis_port),
-        ],
-        stack_env,
-        tmp_path / "make-run.log",
-    )  # fmt: skip
-    try:
-        ready = stack.wait_for_line(r"^make run: ready in (\d+) s: .*$", 300)
-        assert readyz(web_port) == 200
-        assert ready[0] == (
-            f"make run: ready in {ready[1]} s: the dashboard and API at http://127.0.0.1:{web_port}, "
-            f"Flower at http://127.0.0.1:{flower_port}. Ctrl-C stops it."
-        )
-        before = stack.log()
-        assert before.count("make run: ready") == 1
-        assert before.index(f"flower: http://127.0.0.1:{flower_port}") < before.index("make run: ready")
-        assert_quiet_start(before)
-        started = descendants(stack.process.pid)
-
-        assert stack.stopped(send) == 0
-    finally:
-        stack.kill()
-    output = stack.log()
-    said = [line for line in output.splitlines() if line.startswith("make run: stopped")]
-    redis_dir, postgres_dir = data_dir / "redis", data_dir / "postgres"
-    assert said == [
-        f"make run: stopped {PROCESSES} (on {named})",
-        f"make run: stopped the private Redis on 127.0.0.1:{redis_port} (its data stays in {redis_dir})",
-        f"make run: stopped the private PostgreSQL (its data stays in {postgres_dir})",
-    ], output[-3000:]
-    # Each process stopped on its own terms (exec: honcho sees the process, not a shell).
-    for name in ("web", "worker-trades", "worker-predict", "beat", "flower"):
-        assert f"{name}.1 stopped (rc=0)" in output, output[-3000:]
-    # No traceback of `make run` itself. (honcho stops each process with SIGTERM to its whole
-    # process group: a prefork pool child that runs a task then dies with it, and its worker
-    # logs a WorkerLostError. That is honcho's, and not what this test is about.)
-    assert not re.search(r"^Traceback", output, re.MULTILINE), output[-3000:]
-    wait_for(lambda: not any(running(pid) for pid in started), 30, "every process of make run to stop")
-    assert not (data_dir / "postgres" / "postmaster.pid").exists()
-    assert refuses(redis_port)
 
 
 def test_sigterm_to_make_run_stops_the_stack_and_make_says_no_error(env, tmp_path, database_url, clean, zoo):

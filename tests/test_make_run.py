@@ -3,6 +3,7 @@ and Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,6 +61,17 @@ def running(pid: int) -> bool:
         return False
 
 
+def kill_all(pid: int) -> None:
+    """SIGKILL a stack that did not stop: its process group and every descendant, since
+    honcho runs in a session of its own and would outlive its group, its workers
+    consuming the next tests' queues."""
+    leftovers = descendants(pid)
+    os.killpg(pid, signal.SIGKILL)
+    for child in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, database_url, clean, zoo):
     web_port, flower_port = free_port(), free_port()
     run_env = {**env, "WEB_BIND": f"127.0.0.1:{web_port}", "FLOWER_PORT": str(flower_port)}
@@ -94,9 +106,14 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, dat
         assert f"flower: http://127.0.0.1:{flower_port}" in output
         # The access lines go to a file, not through honcho's pipe to the console.
         assert f"tail -f {access_log}" in output
-        with access_log.open("rb") as lines:
-            lines.seek(access_start)
-            assert b"GET /readyz 200" in lines.read()
+
+        def access_lines() -> bytes:
+            with access_log.open("rb") as lines:
+                lines.seek(access_start)
+                return lines.read()
+
+        # The web writes an access line once it has answered: just after the test has read it.
+        wait_for(lambda: b"GET /readyz 200" in access_lines(), 10, "the 200 of /readyz in the access log")
         assert "web.access" not in log_path.read_text()
         processes = descendants(make.pid)
         commands = " ".join(Path(f"/proc/{pid}/cmdline").read_text() for pid in processes if running(pid))
@@ -115,5 +132,5 @@ def test_make_run_starts_the_stack_and_ctrl_c_stops_all_of_it(env, tmp_path, dat
         assert "make: ***" not in output  # an orderly stop exits 0: no "Error 130" from make
     finally:
         if make.poll() is None:
-            os.killpg(make.pid, signal.SIGKILL)
+            kill_all(make.pid)
             make.wait(10)
