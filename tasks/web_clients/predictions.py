@@ -100,15 +100,13 @@ class PredictionClient:
         # longer than the longest wait, so a Redis gone silent fails the request instead
         # of holding its thread for ever.
         self._longest_wait_s = get_settings().predict_timeout_s if longest_wait_s is None else longest_wait_s
-        waits = {
-            "socket_connect_timeout": 2,
-            "socket_timeout": self._longest_wait_s + WAIT_MARGIN_S,
-            "socket_keepalive": True,
-        }
-        # Outcomes are written by tasks.worker.outcomes; the lane's push and the wait go out
-        # on one connection when both live on one server.
-        lane_waits = redis.Redis.from_url(lane_url, **waits) if self._lane is not None else None
-        self._replies = Replies(redis.Redis.from_url(result_url, **waits), orjson.loads, lane_waits)
+        waits = redis.Redis.from_url(
+            result_url,
+            socket_connect_timeout=2,
+            socket_timeout=self._longest_wait_s + WAIT_MARGIN_S,
+            socket_keepalive=True,
+        )
+        self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.worker.outcomes
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._expires_s = get_settings().predict_expires_s if expires_s is None else expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
