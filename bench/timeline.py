@@ -11,7 +11,8 @@ PREDICT_TIMELINE_DIR set: each process then stamps every direct-lane prediction'
 with the machine's monotonic clock (`tasks/observability/timeline.py`). Each round runs a
 wrk burst per client count on every stack, in a rotating order, so that two commits meet
 the machine's slow spells alike. The stamps are joined by job id, and each stage's median
-over the rounds is printed in the order a request meets them:
+over the rounds (or another --quantile: 0.99 shows where the tail comes from) is printed
+in the order a request meets them:
 
     web     request -> parsed      Flask's dispatch, the token and request id hooks, the
                                    body read and validated
@@ -103,6 +104,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def quantile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
 def start_stack(ref: str, index: int, case: peers.Case, directory: Path, stamped: bool) -> Stack:
     # Its scratch database is named after the directory's last part: unique per run and stack.
     scratch = peers.Scratch(directory / f"s{index}{directory.name.rsplit('-', 1)[-1].lower()}", Path())
@@ -134,10 +140,10 @@ def burst(bench: peers.Bench, stack: Stack, case: peers.Case, clients: int, seco
     stack.cpu[clients].append(cpu)
 
 
-def print_report(stacks: list[Stack], clients: int) -> None:
+def print_report(stacks: list[Stack], clients: int, share: float) -> None:
     names = [f"{index + 1}: {stack.ref}" for index, stack in enumerate(stacks)]
     width = max(14, *(len(name) + 2 for name in names))
-    print(f"\n{clients} client(s): p50 µs of each stage, over the rounds")
+    print(f"\n{clients} client(s): p{share * 100:g} µs of each stage, over the rounds")
     print(f"  {'':<8}{'stage':<24}" + "".join(f"{name:>{width}}" for name in names))
 
     def row(where: str, label: str, values: list[float], digits: int = 1) -> None:
@@ -153,12 +159,14 @@ def print_report(stacks: list[Stack], clients: int) -> None:
         for stack in stacks
     ]
     for where, start, end in (*STAGES, AFTER):
-        row(where, f"{start} -> {end}", [median(durations_us(jobs, start, end)) for jobs in complete])
-    web = [median(durations_us(jobs, "request", "returned")) for jobs in complete]
-    wrk = [harness.percentile(stack.latency[clients], 0.5) for stack in stacks]
+        values = [quantile(durations_us(jobs, start, end), share) for jobs in complete]
+        row(where, f"{start} -> {end}", values)
+    web = [quantile(durations_us(jobs, "request", "returned"), share) for jobs in complete]
+    wrk = [harness.percentile(stack.latency[clients], share) for stack in stacks]
     row("web", "request -> returned", web)
-    row("wrk", "latency p50", wrk)
-    row("wrk", "latency p99", [harness.percentile(stack.latency[clients], 0.99) for stack in stacks])
+    row("wrk", f"latency p{share * 100:g}", wrk)
+    if share != 0.99:
+        row("wrk", "latency p99", [harness.percentile(stack.latency[clients], 0.99) for stack in stacks])
     row("", "outside (wrk - web)", [total - inner for total, inner in zip(wrk, web, strict=True)])
     row("wrk", "req/s (median)", [median(stack.rates[clients]) for stack in stacks], 0)
     roles = sorted({role for stack in stacks for burst in stack.cpu[clients] for role in burst})
@@ -179,6 +187,9 @@ def main() -> None:
         "--no-stamps",
         action="store_true",
         help="PREDICT_TIMELINE_DIR unset: wrk's figures and CPU alone, without the stamps' own cost",
+    )
+    parser.add_argument(
+        "--quantile", type=float, default=0.5, help="of each stage and of wrk's latency: 0.99 for the tail"
     )
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     options = parser.parse_args()
@@ -203,7 +214,7 @@ def main() -> None:
                     burst(bench, stack, case, count, options.seconds)
             print(f"round {round_ + 1} of {options.rounds} done", flush=True)
         for count in clients:
-            print_report(stacks, count)
+            print_report(stacks, count, options.quantile)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for stack in stacks:
