@@ -1,9 +1,9 @@
 """What each answered request leaves behind, its access line and its latency observation,
 written by a thread of the web process, a batch every FLUSH_S.
 
-Written on the request's thread, the two cost a prediction about 100 µs of the web's CPU
-(logging's machinery and prometheus_client's file, run cold between requests) and sat
-on the answer's path; written in batches they cost about half, after the answer.
+Written on the request's thread, the two cost a prediction 100 to 150 µs of the web's CPU
+(logging's machinery and prometheus_client's file, run cold between requests) and sat on
+the answer's path; written in batches they cost about half, after the answer.
 
 Nothing is lost to the deferral: a scrape of /metrics writes this process's pending
 requests first, and a process that ends writes the rest: at exit, and at the end of a
