@@ -62,7 +62,12 @@ class WorkerStatus:
 
     def _inspect(self) -> QueueConsumers:
         try:
-            replies = self._app.control.inspect(timeout=self._timeout_s).active_queues() or {}
+            # A connection of its own each time: the app's pooled one, idle between probes,
+            # can keep a reply wait of an earlier inspection that swallows this one's
+            # replies (kombu then drops it as stale, and readiness saw no worker at all).
+            with self._app.connection_for_read() as connection:
+                inspect = self._app.control.inspect(timeout=self._timeout_s, connection=connection)
+                replies = inspect.active_queues() or {}
         except (*BROKER_DOWN, KombuError) as exc:
             return QueueConsumers(error=f"the broker does not answer: {exc}")
         consumed = {worker: {q.get("name") for q in queues} for worker, queues in replies.items()}
