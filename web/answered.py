@@ -28,6 +28,7 @@ FLUSH_S = 0.05
 YIELD_EVERY = 8  # lines written between two hand-overs of the GIL
 
 access_log = logging.getLogger("web.access")
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 ensure_multiprocess_directory()  # before the histogram is defined (prometheus_client's multiprocess mode)
 
@@ -48,8 +49,6 @@ class Answered:
     route: str  # the URL rule's pattern (label values stay few), or "unmatched"
     status: int
     request_id: str | None
-    access_line: bool  # whether web.access logs at INFO
-    metric_method: str  # the method, or "other" for one HTTP does not define
 
 
 class AnsweredRequests:
@@ -93,10 +92,9 @@ class AnsweredRequests:
 
 
 def _write(answered: Answered) -> None:
-    REQUEST_LATENCY.labels(answered.metric_method, answered.route, str(answered.status)).observe(
-        answered.duration_s
-    )
-    if not answered.access_line:
+    method = answered.method if answered.method in _METHODS else "other"  # label values stay few
+    REQUEST_LATENCY.labels(method, answered.route, str(answered.status)).observe(answered.duration_s)
+    if not access_log.isEnabledFor(logging.INFO):
         return
     elapsed_ms = answered.duration_s * 1000
     record = access_log.makeRecord(

@@ -24,7 +24,6 @@ from web.answered import ANSWERED, Answered, access_log
 from web.settings import current_settings
 
 HEADER = "X-Request-ID"
-_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 log = access_log
 
@@ -48,19 +47,16 @@ def log_requests(app: Flask) -> None:
             response.headers[HEADER] = rid
         started = g.get("request_started")
         if started is not None:
-            method = request.method
             ANSWERED.add(
                 Answered(
                     at=time.time(),
                     duration_s=time.perf_counter() - started,
-                    method=method,
+                    method=request.method,
                     path=request.path,
                     # The route's pattern, not the path: label values stay few.
                     route=request.url_rule.rule if request.url_rule is not None else "unmatched",
                     status=response.status_code,
                     request_id=rid,
-                    access_line=log.isEnabledFor(logging.INFO),
-                    metric_method=method if method in _METHODS else "other",
                 )
             )
         return response

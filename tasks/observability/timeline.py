@@ -14,7 +14,6 @@ The web stamps a request's stages on its thread before it knows the job's id
 
 from __future__ import annotations
 
-import atexit
 import collections
 import os
 import threading
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from tasks.internals.process_exit import at_exit
 
 FLUSH_S = 0.5
 
@@ -36,7 +37,7 @@ class _Recorder:
         self._lines: collections.deque[tuple[str, str, int]] = collections.deque()
         self._local = threading.local()
         threading.Thread(target=self._run, name="timeline", daemon=True).start()
-        atexit.register(self.flush)
+        at_exit(self.flush)  # granian's workers end without atexit
 
     def begin(self) -> None:
         self._local.stamps = [("request", time.monotonic_ns())]
@@ -83,10 +84,6 @@ def start(directory: Path | None, role: str) -> None:
     global _recorder
     if directory is not None and _recorder is None:
         _recorder = _Recorder(directory, role)
-
-
-def enabled() -> bool:
-    return _recorder is not None
 
 
 def begin() -> None:
