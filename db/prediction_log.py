@@ -14,15 +14,14 @@ the two can never miss each other in concurrent transactions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from db.extension import json_text
 from db.models import PredictionCount, PredictionLog, TradeHistory
 from db.timescale import timescale_installed
 
@@ -181,16 +180,8 @@ def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[i
     # unpacks it into rows. A parameter per column (arrays, quoted value by value by
     # psycopg2 in C) held the GIL for 2 ms a batch of 170, and the predict process's lane
     # threads waited it out: most of a caller's p99 (docs/benchmarks.md).
-    inserted, linked = session.execute(_LOG_COUNT_AND_LINK, {"batch": _batch_json(rows)}).one()
+    inserted, linked = session.execute(_LOG_COUNT_AND_LINK, {"batch": json_text(rows)}).one()
     return inserted, linked
-
-
-def _batch_json(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as one JSON array (NaN as null: jsonb has none; datetimes in ISO 8601)."""
-    try:
-        return orjson.dumps(rows).decode()
-    except TypeError:  # an integer beyond 64 bits, which jsonb holds and orjson does not write
-        return json.dumps(rows, default=datetime.isoformat)
 
 
 def lock_predictions(session: Session, prediction_ids: Sequence[str]) -> None:

@@ -113,6 +113,24 @@ def test_an_async_job_and_a_send_task_carry_their_job_id_as_prediction_id(ml, zo
     assert logged(ml, result.id)["rows"] == 2 and logged(ml, result.id)["request_id"] is None
 
 
+def test_a_send_task_with_an_integer_beyond_64_bits_is_logged_as_sent(ml, zoo):
+    """Celery's JSON keeps integers orjson cannot write; the model takes them as floats. The
+    log keeps the features exact, and the entries flushed with it (one such entry used to
+    cost its whole batch)."""
+    row = [10**30, *ROWS[0].tolist()[1:]]
+    bot = sender(dict(os.environ))
+    try:
+        huge = bot.send_task("ml.predict", args=["xgb.json", [row]], queue="predict")
+        plain = bot.send_task("ml.predict", args=["xgb.json", ROWS[:1].tolist()], queue="predict")
+        huge.get(timeout=30), plain.get(timeout=30)
+    finally:
+        bot.close()
+    wait_for(lambda: ml.get(f"/api/v1/ml/predictions/{huge.id}").status_code == 200, 30, "the entry")
+    response = ml.get(f"/api/v1/ml/predictions/{huge.id}")
+    assert json.loads(response.get_data(as_text=True))["features"] == [row]
+    assert logged(ml, plain.id)["rows"] == 1
+
+
 @pytest.mark.parametrize(
     ("prediction_id", "status"),
     [

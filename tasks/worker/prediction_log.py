@@ -10,6 +10,7 @@ the database is down, replayed from there by `trades.replay_spool`, written once
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -21,10 +22,10 @@ import orjson
 from flask import Flask
 
 from config import Settings
-from db import PredictionEntry
+from db import PredictionEntry, json_text
 from tasks.contract import Call, brief
 from tasks.observability import metrics
-from tasks.worker.journal import persist
+from tasks.worker.journal import dead_letter, persist
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ def entry_of(served: Served, keep_features: bool, max_rows: int) -> PredictionEn
     keep_features = keep_features and served.shadow_of is None
     features = served.features if keep_features and max_rows > 0 else None
     if isinstance(features, list | numpy.ndarray):
-        # orjson writes a NaN (a missing value) as null: jsonb holds no NaN.
-        kept = orjson.dumps(features[:max_rows], option=orjson.OPT_SERIALIZE_NUMPY)
-        features = orjson.loads(kept)
+        try:  # orjson writes a NaN (a missing value) as null: jsonb holds no NaN.
+            features = orjson.loads(orjson.dumps(features[:max_rows], option=orjson.OPT_SERIALIZE_NUMPY))
+        except TypeError:  # an integer beyond 64 bits (a bot's send_task): kept exact
+            features = json.loads(json_text(features[:max_rows]))
     else:
         features = None
     fields = {
@@ -127,21 +129,47 @@ class PredictionLogWriter:
         each paying a transaction's fixed cost."""
         waiting = len(self._pending)
         while waiting > 0:
-            served = [self._pending.popleft() for _ in range(min(BATCH_ENTRIES, waiting))]
-            waiting -= len(served)
+            taken = [self._pending.popleft() for _ in range(min(BATCH_ENTRIES, waiting))]
+            waiting -= len(taken)
+            served, entries = self._entries(taken)
             try:
-                entries = [entry_of(item, self._keep_features, self._max_rows) for item in served]
                 with self._flask_app.app_context():
                     nowhere = persist(entries, retries=1)
             except Exception as exc:  # a bug here must not end the thread, nor the predictions
-                log.exception("prediction log: a batch of %d entries failed: %s", len(served), brief(exc))
-                nowhere = entries = []
+                log.exception("prediction log: a batch of %d entries failed: %s", len(entries), brief(exc))
+                nowhere = []
             if nowhere:
                 refused = {id(entry) for entry in nowhere}
                 self._keep(
                     [item for item, entry in zip(served, entries, strict=True) if id(entry) in refused]
                 )
                 return  # the database and the spool refuse: try again on the next tick
+
+    def _entries(self, taken: list[Served]) -> tuple[list[Served], list[PredictionEntry]]:
+        """The log entries of `taken`, and what each is of. One that cannot be made is
+        dead-lettered, not retried, and never costs the others their place in the log."""
+        served, entries = [], []
+        for item in taken:
+            try:
+                entries.append(entry_of(item, self._keep_features, self._max_rows))
+                served.append(item)
+            except Exception as exc:
+                log.exception("prediction log: no entry for prediction %s: %s", item.call.id, brief(exc))
+                self._dead_letter(item, exc)
+        return served, entries
+
+    def _dead_letter(self, item: Served, error: Exception) -> None:
+        letter = {
+            "prediction_id": item.call.id,
+            "model_name": item.model_name,
+            "model_version": item.model_version,
+            "features": item.features,
+            "payload": item.payload,
+        }
+        try:
+            dead_letter(f"unstorable: {brief(error)}", letter)
+        except OSError:
+            metrics.PREDICTION_LOG_DROPPED.inc()
 
     def _keep(self, served: list[Served]) -> None:
         self._pending.extendleft(reversed(served))
