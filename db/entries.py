@@ -8,6 +8,7 @@ A spool line is one entry as JSON:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -94,7 +95,9 @@ class PredictionEntry:
         created_at: datetime = self.fields["created_at"]
         fields = {**self.fields, "created_at": created_at.isoformat()}
         if fields.get("features") is not None:
-            fields["features"] = orjson.loads(orjson.dumps(fields["features"]))
+            # An integer beyond 64 bits stops orjson; the spool's json writes it as it is.
+            with contextlib.suppress(TypeError):
+                fields["features"] = orjson.loads(orjson.dumps(fields["features"]))
         return {"kind": "prediction", "prediction": fields}
 
 

@@ -123,3 +123,35 @@ def test_only_one_drain_runs_at_a_time(tmp_path: Path):
 
     spool.drain(apply)
     assert inner == [None]  # the second drain saw the first one holding the lock
+
+
+def test_a_logged_prediction_with_an_integer_beyond_64_bits_spools_and_comes_back_exact(tmp_path: Path):
+    """While the database is down, such an entry (a bot's send_task can carry one) spools
+    like any other, with the batch it came in, instead of holding that batch in memory."""
+    from datetime import UTC, datetime
+
+    from db import PredictionEntry, entry_from_json
+
+    huge = [[10**30, 1.5, None]]
+    entry = PredictionEntry(
+        {
+            "prediction_id": "p-huge",
+            "created_at": datetime.now(UTC),
+            "model_name": "xgb.json",
+            "model_version": "v1",
+            "model_type": "xgboost",
+            "rows": 1,
+            "predictions": [0.25],
+            "latency_ms": 1.0,
+            "request_id": None,
+            "features": huge,
+            "contributions": None,
+            "role": "champion",
+            "shadow_of": None,
+        }
+    )
+    spool = Spool(tmp_path / "replay")
+    spool.append([entry.to_json()])
+    replayed: list = []
+    spool.drain(lambda chunk: replayed.extend(entry_from_json(item) for item in chunk))
+    assert [item.fields["features"] for item in replayed] == [huge]
