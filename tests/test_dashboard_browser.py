@@ -560,6 +560,8 @@ def test_a_filter_change_waits_for_the_request_out_and_asks_with_the_latest_filt
     charts_asked = requests.urls(PERFORMANCE)
     assert parse_qs(urlsplit(charts_asked[-1]).query) == {"symbol": ["ETH/USDT"]}
 
+    # The web writes its access lines a moment after the answers (web/answered.py).
+    wait_for(lambda: of(answered(web, start, since=opened), TRADES), 10, "the trades requests' access lines")
     everything = answered(web, start, since=opened)
     held_answer = of(everything, TRADES)[0]
     assert held_answer.status == 200 and held_answer.ended - held_answer.started > 2, held_answer

@@ -172,7 +172,10 @@ def test_a_database_that_goes_silent_is_given_up_on_and_its_trades_spooled(
         for number in range(10, 30):
             journal.record_trade(trade("silent", number))
         wait_for(lambda: replay.waiting() == 20, 120, "the 20 trades spooled after the database went silent")
-        assert "server closed the connection unexpectedly" in worker.log()
+        # The worker says why once the batch is spooled, a moment after the spool has it.
+        wait_for(
+            lambda: "server closed the connection unexpectedly" in worker.log(), 10, "the worker's reason"
+        )
         started = time.monotonic()
         assert app.send_task("trades.replay_spool", queue="trades").get(timeout=60) is None
         assert time.monotonic() - started < 30  # a replay against the silent server returns
