@@ -31,6 +31,7 @@ def _loopback(address: str) -> bool:
 
 address = _settings.flower_address
 port = _settings.flower_port
+inspect_timeout = 1000.0  # ms, Flower's default: how long a round waits for the workers
 
 if _settings.flower_basic_auth is not None:
     _credentials = _settings.flower_basic_auth.get_secret_value()
@@ -53,7 +54,10 @@ class _WorkersStillStarting(_logging.Filter):
     broker's error to the line), passes as it is."""
 
     STARTUP_S = 30.0  # the first inspection ends about a second after Flower starts
-    ROUND_S = 2.0  # one round's methods are asked together and time out together
+    # One round's methods are asked together and time out together, within milliseconds
+    # of each other; a later round's cannot time out sooner than inspect_timeout after
+    # the first round's. A window of 2 s swallowed a refresh's round, one time in five.
+    ROUND_S = inspect_timeout / 1000 / 2
 
     def __init__(self) -> None:
         super().__init__()
