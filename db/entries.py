@@ -8,10 +8,12 @@ A spool line is one entry as JSON:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, StringConstraints
 
 from db.record import TRADE_ID, ModelName, ModelVersion, PredictionId, TradeRecord, TradeUpdate, UtcDatetime
@@ -75,9 +77,7 @@ class LoggedPrediction(BaseModel):
 
 @dataclass(frozen=True)
 class PredictionEntry:
-    """One served prediction, for the log. `fields` are JSON-ready (a missing feature value
-    already null, as jsonb has no NaN; the worker's `entry_of` makes them so) but
-    `created_at`, a datetime."""
+    """One served prediction, for the log. `fields` are JSON-ready but `created_at`, a datetime."""
 
     fields: dict[str, Any]
     job_id: str | None = None
@@ -91,9 +91,13 @@ class PredictionEntry:
         return f"prediction {self.prediction_id}"
 
     def to_json(self) -> dict[str, Any]:
-        """The spool line."""
+        """The spool line; a NaN among the features (a missing value) becomes null, as jsonb has none."""
         created_at: datetime = self.fields["created_at"]
         fields = {**self.fields, "created_at": created_at.isoformat()}
+        if fields.get("features") is not None:
+            # An integer beyond 64 bits stops orjson; the spool's json writes it as it is.
+            with contextlib.suppress(TypeError):
+                fields["features"] = orjson.loads(orjson.dumps(fields["features"]))
         return {"kind": "prediction", "prediction": fields}
 
 

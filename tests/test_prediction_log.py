@@ -122,8 +122,7 @@ def test_a_send_task_with_an_integer_beyond_64_bits_is_logged_as_sent(ml, zoo):
     try:
         huge = bot.send_task("ml.predict", args=["xgb.json", [row]], queue="predict")
         plain = bot.send_task("ml.predict", args=["xgb.json", ROWS[:1].tolist()], queue="predict")
-        huge.get(timeout=30)
-        plain.get(timeout=30)
+        huge.get(timeout=30), plain.get(timeout=30)
     finally:
         bot.close()
     wait_for(lambda: ml.get(f"/api/v1/ml/predictions/{huge.id}").status_code == 200, 30, "the entry")
