@@ -137,6 +137,17 @@ class Settings(BaseSettings):
         description="Longest the first of them waits for company (on the direct lane: only when callers "
         "are queueing); a sidecar's `batch_wait_s` sets a model's own.",
     )
+    predict_direct_bind: str | None = Field(
+        default="127.0.0.1",
+        description="Where each predict process listens for the web's synchronous predictions, on a free "
+        "port it registers in Redis: the web sends them straight to it, one hop instead of two through "
+        "Redis, and over Redis's lane when it cannot. `off`: Redis's lane only. Compose sets `0.0.0.0`.",
+    )
+    predict_direct_host: str | None = Field(
+        default=None,
+        description="The host the web connects to for that port; unset: PREDICT_DIRECT_BIND, or this "
+        "host's address when it binds every interface (in a container, its address on its network).",
+    )
     # Dropped rather than served late: its caller has long stopped waiting.
     predict_expires_s: float = Field(
         default=60.0,
@@ -255,11 +266,17 @@ class Settings(BaseSettings):
         "access_log",
         "model_archive_dir",
         "predict_timeline_dir",
+        "predict_direct_host",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("predict_direct_bind", mode="before")
+    @classmethod
+    def _off_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off") else value
 
     @field_validator("access_log", mode="before")
     @classmethod

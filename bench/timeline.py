@@ -7,7 +7,7 @@
 Starts, for each of --refs (a commit, exported with git archive, or `worktree`: the working
 tree), the compose side of bench/peers.py (docker-compose.yml's `web` and `worker-predict`
 commands and environment, a scratch database and Redis databases of its own) with
-PREDICT_TIMELINE_DIR set: each process then stamps every direct-lane prediction's stages
+PREDICT_TIMELINE_DIR set: each process then stamps every synchronous prediction's stages
 with the machine's monotonic clock (`tasks/observability/timeline.py`). Each round runs a
 wrk burst per client count on every stack, in a rotating order, so that two commits meet
 the machine's slow spells alike. The stamps are joined by job id, and each stage's median
@@ -17,13 +17,15 @@ in the order a request meets them:
     web     request -> parsed      Flask's dispatch, the token and request id hooks, the
                                    body read and validated
             parsed -> checked      the model resolved, the rows checked into an array
-            checked -> pushed      the lane message encoded, the push and the wait packed
-    redis   pushed -> popped       both sent, Redis, then the worker's blocked lane thread wakes
+            checked -> pushed      the lane message encoded, a predict thread's connection chosen
+    wire    pushed -> popped       sent on it, then the worker's blocked serving thread wakes
+                                   (over the Redis lane: pushed, then popped)
     worker  popped -> stacked      the message decoded, batching's wait, routing, the rows stacked
             stacked -> predicted   the model call
             predicted -> answered  the payload built, the outcome encoded
-    redis   answered -> replied    the outcome sent, stored and pushed by Redis, then the
-                                   web's blocked request thread wakes
+    wire    answered -> replied    the outcome sent to Redis to be stored, then on the
+                                   connection, then the web's blocked request thread wakes
+                                   (over the Redis lane: stored and pushed by Redis)
     web     replied -> decoded     the outcome decoded
             decoded -> encoded     the response's JSON and object
             encoded -> returned    the after-request hooks, the response's headers
@@ -58,11 +60,11 @@ STAGES = (
     ("web", "request", "parsed"),
     ("web", "parsed", "checked"),
     ("web", "checked", "pushed"),
-    ("redis", "pushed", "popped"),
+    ("wire", "pushed", "popped"),
     ("worker", "popped", "stacked"),
     ("worker", "stacked", "predicted"),
     ("worker", "predicted", "answered"),
-    ("redis", "answered", "replied"),
+    ("wire", "answered", "replied"),
     ("web", "replied", "decoded"),
     ("web", "decoded", "encoded"),
     ("web", "encoded", "returned"),

@@ -327,20 +327,28 @@ def test_a_worker_that_serves_no_lstm_never_imports_torch(tmp_path, zoo):
         worker.stop()
 
 
-def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang():
+def test_with_the_broker_down_a_prediction_is_a_503_not_a_hang_unless_a_worker_takes_it_directly(
+    predict_worker, zoo
+):
     from tasks.contract import BrokerUnavailable
     from tasks.web_clients import PredictionClient
     from tests.support.netfault import TcpProxy
 
     proxy = TcpProxy("127.0.0.1", 6379)
     proxy.cut()  # a broker address that refuses connections
-    client = PredictionClient(broker_url=f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}", result_url=RESULT_URL)
+    urls = {"broker_url": f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}", "result_url": RESULT_URL}
+    client = PredictionClient(**urls, direct_connection=False)
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable) as raised:
-        client.predict("xgb.json", np.ones((1, 5)), None, timeout_s=10)
+        client.predict("xgb.json", ROWS, None, timeout_s=10)
     assert raised.value.status == 503 and time.monotonic() - started < 5
     with pytest.raises(BrokerUnavailable):
-        client.submit("xgb.json", [[1, 2, 3, 4, 5]], None)
+        client.submit("xgb.json", ROWS.tolist(), None)
+
+    # The predict worker registered where it listens: the broker is not on the way.
+    predict_worker.wait_direct_registered(RESULT_URL)
+    payload = PredictionClient(**urls).predict("xgb.json", ROWS, None, timeout_s=10)
+    np.testing.assert_allclose(payload["predictions"], zoo["xgb.json"], atol=TOLERANCE, rtol=0)
 
 
 def test_a_threads_pool_worker_loads_the_models_in_its_own_process_and_serves_them(app, zoo, tmp_path):
@@ -357,14 +365,14 @@ def test_a_threads_pool_worker_loads_the_models_in_its_own_process_and_serves_th
         worker.stop()
 
 
-def test_a_malformed_direct_lane_message_is_dropped_and_the_lane_keeps_serving(ml, zoo):
+def test_a_malformed_direct_lane_message_is_dropped_and_the_lane_keeps_serving(predict_worker, zoo):
     from tasks.contract import LANE_KEY
+    from tasks.web_clients.predictions import PredictionClient
 
     broker = redis.Redis.from_url(BROKER_URL)
     broker.lpush(LANE_KEY, b"not json", b'{"items": 5}', b'{"id": "x", "items": [[1]]}')
-    response = post(ml, {"model_name": "xgb.json", "features": ROWS.tolist()})
-    assert response.status_code == 200, response.get_json()
-    np.testing.assert_allclose(response.get_json()["predictions"], zoo["xgb.json"], atol=TOLERANCE, rtol=0)
+    payload = PredictionClient(direct_connection=False).predict("xgb.json", ROWS, None, 30)  # behind them
+    np.testing.assert_allclose(payload["predictions"], zoo["xgb.json"], atol=TOLERANCE, rtol=0)
     assert broker.llen(LANE_KEY) == 0
 
 

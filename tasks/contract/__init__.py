@@ -3,6 +3,7 @@
 - `names`: queues, task names, Redis keys and spool folders;
 - `messages`: journal entries as task messages and back;
 - `lane`: the direct lane's message, a waiting prediction with its checked rows;
+- `direct`: the direct connection's frames and a predict process's registration;
 - `outcomes`: a prediction's stored outcome and the errors it stands for;
 - `connections`: the broker's transport and the sending Celery clients;
 - `publisher`: one message onto a queue, the way Celery would send it;
@@ -21,6 +22,7 @@ from tasks.contract.connections import (
     redis_problem,
     transport_for,
 )
+from tasks.contract.direct import FrameReader, FrameTooLong, Registration, frame
 from tasks.contract.failures import (
     BROKER_ERRORS,
     BROKER_UNAVAILABLE,
@@ -37,6 +39,7 @@ from tasks.contract.messages import TaskMessage, entry_json_of_call, message_of,
 from tasks.contract.names import (
     COMPRESS_CHUNKS_TASK,
     DEAD_LETTER_SPOOL,
+    DIRECT_LANE_KEY,
     DRAIN_DEAD_LETTER_QUEUE_TASK,
     GUARD_PREFIX,
     HELD_PREFIX,
@@ -92,6 +95,7 @@ __all__ = [
     "BROKER_UNAVAILABLE",
     "COMPRESS_CHUNKS_TASK",
     "DEAD_LETTER_SPOOL",
+    "DIRECT_LANE_KEY",
     "DRAIN_DEAD_LETTER_QUEUE_TASK",
     "GUARD_PREFIX",
     "HELD_PREFIX",
@@ -126,12 +130,15 @@ __all__ = [
     "Call",
     "Disagreement",
     "Failure",
+    "FrameReader",
+    "FrameTooLong",
     "LaneRequest",
     "LeanPublisher",
     "MalformedLaneMessage",
     "Outcome",
     "PredictionExpired",
     "PredictionFailed",
+    "Registration",
     "TaskMessage",
     "Verdict",
     "amqp_queues",
@@ -144,6 +151,7 @@ __all__ = [
     "entry_json_of_call",
     "error_from_result",
     "error_result",
+    "frame",
     "is_redis_url",
     "kept_connection",
     "lane_store_url",

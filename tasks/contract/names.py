@@ -27,6 +27,9 @@ DRAIN_DEAD_LETTER_QUEUE_TASK = "trades.drain_dead_letter_queue"
 
 # Redis keys. The lane is a list in the broker's database; the rest live in the results'.
 LANE_KEY = "predict:direct"  # synchronous predictions waiting for a worker thread
+# hash: host:pid -> where that predict process takes synchronous predictions directly
+# (`tasks.contract.direct`)
+DIRECT_LANE_KEY = "ml:direct-lane"
 REPLY_PREFIX = "ml:reply:"  # + job id: the list a waiting caller pops its outcome from
 ISSUED_PREFIX = "ml:job:"  # + job id: marks a job the web issued (unknown ids are 404)
 LOADED_MODELS_KEY = "ml:loaded-models"  # hash: name@version -> what a worker loaded

@@ -9,6 +9,7 @@ details, so the web can answer with the right status and JSON.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +49,17 @@ class Call:
     kwargs: dict
     expires: float | None = None  # epoch seconds; not worth a model call after that
     request_id: str | None = None  # the HTTP request it came from, for the prediction log
+    # A direct connection's caller: gives it the encoded outcome (`tasks.contract.direct`)
+    answer: Callable[[bytes], None] | None = None
 
 
 Outcome = tuple[Call, "dict[str, Any] | ModelError"]
 
 
 def waits_on_reply(call: Call) -> bool:
-    """Whether a caller pops this call's outcome from its reply key (a bot's reply_to is Celery's own)."""
-    return bool(call.reply_to and call.reply_to.startswith(REPLY_PREFIX))
+    """Whether a caller waits for this call's outcome: on its direct connection, or popping
+    it from its reply key (a bot's reply_to is Celery's own)."""
+    return call.answer is not None or bool(call.reply_to and call.reply_to.startswith(REPLY_PREFIX))
 
 
 def error_result(error: ModelError) -> dict[str, Any]:

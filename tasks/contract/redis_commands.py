@@ -10,29 +10,43 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
 _local = threading.local()
 
 
-def send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
-    """Run `commands` (each a tuple: name, *args) in order; their replies, or the first error raised."""
-    if not commands:
-        return []
+def send_all(
+    client: redis.Redis, commands: Sequence[tuple], meanwhile: Callable[[], None] | None = None
+) -> list:
+    """Run `commands` (each a tuple: name, *args) in order; their replies, or the first error
+    raised. `meanwhile` runs once, after the commands went out and before their replies
+    are read; if they cannot be sent, before the error is raised."""
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def run_meanwhile() -> None:
+        while pending:
+            pending.pop()()
+
     try:
-        return _send_all(client, commands)
-    except redis.ConnectionError:
-        # A kept connection that Redis closed (a restart): once more on a fresh one. The
-        # commands here (SETEX, LPUSH of an outcome) do no harm when repeated.
-        return _send_all(client, commands)
+        if not commands:
+            return []
+        try:
+            return _send_all(client, commands, run_meanwhile)
+        except redis.ConnectionError:
+            # A kept connection that Redis closed (a restart): once more on a fresh one. The
+            # commands here (SETEX, LPUSH of an outcome) do no harm when repeated.
+            return _send_all(client, commands, run_meanwhile)
+    finally:
+        run_meanwhile()
 
 
-def _send_all(client: redis.Redis, commands: Sequence[tuple]) -> list:
+def _send_all(client: redis.Redis, commands: Sequence[tuple], meanwhile: Callable[[], None]) -> list:
     connection = kept_connection(client)
     try:
         connection.send_packed_command(connection.pack_commands(commands))
+        meanwhile()
         return [connection.read_response() for _ in commands]
     except BaseException:
         connection.disconnect()  # replies may be left unread: start afresh next time

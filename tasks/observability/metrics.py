@@ -100,6 +100,13 @@ MODEL_LOAD_FAILURES = Counter(
     "Model file versions a worker process could not load (the previous version, if any, kept serving)",
     ["model", "code"],
 )
+DIRECT_FALLBACKS = Counter(
+    "prediction_direct_fallbacks",
+    "Synchronous predictions sent over the Redis lane because no predict process took them on a direct "
+    "connection, by reason (unregistered: none registered; unreachable: refused; closed: closed "
+    "before answering)",
+    ["reason"],
+)
 BATCH_SIZE = Histogram(
     "prediction_batch_size",
     "Prediction requests served by one micro-batch (one pool call of a worker)",

@@ -2,8 +2,9 @@
 
 Waiting costs no subscription: the waiting thread pops its job's reply key
 (`tasks.web_clients.replies`), which the worker pushes the outcome to. A synchronous prediction
-goes over the direct lane (`tasks.web_clients.lane`) when the broker is Redis, in the same
-round trip as the wait, else as an `ml.predict` task; the worker stacks whatever
+goes straight to a predict process over its direct connection (`tasks.web_clients.direct`),
+else over the direct lane, a Redis list, in the same round trip as the wait, else (no
+Redis to hold the lane) as an `ml.predict` task; the worker stacks whatever
 predictions wait for the same model into one model call. Outcomes are also stored as
 Celery results, so a job can be polled after its caller stopped waiting.
 """
@@ -40,7 +41,8 @@ from tasks.contract import (
     lane_store_url,
     reply_key,
 )
-from tasks.observability import request_id, timeline
+from tasks.observability import metrics, request_id, timeline
+from tasks.web_clients.direct import DirectConnections, NotDelivered
 from tasks.web_clients.loaded_models import ModelReports, live_workers
 from tasks.web_clients.replies import Replies
 
@@ -77,11 +79,15 @@ class PredictionClient:
         result_url: str | None = None,
         direct_lane: bool | None = None,
         *,
+        direct_connection: bool = True,
         longest_wait_s: float | None = None,
         expires_s: float | None = None,
     ):
         """What is not given comes from `get_settings()`: CELERY_BROKER_URL,
-        CELERY_RESULT_BACKEND, PREDICT_TIMEOUT_S (the longest wait), PREDICT_EXPIRES_S."""
+        CELERY_RESULT_BACKEND, PREDICT_TIMEOUT_S (the longest wait), PREDICT_EXPIRES_S.
+        `direct_lane`: waiting predictions go over Redis's lane (by default when Redis can
+        hold it), else as `ml.predict` tasks; `direct_connection`: straight to a predict
+        process when one registered, before the lane."""
         broker_url = broker_url or get_settings().celery_broker_url
         result_url = result_url or get_settings().celery_result_backend
         lane_url = lane_store_url(broker_url, result_url)
@@ -107,6 +113,11 @@ class PredictionClient:
             socket_keepalive=True,
         )
         self._replies = Replies(waits, orjson.loads)  # outcomes are written by tasks.worker.outcomes
+        self._direct = None
+        if direct_connection and self._lane is not None:
+            # Read once a second by a request thread: a Redis gone silent costs it half a second.
+            registry = redis.Redis.from_url(result_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+            self._direct = DirectConnections(registry, orjson.loads)
         self._keep_s = int(self._celery.backend.expires or 86400)
         self._expires_s = get_settings().predict_expires_s if expires_s is None else expires_s
         self._send_lock = threading.Lock()  # one kombu connection, many request threads
@@ -161,7 +172,7 @@ class PredictionClient:
                         routing_key=routing_key,
                     )
                 )
-                meta = self._replies.send_and_wait(self._lane, LANE_KEY, message, job_id, timeout_s)
+                meta = self._send_and_wait(message, job_id, timeout_s)
             else:  # a broker other than Redis: an `ml.predict` task, its rows as JSON
                 args = [model_name, features.tolist(), model_type, *([True] if explain else [])]
                 kwargs = _routing(model_version, routing_key)
@@ -175,6 +186,17 @@ class PredictionClient:
             self._mark_issued(job_id)
             raise PredictionTimeout(job_id)
         return _outcome(meta)
+
+    def _send_and_wait(self, message: bytes, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Over a direct connection when a predict process takes it, else over the Redis lane."""
+        if self._direct is not None:
+            started = time.monotonic()
+            try:
+                return self._direct.send_and_wait(message, job_id, timeout_s)
+            except NotDelivered as exc:
+                metrics.DIRECT_FALLBACKS.labels(exc.reason).inc()
+                timeout_s -= time.monotonic() - started
+        return self._replies.send_and_wait(self._lane, LANE_KEY, message, job_id, timeout_s)
 
     def submit(
         self,

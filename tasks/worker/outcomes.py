@@ -1,6 +1,6 @@
 """The worker's side of a prediction's outcome: mark jobs started, then store each outcome
-and push it to its caller's reply list, in one round trip (`tasks.contract.outcomes`
-says what they hold).
+and push it to its caller's reply list, in one round trip, or answer it on its caller's
+direct connection (`tasks.contract.outcomes` says what they hold).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from celery import Celery, states
 
 from models import ModelError
-from tasks.contract import REPLY_TTL_S, Outcome, error_result, send_all, waits_on_reply
+from tasks.contract import REPLY_TTL_S, Call, Outcome, error_result, send_all, waits_on_reply
 from tasks.internals.celery_results import result_meta
 from tasks.observability import timeline
 from tasks.observability.metrics import count_predictions
@@ -37,20 +37,30 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
     done = datetime.now(UTC).isoformat()
     keep_s = int(backend.expires or 3600)
     commands: list[tuple] = []
+    direct: list[tuple[Call, bytes]] = []
     for call, outcome in outcomes:
         if isinstance(outcome, ModelError):
             key, encoded = result_meta(app, call.id, states.FAILURE, error_result(outcome), done)
         else:
             key, encoded = result_meta(app, call.id, states.SUCCESS, outcome, done)
         commands.append(("SETEX", key, keep_s, encoded))
-        if waits_on_reply(call):
+        if call.answer is not None:
+            direct.append((call, encoded))
+        elif waits_on_reply(call):
             commands.append(("LPUSH", call.reply_to, encoded))
             commands.append(("EXPIRE", call.reply_to, REPLY_TTL_S))
         else:  # a bot's `send_task`: its AsyncResult.get() listens here
             commands.append(("PUBLISH", key, encoded))
+
+    def answer_directly() -> None:
+        # Once the outcomes are on their way to Redis: a caller that polls its job right
+        # after its answer finds it stored. Sent even when Redis cannot store them.
+        for call, encoded in direct:
+            call.answer(encoded)  # type: ignore[misc]
+
     timeline.stamp_jobs((call.id for call, _ in outcomes), "answered")
     try:
-        send_all(backend.client, commands)
+        send_all(backend.client, commands, answer_directly if direct else None)
         timeline.stamp_jobs((call.id for call, _ in outcomes), "published")
     finally:  # counted once the callers have their answers, and counted if Redis failed
         count_predictions((call.args[0] if call.args else None, outcome) for call, outcome in outcomes)

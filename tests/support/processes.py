@@ -120,6 +120,23 @@ class Worker(Service):
             client.close()
         return self
 
+    def wait_direct_registered(self, result_url: str, timeout: float = 30) -> Worker:
+        """Wait until every pool process (a threads pool: the worker) has registered its direct
+        connection (`tasks.contract.direct`)."""
+        from tasks.contract import DIRECT_LANE_KEY
+
+        client = redis.Redis.from_url(result_url)
+
+        def registered() -> bool:
+            pids = {int(field.rsplit(b":", 2)[1]) for field in client.hkeys(DIRECT_LANE_KEY)}
+            return (set(self.pool_pids()) or {self.pid}) <= pids
+
+        try:
+            wait_for(registered, timeout, f"worker {self.name} to register its direct connections")
+        finally:
+            client.close()
+        return self
+
     def pool_pids(self) -> list[int]:
         """The worker's pool processes (its children)."""
         children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()

@@ -1,0 +1,177 @@
+"""The direct connection, web → predict process, against real workers, each with a
+redis-server of its own: every process registers where it listens and deregisters when
+it stops, a stalled Redis no longer holds a prediction up, a process killed under a
+waiting request costs that request nothing, and a stranger gets nothing out of a port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from tasks.contract import (
+    DIRECT_LANE_KEY,
+    LaneRequest,
+    Registration,
+    encode_lane_request,
+    frame,
+)
+from tests.support.apps import web_app
+from tests.support.model_zoo import ROWS
+from tests.support.processes import Worker, wait_for
+from tests.support.redis_server import RedisServer
+
+BODY = {"model_name": "xgb.json", "features": ROWS.tolist()}
+
+
+@pytest.fixture
+def stack(tmp_path, zoo, database_url):
+    """A redis-server of the test's own; `start(**env)` starts a predict worker on it."""
+    server = RedisServer(tmp_path)
+    env = {**os.environ, "CELERY_BROKER_URL": server.url(0), "CELERY_RESULT_BACKEND": server.url(1)}
+    results = redis.Redis.from_url(server.url(1))
+    started: list[Worker] = []
+
+    def start(concurrency: int = 2, **overrides: str) -> Worker:
+        worker = Worker({**env, **overrides}, tmp_path, queues="predict", concurrency=concurrency)
+        started.append(worker)
+        worker.wait_ready().wait_models_loaded(server.url(1), {"xgb.json"})
+        if overrides.get("PREDICT_DIRECT_BIND") != "off":
+            worker.wait_direct_registered(server.url(1))
+        return worker
+
+    def client(**overrides):
+        return web_app(
+            celery_broker_url=server.url(0), celery_result_backend=server.url(1), **overrides
+        ).test_client()
+
+    yield server, results, start, client
+    for worker in started:
+        worker.stop()
+    server.stop()
+
+
+def registrations(results: redis.Redis) -> dict[int, Registration]:
+    """pid -> its registration, of every predict process registered (each with one thread)."""
+    entries = results.hgetall(DIRECT_LANE_KEY)
+    return {int(field.rsplit(b":", 2)[1]): Registration.decode(raw) for field, raw in entries.items()}
+
+
+def test_each_predict_process_registers_where_it_listens_and_deregisters_when_it_stops(stack, zoo):
+    _, results, start, client = stack
+    worker = start()
+    addresses = {(r.host, r.port) for r in registrations(results).values()}
+    assert len(addresses) == 2 and all(host == "127.0.0.1" for host, _ in addresses)
+
+    web = client()
+    began = time.monotonic()
+    for _ in range(8):  # on kept connections, to each process in turn
+        response = web.post("/api/v1/ml/predict", json=BODY)
+        assert response.status_code == 200, response.get_json()
+        np.testing.assert_allclose(response.get_json()["predictions"], zoo["xgb.json"], atol=1e-6, rtol=0)
+    assert time.monotonic() - began < 5, "a kept connection waited for something"
+
+    worker.stop()
+    assert registrations(results) == {}
+
+
+def test_with_redis_stalled_a_prediction_is_answered_at_once_and_stored_once_it_is_back(stack, zoo):
+    _, results, start, client = stack
+    start()
+    web = client()
+    assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # the registrations are read
+    results.client_pause(4000, all=False)  # every write waits 4 s: the lane's push, the outcome's store
+    began = time.monotonic()
+    response = web.post("/api/v1/ml/predict", json=BODY)
+    took = time.monotonic() - began
+    assert response.status_code == 200, response.get_json()
+    assert took < 2.0, f"the answer waited {took:.1f} s for Redis"
+    job_url = f"/api/v1/ml/jobs/{response.get_json()['prediction_id']}"
+    wait_for(lambda: web.get(job_url).status_code == 200, 30, "the outcome to be stored")  # 404 till then
+    assert web.get(job_url).get_json()["status"] == "succeeded"
+
+
+def test_a_predict_process_killed_under_a_waiting_request_costs_that_request_nothing(stack, zoo):
+    _, _, start, client = stack
+    worker = start(concurrency=1)
+    web = client(predict_timeout_s=90)
+    assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # the registration is read
+    (process,) = worker.pool_pids()
+    os.kill(process, signal.SIGSTOP)  # it takes the next request and never answers
+    answered: list = []
+    waiting = threading.Thread(target=lambda: answered.append(web.post("/api/v1/ml/predict", json=BODY)))
+    waiting.start()
+    waiting.join(1.0)
+    assert waiting.is_alive(), "the request did not go to the stopped process"
+    os.kill(process, signal.SIGKILL)  # Celery starts another, which takes it over Redis's lane
+
+    waiting.join(90)
+    assert answered and answered[0].status_code == 200, answered and answered[0].get_json()
+    np.testing.assert_allclose(answered[0].get_json()["predictions"], zoo["xgb.json"], atol=1e-6, rtol=0)
+
+
+def test_a_prediction_that_outlives_its_wait_on_a_connection_is_a_504_whose_job_later_succeeds(stack, zoo):
+    _, _, start, client = stack
+    worker = start(concurrency=1)
+    web = client(predict_timeout_s=0.5)
+    (process,) = worker.pool_pids()
+    os.kill(process, signal.SIGSTOP)  # connected and sent to, it answers nothing for now
+    try:
+        began = time.monotonic()
+        response = web.post("/api/v1/ml/predict", json=BODY)
+        assert response.status_code == 504 and time.monotonic() - began < 3, response.get_json()
+    finally:
+        os.kill(process, signal.SIGCONT)
+    job_url = response.get_json()["error"]["details"]["status_url"]
+    wait_for(lambda: web.get(job_url).get_json()["status"] == "succeeded", 30, "the late job to succeed")
+    assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # on a fresh connection
+
+
+def test_with_the_direct_connection_off_predictions_travel_over_the_redis_lane(stack, zoo):
+    _, results, start, client = stack
+    start(PREDICT_DIRECT_BIND="off")
+    assert registrations(results) == {}
+    response = client().post("/api/v1/ml/predict", json=BODY)
+    assert response.status_code == 200, response.get_json()
+    np.testing.assert_allclose(response.get_json()["predictions"], zoo["xgb.json"], atol=1e-6, rtol=0)
+
+
+def _message(job_id: str) -> bytes:
+    return encode_lane_request(LaneRequest(job_id, "xgb.json", None, ROWS, time.time() + 60))
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        pytest.param(lambda key: frame(b"not the key"), id="a wrong key"),
+        pytest.param(lambda key: frame(key) + b"\xff\xff\xff\xff" + b"x" * 64, id="a 4 GiB frame"),
+        pytest.param(lambda key: frame(key) + frame(b"not a lane message"), id="a malformed request"),
+    ],
+)
+def test_a_connection_that_breaks_the_protocol_is_closed_unserved_and_the_process_serves_on(
+    stack, zoo, opening
+):
+    _, results, start, client = stack
+    start(concurrency=1)
+    (registration,) = registrations(results).values()
+    job_id = str(uuid.uuid4())
+    sock = socket.create_connection((registration.host, registration.port), timeout=10)
+    try:
+        sock.sendall(opening(registration.key.encode()) + frame(_message(job_id)))
+        assert sock.recv(1024) == b""  # closed, with no answer
+    except ConnectionResetError:
+        pass  # closed with bytes unread: the same, said harder
+    finally:
+        sock.close()
+    assert results.get(f"celery-task-meta-{job_id}") is None  # nothing was served
+
+    response = client().post("/api/v1/ml/predict", json=BODY)
+    assert response.status_code == 200, response.get_json()
