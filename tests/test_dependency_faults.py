@@ -192,8 +192,11 @@ def test_a_database_that_goes_silent_is_given_up_on_and_its_trades_spooled(
 
 
 def test_a_redis_that_goes_silent_fails_each_request_in_bounded_time(clean, env, zoo, tmp_path):
-    # The web reaches Redis through the proxy; the predict worker directly.
-    worker = Worker(env, tmp_path, queues="predict", pool="threads").wait_ready()
+    # The web reaches Redis through the proxy; the predict worker directly. The worker
+    # takes no direct connection: what is bounded here is the Redis lane's wait (a direct
+    # connection answers without Redis: tests/test_direct_connection.py).
+    lane_only = {**env, "PREDICT_DIRECT_BIND": "off"}
+    worker = Worker(lane_only, tmp_path, queues="predict", pool="threads").wait_ready()
     proxy = TcpProxy("127.0.0.1", make_url(env["CELERY_BROKER_URL"]).port or 6379)
     try:
         worker.wait_models_loaded(env["CELERY_RESULT_BACKEND"], {"xgb.json"})
