@@ -64,8 +64,9 @@ def advertised_host(bind: str, host: str | None) -> str:
 
 
 class _Connection:
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, selector: selectors.BaseSelector):
         self.sock = sock
+        self._selector = selector
         self.reader = FrameReader()
         self.trusted = False  # gave the registration's key
         self.closed = False
@@ -92,8 +93,12 @@ class _Connection:
             self.close()
 
     def close(self) -> None:
-        self.closed = True
-        self.sock.close()
+        """Closed and out of the selector (whose thread is the only one to call this): a
+        socket closed while watched would leave its number there for the next one."""
+        if not self.closed:
+            self.closed = True
+            self._selector.unregister(self.sock)
+            self.sock.close()
 
 
 class DirectServer:
@@ -126,10 +131,10 @@ class DirectServer:
         self._key = secrets.token_hex(16)
         self._registry_down = False
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="direct-connection", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"direct-connection-{number}", daemon=True)
         # Its own thread: a Redis gone silent must not hold up the predictions.
         self._renewer = threading.Thread(
-            target=self._keep_registered, name="direct-registration", daemon=True
+            target=self._keep_registered, name=f"direct-registration-{number}", daemon=True
         )
 
     @property
@@ -207,7 +212,7 @@ class DirectServer:
             sock.setblocking(True)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._selector.register(sock, selectors.EVENT_READ, _Connection(sock))
+            self._selector.register(sock, selectors.EVENT_READ, _Connection(sock, self._selector))
 
     def _requests(self, connection: _Connection) -> list[Call]:
         try:
@@ -217,7 +222,7 @@ class DirectServer:
             log.warning("direct connection: dropped (%s)", exc)
             frames = None
         if frames is None:  # closed by its caller, broken, or not ours
-            self._drop(connection)
+            connection.close()
             return []
         calls = []
         for payload in frames:
@@ -225,25 +230,22 @@ class DirectServer:
                 connection.trusted = hmac.compare_digest(payload, self._key.encode())
                 if not connection.trusted:
                     log.warning("direct connection: a caller gave a wrong key; closed")
-                    self._drop(connection)
+                    connection.close()
                     return []
                 continue
             call = lane_call(payload)  # a malformed one is logged and dropped
             if call is None:
-                self._drop(connection)  # its caller learns at once, rather than by its timeout
+                connection.close()  # its caller learns at once, rather than by its timeout
                 return []
             calls.append(dataclasses.replace(call, reply_to=None, answer=connection.answerer()))
         return calls
 
-    def _drop(self, connection: _Connection) -> None:
-        self._selector.unregister(connection.sock)
-        connection.close()
-
     def _close_all(self) -> None:
         for key in list(self._selector.get_map().values()):
-            self._selector.unregister(key.fileobj)
             if isinstance(key.data, _Connection):
                 key.data.close()
+            else:
+                self._selector.unregister(key.fileobj)
         self._selector.close()
         for sock in (self._listener, self._wake_up, self._waker):
             sock.close()
