@@ -18,15 +18,14 @@ import pytest
 import redis
 
 from tasks.contract import (
-    DIRECT_LANE_KEY,
     LaneRequest,
-    Registration,
     encode_lane_request,
     frame,
 )
 from tests.support.apps import web_app
 from tests.support.model_zoo import ROWS
 from tests.support.processes import Worker, wait_for
+from tests.support.processes import direct_registrations as registrations
 from tests.support.redis_server import RedisServer
 
 BODY = {"model_name": "xgb.json", "features": ROWS.tolist()}
@@ -57,12 +56,6 @@ def stack(tmp_path, zoo, database_url):
     for worker in started:
         worker.stop()
     server.stop()
-
-
-def registrations(results: redis.Redis) -> dict[int, Registration]:
-    """pid -> its registration, of every predict process registered (each with one thread)."""
-    entries = results.hgetall(DIRECT_LANE_KEY)
-    return {int(field.rsplit(b":", 2)[1]): Registration.decode(raw) for field, raw in entries.items()}
 
 
 def test_each_predict_process_registers_where_it_listens_and_deregisters_when_it_stops(stack, zoo):

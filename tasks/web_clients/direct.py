@@ -142,8 +142,10 @@ class DirectConnections:
     def _connection(self, registration: Registration) -> _Kept:
         """This thread's connection to the process, made (and given the key) on first use."""
         connections: dict[Address, _Kept] = self._local.__dict__.setdefault("connections", {})
-        for gone in [a for a in connections if a not in self._addresses]:
-            connections.pop(gone).sock.close()  # a process that stopped, or is no longer registered
+        if getattr(self._local, "addresses", None) is not self._addresses:  # the registrations changed
+            self._local.addresses = self._addresses
+            for gone in [a for a in connections if a not in self._addresses]:
+                connections.pop(gone).sock.close()  # a process that stopped, or is no longer registered
         address = (registration.host, registration.port)
         kept = connections.get(address)
         if kept is not None and kept.still_open():

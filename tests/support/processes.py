@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from tasks.contract import DIRECT_LANE_KEY, Registration
 from tasks.web_clients import loaded_descriptions
 
 BIN = Path(sys.executable).parent
@@ -123,13 +124,10 @@ class Worker(Service):
     def wait_direct_registered(self, result_url: str, timeout: float = 30) -> Worker:
         """Wait until every pool process (a threads pool: the worker) has registered its direct
         connection (`tasks.contract.direct`)."""
-        from tasks.contract import DIRECT_LANE_KEY
-
         client = redis.Redis.from_url(result_url)
 
         def registered() -> bool:
-            pids = {int(field.rsplit(b":", 2)[1]) for field in client.hkeys(DIRECT_LANE_KEY)}
-            return (set(self.pool_pids()) or {self.pid}) <= pids
+            return (set(self.pool_pids()) or {self.pid}) <= set(direct_registrations(client))
 
         try:
             wait_for(registered, timeout, f"worker {self.name} to register its direct connections")
@@ -141,6 +139,14 @@ class Worker(Service):
         """The worker's pool processes (its children)."""
         children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         return [int(pid) for pid in children]
+
+
+def direct_registrations(client: redis.Redis) -> dict[int, Registration | None]:
+    """pid -> the Registration of every predict process registered (the last one of a
+    process with several serving threads)."""
+    entries = client.hgetall(DIRECT_LANE_KEY)
+    # A field is host:pid:thread (`tasks.worker.direct_server`).
+    return {int(field.rsplit(b":", 2)[1]): Registration.decode(raw) for field, raw in entries.items()}
 
 
 class Beat(Service):
