@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tests.support import rabbitmq
 from tests.support.filesystems import mount_tiny, unmount
-from tests.support.processes import Beat, WebServer, Worker, flask
+from tests.support.processes import Beat, WebServer, Worker, flask, wait_for
 
 # Fixtures kept in modules of their own (`browser`: the dashboard's browser tests).
 pytest_plugins = ["tests.support.browser"]
@@ -106,7 +106,10 @@ def broker() -> redis.Redis:
 @pytest.fixture
 def rabbitmq_url() -> Iterator[str]:
     """CELERY_BROKER_URL for the machine's RabbitMQ, in a fresh vhost of this test's own."""
-    if not rabbitmq.answers():
+    try:
+        # A RabbitMQ that a test before restarted may take a moment to listen again.
+        wait_for(rabbitmq.answers, 30, "RabbitMQ to answer", interval=0.2)
+    except AssertionError:
         pytest.exit(f"RabbitMQ does not answer at {rabbitmq.HOST}:{rabbitmq.PORT}", returncode=3)
     with rabbitmq.fresh_vhost() as vhost:
         yield rabbitmq.broker_url(vhost)

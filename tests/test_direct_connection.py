@@ -31,35 +31,57 @@ from tests.support.redis_server import RedisServer
 BODY = {"model_name": "xgb.json", "features": ROWS.tolist()}
 
 
-@pytest.fixture
-def stack(tmp_path, zoo, database_url):
-    """A redis-server of the test's own; `start(**env)` starts a predict worker on it."""
-    server = RedisServer(tmp_path)
-    env = {**os.environ, "CELERY_BROKER_URL": server.url(0), "CELERY_RESULT_BACKEND": server.url(1)}
-    results = redis.Redis.from_url(server.url(1))
-    started: list[Worker] = []
+class Stack:
+    """A redis-server of its own; `start(**env)` starts a predict worker on it."""
 
-    def start(concurrency: int = 2, **overrides: str) -> Worker:
-        worker = Worker({**env, **overrides}, tmp_path, queues="predict", concurrency=concurrency)
-        started.append(worker)
-        worker.wait_ready().wait_models_loaded(server.url(1), {"xgb.json"})
+    def __init__(self, cwd):
+        self.cwd = cwd
+        self.server = RedisServer(cwd)
+        self.env = {
+            **os.environ,
+            "CELERY_BROKER_URL": self.server.url(0),
+            "CELERY_RESULT_BACKEND": self.server.url(1),
+        }
+        self.results = redis.Redis.from_url(self.server.url(1))
+        self.started: list[Worker] = []
+
+    def start(self, concurrency: int = 2, **overrides: str) -> Worker:
+        worker = Worker({**self.env, **overrides}, self.cwd, queues="predict", concurrency=concurrency)
+        self.started.append(worker)
+        worker.wait_ready().wait_models_loaded(self.server.url(1), {"xgb.json"})
         if overrides.get("PREDICT_DIRECT_BIND") != "off":
-            worker.wait_direct_registered(server.url(1))
+            worker.wait_direct_registered(self.server.url(1))
         return worker
 
-    def client(**overrides):
+    def client(self, **overrides):
         return web_app(
-            celery_broker_url=server.url(0), celery_result_backend=server.url(1), **overrides
+            celery_broker_url=self.server.url(0), celery_result_backend=self.server.url(1), **overrides
         ).test_client()
 
-    yield server, results, start, client
-    for worker in started:
-        worker.stop()
-    server.stop()
+    def stop(self) -> None:
+        for worker in self.started:
+            worker.stop()
+        self.server.stop()
+
+
+@pytest.fixture
+def stack(tmp_path, zoo, database_url):
+    own = Stack(tmp_path)
+    yield own
+    own.stop()
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory, zoo, database_url):
+    """One predict process that every protocol case talks to: none of them may change it."""
+    own = Stack(tmp_path_factory.mktemp("serving"))
+    own.start(concurrency=1)
+    yield own
+    own.stop()
 
 
 def test_each_predict_process_registers_where_it_listens_and_deregisters_when_it_stops(stack, zoo):
-    _, results, start, client = stack
+    results, start, client = stack.results, stack.start, stack.client
     worker = start()
     addresses = {(r.host, r.port) for r in registrations(results).values()}
     assert len(addresses) == 2 and all(host == "127.0.0.1" for host, _ in addresses)
@@ -77,7 +99,7 @@ def test_each_predict_process_registers_where_it_listens_and_deregisters_when_it
 
 
 def test_with_redis_stalled_a_prediction_is_answered_at_once_and_stored_once_it_is_back(stack, zoo):
-    _, results, start, client = stack
+    results, start, client = stack.results, stack.start, stack.client
     start()
     web = client()
     assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # the registrations are read
@@ -93,7 +115,7 @@ def test_with_redis_stalled_a_prediction_is_answered_at_once_and_stored_once_it_
 
 
 def test_a_predict_process_killed_under_a_waiting_request_costs_that_request_nothing(stack, zoo):
-    _, _, start, client = stack
+    start, client = stack.start, stack.client
     worker = start(concurrency=1)
     web = client(predict_timeout_s=90)
     assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # the registration is read
@@ -112,7 +134,7 @@ def test_a_predict_process_killed_under_a_waiting_request_costs_that_request_not
 
 
 def test_a_prediction_that_outlives_its_wait_on_a_connection_is_a_504_whose_job_later_succeeds(stack, zoo):
-    _, _, start, client = stack
+    start, client = stack.start, stack.client
     worker = start(concurrency=1)
     web = client(predict_timeout_s=0.5)
     (process,) = worker.pool_pids()
@@ -129,7 +151,7 @@ def test_a_prediction_that_outlives_its_wait_on_a_connection_is_a_504_whose_job_
 
 
 def test_with_the_direct_connection_off_predictions_travel_over_the_redis_lane(stack, zoo):
-    _, results, start, client = stack
+    results, start, client = stack.results, stack.start, stack.client
     start(PREDICT_DIRECT_BIND="off")
     assert registrations(results) == {}
     response = client().post("/api/v1/ml/predict", json=BODY)
@@ -149,12 +171,8 @@ def _message(job_id: str) -> bytes:
         pytest.param(lambda key: frame(key) + frame(b"not a lane message"), id="a malformed request"),
     ],
 )
-def test_a_connection_that_breaks_the_protocol_is_closed_unserved_and_the_process_serves_on(
-    stack, zoo, opening
-):
-    _, results, start, client = stack
-    start(concurrency=1)
-    (registration,) = registrations(results).values()
+def test_a_connection_that_breaks_the_protocol_is_closed_unserved_and_the_process_serves_on(serving, opening):
+    (registration,) = registrations(serving.results).values()
     job_id = str(uuid.uuid4())
     sock = socket.create_connection((registration.host, registration.port), timeout=10)
     try:
@@ -164,7 +182,7 @@ def test_a_connection_that_breaks_the_protocol_is_closed_unserved_and_the_proces
         pass  # closed with bytes unread: the same, said harder
     finally:
         sock.close()
-    assert results.get(f"celery-task-meta-{job_id}") is None  # nothing was served
+    assert serving.results.get(f"celery-task-meta-{job_id}") is None  # nothing was served
 
-    response = client().post("/api/v1/ml/predict", json=BODY)
+    response = serving.client().post("/api/v1/ml/predict", json=BODY)
     assert response.status_code == 200, response.get_json()
