@@ -170,11 +170,11 @@ class DirectServer:
                 calls = self._read(SELECT_S)
                 if not calls:
                     continue
-                wait_s = max(self._limits_of(call.args[0]).wait_s for call in calls)
-                if len(calls) > 1 and wait_s > 0:
-                    # Callers are queueing: a short wait lets one model call serve the next few.
-                    time.sleep(wait_s)
-                    calls += self._read(0)
+                if len(calls) > 1:  # callers queue: a short wait lets one model call serve the next few
+                    wait_s = max(self._limits_of(call.args[0]).wait_s for call in calls)
+                    if wait_s > 0:
+                        time.sleep(wait_s)
+                        calls += self._read(0)
                 for start in range(0, len(calls), self._max_messages):
                     self._serve_batch(calls[start : start + self._max_messages])
         finally:
