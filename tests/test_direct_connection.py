@@ -81,12 +81,11 @@ def serving(tmp_path_factory, zoo, database_url):
 
 
 def test_each_predict_process_registers_where_it_listens_and_deregisters_when_it_stops(stack, zoo):
-    results, start, client = stack.results, stack.start, stack.client
-    worker = start()
-    addresses = {(r.host, r.port) for r in registrations(results).values()}
+    worker = stack.start()
+    addresses = {(r.host, r.port) for r in registrations(stack.results).values()}
     assert len(addresses) == 2 and all(host == "127.0.0.1" for host, _ in addresses)
 
-    web = client()
+    web = stack.client()
     began = time.monotonic()
     for _ in range(8):  # on kept connections, to each process in turn
         response = web.post("/api/v1/ml/predict", json=BODY)
@@ -95,15 +94,14 @@ def test_each_predict_process_registers_where_it_listens_and_deregisters_when_it
     assert time.monotonic() - began < 5, "a kept connection waited for something"
 
     worker.stop()
-    assert registrations(results) == {}
+    assert registrations(stack.results) == {}
 
 
 def test_with_redis_stalled_a_prediction_is_answered_at_once_and_stored_once_it_is_back(stack, zoo):
-    results, start, client = stack.results, stack.start, stack.client
-    start()
-    web = client()
+    stack.start()
+    web = stack.client()
     assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # the registrations are read
-    results.client_pause(4000, all=False)  # every write waits 4 s: the lane's push, the outcome's store
+    stack.results.client_pause(4000, all=False)  # every write waits 4 s: the lane's push, the outcome's store
     began = time.monotonic()
     response = web.post("/api/v1/ml/predict", json=BODY)
     took = time.monotonic() - began
@@ -115,9 +113,8 @@ def test_with_redis_stalled_a_prediction_is_answered_at_once_and_stored_once_it_
 
 
 def test_a_predict_process_killed_under_a_waiting_request_costs_that_request_nothing(stack, zoo):
-    start, client = stack.start, stack.client
-    worker = start(concurrency=1)
-    web = client(predict_timeout_s=90)
+    worker = stack.start(concurrency=1)
+    web = stack.client(predict_timeout_s=90)
     assert web.post("/api/v1/ml/predict", json=BODY).status_code == 200  # the registration is read
     (process,) = worker.pool_pids()
     os.kill(process, signal.SIGSTOP)  # it takes the next request and never answers
@@ -134,9 +131,8 @@ def test_a_predict_process_killed_under_a_waiting_request_costs_that_request_not
 
 
 def test_a_prediction_that_outlives_its_wait_on_a_connection_is_a_504_whose_job_later_succeeds(stack, zoo):
-    start, client = stack.start, stack.client
-    worker = start(concurrency=1)
-    web = client(predict_timeout_s=0.5)
+    worker = stack.start(concurrency=1)
+    web = stack.client(predict_timeout_s=0.5)
     (process,) = worker.pool_pids()
     os.kill(process, signal.SIGSTOP)  # connected and sent to, it answers nothing for now
     try:
@@ -151,10 +147,9 @@ def test_a_prediction_that_outlives_its_wait_on_a_connection_is_a_504_whose_job_
 
 
 def test_with_the_direct_connection_off_predictions_travel_over_the_redis_lane(stack, zoo):
-    results, start, client = stack.results, stack.start, stack.client
-    start(PREDICT_DIRECT_BIND="off")
-    assert registrations(results) == {}
-    response = client().post("/api/v1/ml/predict", json=BODY)
+    stack.start(PREDICT_DIRECT_BIND="off")
+    assert registrations(stack.results) == {}
+    response = stack.client().post("/api/v1/ml/predict", json=BODY)
     assert response.status_code == 200, response.get_json()
     np.testing.assert_allclose(response.get_json()["predictions"], zoo["xgb.json"], atol=1e-6, rtol=0)
 
