@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tests.support import rabbitmq
 from tests.support.filesystems import mount_tiny, unmount
+from tests.support.node_ids import make_node_ids_unique
 from tests.support.processes import Beat, WebServer, Worker, flask, wait_for
 
 # Fixtures kept in modules of their own (`browser`: the dashboard's browser tests).
@@ -80,6 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    make_node_ids_unique(items)  # tests/support/node_ids.py: schemathesis' tests shared one
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown with -p no:xdist

@@ -103,3 +103,31 @@ def test_more_processes_than_pairs_of_redis_databases_is_refused(tmp_path):
     )
     assert done.returncode == 4  # a usage error, before any worker starts
     assert "TEST_REDIS_DBS='14,15,4,5': 3 test process(es) need as many pairs" in done.stderr
+
+
+def test_each_schemathesis_operation_test_has_a_node_id_of_its_own():
+    """xdist runs tests by node id: one id shared by the 43 operations ran one of them."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_openapi.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ids = [
+        line for line in done.stdout.splitlines() if "::test_every_operation_answers_as_documented" in line
+    ]
+    assert len(ids) > 1 and len(set(ids)) == len(ids)
+    assert "tests/test_openapi.py::test_every_operation_answers_as_documented[GET /healthz]" in ids
