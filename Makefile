@@ -38,8 +38,12 @@ run: install
 demo: install
 	@exec $(PY) -m devstack.demo $(DEMO_ARGS)
 
+# The suite in TEST_PROCESSES pytest-xdist processes (tests/support/xdist_scopes.py says how
+# they share it); 1 is a plain serial run (-n 0: xdist's -n 1 would still start a worker).
+TEST_PROCESSES ?= 2
+
 test: lint docs
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(if $(filter 1,$(TEST_PROCESSES)),0,$(TEST_PROCESSES))
 
 # ruff, then import-linter's contracts (pyproject.toml): which process's code imports which.
 lint: install

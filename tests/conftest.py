@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tests.support import rabbitmq
 from tests.support.filesystems import mount_tiny, unmount
+from tests.support.node_ids import make_node_ids_unique
 from tests.support.processes import Beat, WebServer, Worker, flask, wait_for
 
 # Fixtures kept in modules of their own (`browser`: the dashboard's browser tests).
@@ -31,13 +32,27 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_DIR = Path(tempfile.mkdtemp(prefix=f"tradebot-test-{RUN_ID}-"))
 DATABASE_URL = make_url(PG_ADMIN_URL).set(database=f"tradebot_test_{RUN_ID}").render_as_string(False)
-# Two Redis databases, broker and results; TEST_REDIS_DBS lets parallel runs keep apart.
-BROKER_DB, RESULT_DB = os.environ.get("TEST_REDIS_DBS", "14,15").split(",")
+# Two Redis databases per process, broker and results: TEST_REDIS_DBS lists pairs, and
+# pytest-xdist's process gwN takes the pair N (a run without xdist, the first). 12 is
+# `make bench-ingest`'s, 6 to 11 the other benchmarks', 0 and 1 `make run`'s.
+TEST_REDIS_DBS = os.environ.get("TEST_REDIS_DBS", "14,15,4,5")
+_dbs = TEST_REDIS_DBS.split(",")
+REDIS_DB_PAIRS = [_dbs[i : i + 2] for i in range(0, len(_dbs), 2)]
+PROCESS_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+# Too few pairs, or a pair short of a database, is refused in pytest_configure.
+_pair = REDIS_DB_PAIRS[PROCESS_INDEX] if len(REDIS_DB_PAIRS) > PROCESS_INDEX else []
+BROKER_DB, RESULT_DB = [*_pair, "", ""][:2]
 BROKER_URL = f"{REDIS_URL}/{BROKER_DB}"
 RESULT_URL = f"{REDIS_URL}/{RESULT_DB}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    processes = config.getoption("numprocesses", None) or 1  # xdist's -n; 0 or absent: this process
+    if any(len(pair) != 2 for pair in REDIS_DB_PAIRS) or processes > len(REDIS_DB_PAIRS):
+        raise pytest.UsageError(
+            f"TEST_REDIS_DBS={TEST_REDIS_DBS!r}: {processes} test process(es) need as many pairs"
+            " of Redis databases (broker,results), e.g. 14,15,4,5 for two"
+        )
     os.environ.update(
         {
             "DATABASE_URL": DATABASE_URL,
@@ -66,6 +81,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    make_node_ids_unique(items)  # tests/support/node_ids.py: schemathesis' tests shared one
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Whole modules per process, and the RabbitMQ modules all in one (tests/support/xdist_scopes.py)."""
+    from tests.support.xdist_scopes import ModuleScheduling
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
