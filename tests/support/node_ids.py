@@ -16,6 +16,15 @@ from collections import Counter
 import pytest
 from _pytest.nodeid import NodeId
 
+# `_pytest.nodeid` and `Node._id` are private: on an upgrade, check that a Function's id
+# still lives in `_id` (Node.nodeid reads it) as a NodeId, then run
+# tests/test_xdist_scopes.py and raise this pin.
+PYTEST_VERSION = "9.2.0"
+assert pytest.__version__ == PYTEST_VERSION, (
+    f"tests/support/node_ids.py was written for pytest {PYTEST_VERSION}, this is "
+    f"{pytest.__version__}: re-check where a node keeps its id"
+)
+
 
 def make_node_ids_unique(items: list[pytest.Item]) -> None:
     shared = {nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1}
