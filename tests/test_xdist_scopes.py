@@ -53,20 +53,26 @@ def run_tiny_suite(tmp_path: Path, *options: str) -> list[dict[str, str]]:
     for module in TINY_MODULES:
         (suite / module).write_text("".join(f"def test_{n}():\n    pass\n\n\n" for n in range(4)))
     log = tmp_path / "scopes.jsonl"
-    # This process may be an xdist worker itself: the tiny run's processes are its own.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST_")}
-    env.update(SCOPES_LOG=str(log), PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        # The suite's own conftest as a plugin: its scheduler hook, its Redis databases check.
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", *options],
-        cwd=suite,
-        env=env,
+    # The suite's own conftest as a plugin: its scheduler hook, its Redis databases check.
+    done = run_pytest(
+        suite, "-p", "tests.conftest", "-q", *options, SCOPES_LOG=str(log), PYTHONPATH=str(ROOT)
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def run_pytest(cwd: Path, *options: str, **env: str) -> subprocess.CompletedProcess:
+    """A pytest run of its own in `cwd`, apart from this run's xdist processes (this
+    process may be one of them: their variables are left out)."""
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *options],
+        cwd=cwd,
+        env={**inherited, **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [json.loads(line) for line in log.read_text().splitlines()]
 
 
 def test_under_two_processes_each_module_and_all_of_rabbitmq_run_in_one_process(tmp_path):
@@ -92,14 +98,8 @@ def test_more_processes_than_pairs_of_redis_databases_is_refused(tmp_path):
     suite.mkdir()
     (suite / "pytest.ini").write_text("[pytest]\n")
     (suite / "test_one.py").write_text("def test_one():\n    pass\n")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "3"],
-        cwd=suite,
-        env={**env, "PYTHONPATH": str(ROOT), "TEST_REDIS_DBS": "14,15,4,5"},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_pytest(
+        suite, "-p", "tests.conftest", "-n", "3", PYTHONPATH=str(ROOT), TEST_REDIS_DBS="14,15,4,5"
     )
     assert done.returncode == 4  # a usage error, before any worker starts
     assert "TEST_REDIS_DBS='14,15,4,5': 3 test process(es) need as many pairs" in done.stderr
@@ -107,24 +107,7 @@ def test_more_processes_than_pairs_of_redis_databases_is_refused(tmp_path):
 
 def test_each_schemathesis_operation_test_has_a_node_id_of_its_own():
     """xdist runs tests by node id: one id shared by the 43 operations ran one of them."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--collect-only",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_openapi.py",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(ROOT, "--collect-only", "-q", "tests/test_openapi.py")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ids = [
         line for line in done.stdout.splitlines() if "::test_every_operation_answers_as_documented" in line
