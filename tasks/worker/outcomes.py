@@ -61,7 +61,7 @@ def publish_outcomes(app: Celery, outcomes: list[Outcome]) -> None:
         # The kernel woke each caller's thread on this CPU, since a socket's wake-up
         # expects its sender to wait next; this thread would instead go on with the
         # batch's bookkeeping (Redis's replies, metrics, the prediction log) while the
-        # callers wait for the CPU. Yielding hands it to them now: 60 to 80 µs off one
+        # callers wait for the CPU. Yielding hands it to them now: 40 to 80 µs off one
         # client's answer on 2 cores (docs/benchmarks.md), nothing at 32 clients.
         os.sched_yield()
 
