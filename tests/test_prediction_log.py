@@ -4,6 +4,7 @@ database, predictions over HTTP, by job and by `send_task`, and trades that name
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -370,3 +371,48 @@ def test_a_logged_integer_beyond_64_bits_is_served_as_it_was_logged(http, engine
     response = http.get("/api/v1/ml/predictions/p-huge")
     assert response.status_code == 200, response.get_data(as_text=True)
     assert json.loads(response.get_data(as_text=True))["features"] == [[huge, 1.5, -(2**70)]]
+
+
+def test_predictions_waiting_for_the_log_set_off_no_garbage_collection(clean, engine):
+    """What waits for the log's thread is each entry's JSON, bytes the collector does not
+    track: thousands of served predictions held for the next flush run none of the
+    collections that pause every thread of a predict process, and the flush writes them
+    as they were served (a missing value as null)."""
+    from tasks import app as worker_app
+    from tasks.contract import Call
+    from tasks.worker.app import worker_settings
+    from tasks.worker.prediction_log import PredictionLogWriter, Served
+
+    writer = PredictionLogWriter(worker_app.flask_app, worker_settings())  # not started: flushed here
+    now = datetime.now(UTC)
+    collections: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        for number in range(3000):  # as a predict process serves: each answer's objects made, then dropped
+            features = np.array([[float(number), np.nan]])
+            call = Call(f"gc-{number}", None, (), {}, request_id=f"r-{number}")
+            writer.record(
+                [Served(call, now, "xgb.json", "v1", "xgboost", features, 1, {"predictions": [0.5]}, 0.3)]
+            )
+    finally:
+        gc.callbacks.remove(count)
+    # Kept as objects, these 3,000 set off 21 young collections; another thread of
+    # this process may set off one.
+    assert len(collections) <= 1, collections
+
+    writer.flush()
+    with engine.connect() as connection:
+        assert (
+            connection.scalar(text("SELECT count(*) FROM prediction_log WHERE prediction_id LIKE 'gc-%'"))
+            == 3000
+        )
+        row = connection.execute(
+            text("SELECT features, predictions, request_id FROM prediction_log WHERE prediction_id = 'gc-7'")
+        ).one()
+    assert tuple(row) == ([[7.0, None]], [0.5], "r-7")
