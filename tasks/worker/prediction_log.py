@@ -63,7 +63,7 @@ class Served:
 # A pending entry: its fields' JSON, by orjson (bytes), or by the standard library's json
 # (str) when it holds an integer beyond 64 bits (orjson writes none, and would read one
 # back as a float); or, rarely, what could not be encoded, for the thread to dead-letter.
-Pending: TypeAlias = "bytes | str | Served"
+Pending: TypeAlias = bytes | str | Served
 
 
 def logged_fields(served: Served, keep_features: bool, max_rows: int) -> dict[str, Any]:
