@@ -8,14 +8,15 @@ A spool line is one entry as JSON:
 
 from __future__ import annotations
 
-import contextlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, StringConstraints
 
+from db.extension import json_text
 from db.record import TRADE_ID, ModelName, ModelVersion, PredictionId, TradeRecord, TradeUpdate, UtcDatetime
 
 
@@ -77,28 +78,35 @@ class LoggedPrediction(BaseModel):
 
 @dataclass(frozen=True)
 class PredictionEntry:
-    """One served prediction, for the log. `fields` are JSON-ready but `created_at`, a datetime."""
+    """One served prediction, for the log: the JSON of its fields (LoggedPrediction's).
 
-    fields: dict[str, Any]
+    A predict process writes it once, as it answers, and the log's writer sends it on as
+    it is (db.prediction_log.log_entries): read back into objects and written again at
+    every flush, entries cost the process's threads the GIL and its collector work."""
+
+    prediction_id: str
+    document: bytes
     job_id: str | None = None
 
-    @property
-    def prediction_id(self) -> str:
-        return self.fields["prediction_id"]
+    @classmethod
+    def of(cls, fields: dict[str, Any], job_id: str | None = None) -> PredictionEntry:
+        """The entry of `fields`, JSON-ready but `created_at` (a datetime); a NaN (a missing
+        value) becomes null, as jsonb has none."""
+        return cls(fields["prediction_id"], json_text(fields).encode(), job_id)
 
     @property
     def subject(self) -> str:
         return f"prediction {self.prediction_id}"
 
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """The fields as JSON holds them (`created_at` as ISO 8601 text; an integer beyond
+        64 bits exact), read-only: the entry is its document."""
+        return MappingProxyType(json.loads(self.document))
+
     def to_json(self) -> dict[str, Any]:
-        """The spool line; a NaN among the features (a missing value) becomes null, as jsonb has none."""
-        created_at: datetime = self.fields["created_at"]
-        fields = {**self.fields, "created_at": created_at.isoformat()}
-        if fields.get("features") is not None:
-            # An integer beyond 64 bits stops orjson; the spool's json writes it as it is.
-            with contextlib.suppress(TypeError):
-                fields["features"] = orjson.loads(orjson.dumps(fields["features"]))
-        return {"kind": "prediction", "prediction": fields}
+        """The spool line."""
+        return {"kind": "prediction", "prediction": json.loads(self.document)}
 
 
 Entry = RecordEntry | UpdateEntry | PredictionEntry
@@ -126,5 +134,5 @@ def entry_from_json(data: Any) -> Entry:
         trade_id = TRADE_ID.validate_python(data.get("trade_id"))
         return UpdateEntry(trade_id, TradeUpdate.from_dict(data.get("updates")), job_id)
     if data.get("kind") == "prediction":
-        return PredictionEntry(LoggedPrediction.model_validate(data.get("prediction")).model_dump())
+        return PredictionEntry.of(LoggedPrediction.model_validate(data.get("prediction")).model_dump())
     raise UnstorableEntry(f"unknown entry kind {data.get('kind')!r}")

@@ -10,6 +10,10 @@ but no model looks the prediction up when it is inserted; a prediction, when it 
 logged, fills in the trades that wait for it. Both sides take advisory locks on the
 prediction ids' buckets (the log's shared, the trades' exclusive) before they read, so
 the two can never miss each other in concurrent transactions.
+
+The log's write is a function in the database (migrations/versions/009), whose plan the
+server keeps per connection: sent as text, the statement was parsed and planned again
+for every batch.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from db.extension import json_text
+from db.entries import PredictionEntry
 from db.models import PredictionCount, PredictionLog, TradeHistory
 from db.timescale import timescale_installed
 
 PRUNE_BATCH_ROWS = 10_000
 PRUNE_MAX_BATCHES = 100  # a run deletes at most this many batches; the next run goes on
-_LOCK_NAMESPACE = 0x7072  # "pr": apart from the trade locks ("tr") and other users'
+# Revisions 008 (the trades' triggers) and 009 (the log's write) use these two as numbers.
+_LOCK_NAMESPACE = 0x7072  # "pr" (28786): apart from the trade locks ("tr") and other users'
 _LOCK_BUCKETS = 256  # bounds the locks a transaction holds, however large its batch
 LOGGED_FIELDS = (
     "prediction_id",
@@ -45,109 +50,21 @@ LOGGED_FIELDS = (
     "shadow_of",
 )
 
-_LOCK_BUCKETS_SQL = (
-    "SELECT {function}(:namespace, bucket) FROM ("
+# The trades' side; the log's shared lock on the same buckets is in its function (below).
+_LOCK_EXCLUSIVE = text(
+    "SELECT pg_advisory_xact_lock(:namespace, bucket) FROM ("
     " SELECT DISTINCT hashtext(prediction_id) & :mask AS bucket"
     " FROM unnest(CAST(:prediction_ids AS text[])) AS prediction_id ORDER BY bucket"
     ") AS buckets"
 )
-_LOCK_SHARED = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock_shared"))
-_LOCK_EXCLUSIVE = text(_LOCK_BUCKETS_SQL.format(function="pg_advisory_xact_lock"))
-# Insert what is new, count it per model version and UTC day (rows sorted: one lock
-# order for every writer), fill in the trades that wait for it, and add a new shadow's
-# pairs to its experiment's kept sums (db.compare), in one round trip.
-# A repeated entry (a retry, a replay) inserts nothing, so it is neither counted nor
-# linked again. The lock on the ids is taken before, in a statement of its own, so the
-# snapshot this statement reads trade_history in comes after it.
-_LOG_COUNT_AND_LINK = text(
-    """
-WITH given AS (
-    SELECT * FROM json_to_recordset(CAST(:batch AS json)) AS given(
-        prediction_id varchar, created_at timestamptz, model_name varchar, model_version varchar,
-        model_type varchar, rows integer, predictions jsonb, latency_ms float8, request_id varchar,
-        features jsonb, contributions jsonb, role varchar, shadow_of varchar,
-        champion_version varchar, champion_predictions jsonb)
-), new AS (
-    INSERT INTO prediction_log (prediction_id, created_at, model_name, model_version, model_type,
-                                rows, predictions, latency_ms, request_id, features, contributions,
-                                role, shadow_of)
-    SELECT prediction_id, created_at, model_name, model_version, model_type, rows, predictions,
-           latency_ms, request_id, features, contributions, role, shadow_of
-    FROM given
-    ON CONFLICT DO NOTHING
-    RETURNING prediction_id, model_name, model_version, created_at, role
-), counted AS (
-    INSERT INTO prediction_counts AS counts
-        (model_name, model_version, day, predictions, first_served, last_served)
-    SELECT model_name, model_version, date_trunc('day', created_at, 'UTC'), count(*),
-           min(created_at), max(created_at)
-    FROM new GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (model_name, model_version, day) DO UPDATE SET
-        predictions = counts.predictions + excluded.predictions,
-        first_served = least(counts.first_served, excluded.first_served),
-        last_served = greatest(counts.last_served, excluded.last_served)
-), linked AS (
-    UPDATE trade_history AS trade
-    SET model_name = new.model_name, model_version = new.model_version
-    FROM new
-    WHERE trade.prediction_id = new.prediction_id AND trade.model_name IS NULL
-    RETURNING 1
-), pairs AS (
-    -- A new shadow's pairs with its champion's answer (as the worker that ran both gave
-    -- it), in the experiment it belongs to: its challenger's latest set at or before it.
-    SELECT new.prediction_id AS shadow_id, new.created_at, new.model_name, new.model_version AS challenger,
-           given.shadow_of, given.champion_version AS champion, experiment.since, experiment.threshold,
-           pair.row_number, pair.champion_value, pair.challenger_value
-    FROM new
-    JOIN given ON given.prediction_id = new.prediction_id AND given.created_at = new.created_at
-    CROSS JOIN LATERAL (
-        SELECT e.since, e.threshold FROM shadow_experiments AS e
-        WHERE e.model_name = new.model_name AND e.challenger = new.model_version AND e.since <= new.created_at
-        ORDER BY e.since DESC LIMIT 1
-    ) AS experiment
-    CROSS JOIN LATERAL shadow_pairs(given.champion_predictions, given.predictions) AS pair
-    WHERE new.role = 'shadow' AND given.shadow_of IS NOT NULL AND given.champion_version IS NOT NULL
-      AND pair.champion_value IS NOT NULL AND pair.challenger_value IS NOT NULL
-), summed AS (
-    INSERT INTO shadow_pair_sums AS sums
-        (model_name, challenger, since, champion, pairs, agreeing, abs_diff, champion_sum, challenger_sum,
-         champion_squares, challenger_squares, products, champion_outside, challenger_outside)
-    SELECT model_name, challenger, since, champion, count(*),
-           count(*) FILTER (WHERE (champion_value >= threshold) = (challenger_value >= threshold)),
-           sum(abs(champion_value - challenger_value)), sum(champion_value), sum(challenger_value),
-           sum(champion_value * champion_value), sum(challenger_value * challenger_value),
-           sum(champion_value * challenger_value),
-           count(*) FILTER (WHERE champion_value NOT BETWEEN 0 AND 1),
-           count(*) FILTER (WHERE challenger_value NOT BETWEEN 0 AND 1)
-    FROM pairs GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (model_name, challenger, since, champion) DO UPDATE SET
-        pairs = sums.pairs + excluded.pairs, agreeing = sums.agreeing + excluded.agreeing,
-        abs_diff = sums.abs_diff + excluded.abs_diff,
-        champion_sum = sums.champion_sum + excluded.champion_sum,
-        challenger_sum = sums.challenger_sum + excluded.challenger_sum,
-        champion_squares = sums.champion_squares + excluded.champion_squares,
-        challenger_squares = sums.challenger_squares + excluded.challenger_squares,
-        products = sums.products + excluded.products,
-        champion_outside = sums.champion_outside + excluded.champion_outside,
-        challenger_outside = sums.challenger_outside + excluded.challenger_outside
-    RETURNING 1
-), shadow_linked AS (
-    INSERT INTO shadow_links (prediction_id, model_name, challenger, shadowed_at, shadow_id, since,
-                              champion, champion_value, challenger_value)
-    SELECT shadow_of, model_name, challenger, created_at, shadow_id, since, champion,
-           champion_value, challenger_value
-    FROM pairs WHERE row_number = 1
-    ON CONFLICT DO NOTHING
-    RETURNING prediction_id
-), rechecked AS (
-    -- The trades already linked to the champion's prediction: db.compare.fold scores them.
-    INSERT INTO shadow_trade_changes (trade_id, opened_at)
-    SELECT trade.trade_id, trade."timestamp" FROM trade_history AS trade
-    WHERE trade.prediction_id IN (SELECT prediction_id FROM shadow_linked)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM new) AS inserted, (SELECT count(*) FROM linked) AS linked
-"""
+# The write (revision 009's function): lock the ids' buckets (shared), then insert what
+# is new, count it per model version and UTC day, fill in the trades that wait for it and
+# add a new shadow's pairs to its experiment's kept sums (db.compare). A repeated entry (a
+# retry, a replay) inserts nothing, so it is neither counted nor linked again. The server
+# keeps its plan per connection; a change to it is a new revision (CREATE OR REPLACE).
+_LOG_BATCH = text(
+    "SELECT logged, trades_linked"
+    " FROM log_prediction_batch(CAST(:batch AS json), CAST(:prediction_ids AS text[]))"
 )
 _IS_HYPERTABLE = text(
     "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
@@ -158,9 +75,9 @@ _DROP_CHUNKS = text(
 )
 
 
-def _lock(session: Session, statement, prediction_ids: Sequence[str]) -> None:
+def _lock(session: Session, prediction_ids: Sequence[str]) -> None:
     session.execute(
-        statement,
+        _LOCK_EXCLUSIVE,
         {
             "namespace": _LOCK_NAMESPACE,
             "mask": _LOCK_BUCKETS - 1,
@@ -170,24 +87,33 @@ def _lock(session: Session, statement, prediction_ids: Sequence[str]) -> None:
 
 
 def log_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """Insert logged predictions (JSON-ready dicts of LOGGED_FIELDS, and for a shadow its
-    champion's `champion_version` and `champion_predictions`), count the new ones
-    and link the trades waiting for them; returns (inserted, trades linked). Does not commit."""
-    if not rows:
+    """Insert logged predictions (dicts of LOGGED_FIELDS, JSON-ready but `created_at`, and
+    for a shadow its champion's `champion_version` and `champion_predictions`), count the
+    new ones and link the trades waiting for them; returns (inserted, trades linked).
+    Does not commit."""
+    return log_entries(session, [PredictionEntry.of(row) for row in rows])
+
+
+def log_entries(session: Session, entries: Sequence[PredictionEntry]) -> tuple[int, int]:
+    """`log_predictions` for entries whose JSON is made already (a predict process makes
+    it as it answers): the batch is their documents joined, sent as they are."""
+    if not entries:
         return 0, 0
-    _lock(session, _LOCK_SHARED, [row["prediction_id"] for row in rows])
-    # The batch goes as one JSON document, which orjson writes in one pass; the server
-    # unpacks it into rows. A parameter per column (arrays, quoted value by value by
-    # psycopg2 in C) held the GIL for 2 ms a batch of 170, and the predict process's lane
-    # threads waited it out: most of a caller's p99 (docs/benchmarks.md).
-    inserted, linked = session.execute(_LOG_COUNT_AND_LINK, {"batch": json_text(rows)}).one()
+    # One JSON document, which the server unpacks into rows. A parameter per column
+    # (arrays, quoted value by value by psycopg2 in C) held the GIL for 2 ms a batch of
+    # 170, and the predict process's lane threads waited it out (docs/benchmarks.md).
+    batch = b"[" + b",".join(entry.document for entry in entries) + b"]"
+    prediction_ids = sorted({entry.prediction_id for entry in entries})
+    inserted, linked = session.execute(
+        _LOG_BATCH, {"batch": batch.decode(), "prediction_ids": prediction_ids}
+    ).one()
     return inserted, linked
 
 
 def lock_predictions(session: Session, prediction_ids: Sequence[str]) -> None:
     """Lock these prediction ids against a concurrent `log_predictions` (call before
     inserting trades that name them)."""
-    _lock(session, _LOCK_EXCLUSIVE, prediction_ids)
+    _lock(session, prediction_ids)
 
 
 def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -195,7 +121,7 @@ def models_of(session: Session, prediction_ids: Sequence[str]) -> dict[str, tupl
     concurrent `log_predictions` first (call before inserting the trades)."""
     if not prediction_ids:
         return {}
-    _lock(session, _LOCK_EXCLUSIVE, prediction_ids)
+    _lock(session, prediction_ids)
     found = session.execute(
         select(PredictionLog.prediction_id, PredictionLog.model_name, PredictionLog.model_version).where(
             PredictionLog.prediction_id.in_(sorted(set(prediction_ids)))

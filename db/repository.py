@@ -136,9 +136,9 @@ class TradeRepository:
 
     def _write(self, entries: Sequence[Entry]) -> WriteOutcome:
         outcome = WriteOutcome()
-        predictions = [entry.fields for entry in entries if isinstance(entry, PredictionEntry)]
+        predictions = [entry for entry in entries if isinstance(entry, PredictionEntry)]
         if predictions:
-            inserted, linked = prediction_log.log_predictions(self.session, predictions)
+            inserted, linked = prediction_log.log_entries(self.session, predictions)
             outcome.predictions_logged = inserted
             outcome.predictions_repeated = len(predictions) - inserted
             outcome.trades_linked = linked

@@ -10,6 +10,7 @@ import re
 import statistics
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -256,8 +257,10 @@ CLOSED = {OLD: [(10.0, 1.0), (-4.0, -0.4), (6.0, 0.6)], NEW: [(-2.0, -0.2), (-3.
 SERVED = {OLD: 3, NEW: 2}
 
 
-def logged(prediction_id: str, created_at: datetime, version: str, model: str = MODEL) -> PredictionEntry:
-    return PredictionEntry(
+def logged(
+    prediction_id: str, created_at: datetime, version: str, model: str = MODEL, **fields: Any
+) -> PredictionEntry:
+    return PredictionEntry.of(
         {
             "prediction_id": prediction_id,
             "created_at": created_at,
@@ -267,6 +270,7 @@ def logged(prediction_id: str, created_at: datetime, version: str, model: str = 
             "rows": 1,
             "predictions": [0.5],
             "latency_ms": 1.0,
+            **fields,
         }
     )
 
@@ -530,12 +534,18 @@ def shadowed_trades(engine) -> None:
     for n in range(40):
         won = n < 30
         at = SET_AT + timedelta(minutes=n + 1)
-        champion = logged(f"c-{n}", at, "c0c0c0c0c0c0c0c0")
-        champion.fields.update(role="champion", predictions=[0.6])
-        shadow = logged(f"s-{n}", at + timedelta(milliseconds=5), CHALLENGER)
-        shadow.fields.update(role="shadow", shadow_of=f"c-{n}", predictions=[0.8 if won else 0.3])
-        # As a worker logs a shadow: with the answer of its champion (the kept comparison's).
-        shadow.fields.update(champion_version="c0c0c0c0c0c0c0c0", champion_predictions=[0.6])
+        champion = logged(f"c-{n}", at, "c0c0c0c0c0c0c0c0", role="champion", predictions=[0.6])
+        shadow = logged(
+            f"s-{n}",
+            at + timedelta(milliseconds=5),
+            CHALLENGER,
+            role="shadow",
+            shadow_of=f"c-{n}",
+            predictions=[0.8 if won else 0.3],
+            # As a worker logs a shadow: with the answer of its champion (the kept comparison's).
+            champion_version="c0c0c0c0c0c0c0c0",
+            champion_predictions=[0.6],
+        )
         log += [champion, shadow]
         pnl = 5.0 if won else -3.0
         trades.append(trade(f"t-{n}", "BTC/USDT", at + timedelta(seconds=1), pnl, prediction_id=f"c-{n}"))

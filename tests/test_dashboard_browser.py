@@ -90,7 +90,7 @@ def record(trade_id: str, symbol: str, opened: datetime, pnl: float | None, **fi
 
 
 def prediction(prediction_id: str, created_at: datetime, version: str) -> PredictionEntry:
-    return PredictionEntry(
+    return PredictionEntry.of(
         {
             "prediction_id": prediction_id,
             "created_at": created_at,

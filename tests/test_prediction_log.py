@@ -287,8 +287,10 @@ def test_performance_per_model_version(ml, zoo, engine):
     assert ml.get("/api/v1/ml/models/.hidden/performance").status_code == 400
 
 
-def logged_entry(prediction_id: str, created_at: datetime, model_version: str = "v") -> PredictionEntry:
-    return PredictionEntry(
+def logged_entry(
+    prediction_id: str, created_at: datetime, model_version: str = "v", features: list | None = None
+) -> PredictionEntry:
+    return PredictionEntry.of(
         {
             "prediction_id": prediction_id,
             "created_at": created_at,
@@ -298,6 +300,7 @@ def logged_entry(prediction_id: str, created_at: datetime, model_version: str = 
             "rows": 1,
             "predictions": [0.5],
             "latency_ms": 1.0,
+            "features": features,
         }
     )
 
@@ -364,8 +367,7 @@ def test_trades_and_predictions_written_at_once_never_miss_each_other(clean, eng
 def test_a_logged_integer_beyond_64_bits_is_served_as_it_was_logged(http, engine):
     """jsonb holds integers orjson cannot write: the answer falls back, exact, not a 500."""
     huge = 10**30
-    entry = logged_entry("p-huge", datetime.now(UTC))
-    entry.fields["features"] = [[huge, 1.5, -(2**70)]]
+    entry = logged_entry("p-huge", datetime.now(UTC), features=[[huge, 1.5, -(2**70)]])
     with Session(engine) as session:
         TradeRepository(session).write([entry])
     response = http.get("/api/v1/ml/predictions/p-huge")

@@ -133,7 +133,7 @@ def test_a_logged_prediction_with_an_integer_beyond_64_bits_spools_and_comes_bac
     from db import PredictionEntry, entry_from_json
 
     huge = [[10**30, 1.5, None]]
-    entry = PredictionEntry(
+    entry = PredictionEntry.of(
         {
             "prediction_id": "p-huge",
             "created_at": datetime.now(UTC),

@@ -12,24 +12,27 @@ the answer, the call) until the next flush, the entries outlived young collectio
 set off more of every generation, each pausing the process's threads: over one run of
 `make bench-peers` on xgb-5, 1,579 young, 143 middle and 13 full collections (up to
 6 ms), against 594, 53 and 4 as bytes, and 22, 1 and 0 with the log off.
+
+The thread sends that JSON on as it is, joined into the batch's document: read back into
+objects at every flush, the entries cost the thread the GIL (which the lane threads
+then waited for) and the collector the young collections above.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy
 import orjson
 from flask import Flask
 
 from config import Settings
-from db import PredictionEntry, json_text
+from db import PredictionEntry
 from tasks.contract import Call, brief
 from tasks.observability import metrics
 from tasks.worker.journal import dead_letter, persist
@@ -60,12 +63,6 @@ class Served:
     champion: Served | None = None  # a shadow's champion, whose answer it is compared with
 
 
-# A pending entry: its fields' JSON, by orjson (bytes), or by the standard library's json
-# (str) when it holds an integer beyond 64 bits (orjson writes none, and would read one
-# back as a float); or, rarely, what could not be encoded, for the thread to dead-letter.
-Pending: TypeAlias = bytes | str | Served
-
-
 def logged_fields(served: Served, keep_features: bool, max_rows: int) -> dict[str, Any]:
     """The log entry's fields; `features` as the request gave them (capped), not yet JSON."""
     # A shadow's input is its champion's (`shadow_of`): kept once, with the champion.
@@ -94,31 +91,22 @@ def logged_fields(served: Served, keep_features: bool, max_rows: int) -> dict[st
     return fields
 
 
-def encoded(served: Served, keep_features: bool, max_rows: int) -> Pending:
-    """The entry's JSON; never raises (what cannot be encoded is returned as it is)."""
+def encoded(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry | Served:
+    """The log entry, its fields as JSON; never raises (what cannot be encoded is returned
+    as it is, for the thread to dead-letter)."""
     try:
         fields = logged_fields(served, keep_features, max_rows)
     except Exception:
         return served
     try:  # orjson writes a NaN (a missing value) as null: jsonb holds no NaN.
-        return orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
+        return PredictionEntry(served.call.id, orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
     except TypeError:  # an integer beyond 64 bits (a bot's send_task): kept exact
         try:
             if isinstance(fields["features"], numpy.ndarray):  # one orjson does not take (a view, a dtype)
                 fields["features"] = fields["features"].tolist()
-            return json_text(fields)
+            return PredictionEntry.of(fields)
         except Exception:
             return served
-
-
-def entry_of(pending: Pending, keep_features: bool, max_rows: int) -> PredictionEntry:
-    """The entry of a pending one; raises for what cannot be made one (`Served`)."""
-    if isinstance(pending, Served):
-        fields = logged_fields(pending, keep_features, max_rows)
-        pending = json_text(fields)  # raises what `encoded` met, for the dead letter
-    fields = orjson.loads(pending) if isinstance(pending, bytes) else json.loads(pending)
-    fields["created_at"] = datetime.fromisoformat(fields["created_at"])
-    return PredictionEntry(fields)
 
 
 class PredictionLogWriter:
@@ -129,7 +117,12 @@ class PredictionLogWriter:
         self._flush_s = settings.prediction_log_flush_s
         self._keep_features = settings.prediction_log_features
         self._max_rows = settings.prediction_log_max_rows
-        self._pending: collections.deque[Pending] = collections.deque()
+        # What waits, as str and bytes, which the collector does not track (an entry
+        # object each would be); the lock keeps the two in step.
+        self._lock = threading.Lock()
+        self._ids: collections.deque[str] = collections.deque()
+        self._documents: collections.deque[bytes] = collections.deque()
+        self._unencodable: list[Served] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,8 +134,16 @@ class PredictionLogWriter:
 
     def record(self, served: list[Served]) -> None:
         """Hand answered predictions over; costs the caller their JSON (a few µs each)."""
-        self._pending.extend(encoded(item, self._keep_features, self._max_rows) for item in served)
-        if len(self._pending) >= BATCH_ENTRIES:
+        entries = [encoded(item, self._keep_features, self._max_rows) for item in served]
+        with self._lock:
+            for entry in entries:
+                if isinstance(entry, Served):
+                    self._unencodable.append(entry)
+                else:
+                    self._ids.append(entry.prediction_id)
+                    self._documents.append(entry.document)
+            waiting = len(self._ids)
+        if waiting >= BATCH_ENTRIES:
             self._wake.set()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -163,11 +164,18 @@ class PredictionLogWriter:
         """Write the entries pending now, a batch at a time; never raises. What arrives
         meanwhile waits for the next tick: chasing it would write batches of a few entries,
         each paying a transaction's fixed cost."""
-        waiting = len(self._pending)
+        with self._lock:
+            waiting = len(self._ids)
+            unencodable, self._unencodable = self._unencodable, []
+        for item in unencodable:
+            self._dead_letter(item)
         while waiting > 0:
-            taken = [self._pending.popleft() for _ in range(min(BATCH_ENTRIES, waiting))]
-            waiting -= len(taken)
-            kept, entries = self._entries(taken)
+            with self._lock:
+                count = min(BATCH_ENTRIES, waiting)
+                ids = [self._ids.popleft() for _ in range(count)]
+                documents = [self._documents.popleft() for _ in range(count)]
+            waiting -= count
+            entries = [PredictionEntry(*entry) for entry in zip(ids, documents, strict=True)]
             try:
                 with self._flask_app.app_context():
                     nowhere = persist(entries, retries=1)
@@ -175,46 +183,39 @@ class PredictionLogWriter:
                 log.exception("prediction log: a batch of %d entries failed: %s", len(entries), brief(exc))
                 nowhere = []
             if nowhere:
-                refused = {id(entry) for entry in nowhere}
-                self._keep([item for item, entry in zip(kept, entries, strict=True) if id(entry) in refused])
+                self._keep(nowhere)
                 return  # the database and the spool refuse: try again on the next tick
 
-    def _entries(self, taken: list[Pending]) -> tuple[list[Pending], list[PredictionEntry]]:
-        """The log entries of `taken`, and what each is of. One that cannot be made is
-        dead-lettered, not retried, and never costs the others their place in the log."""
-        kept, entries = [], []
-        for item in taken:
-            try:
-                entries.append(entry_of(item, self._keep_features, self._max_rows))
-                kept.append(item)
-            except Exception as exc:
-                of = f"prediction {item.call.id}" if isinstance(item, Served) else "an entry"
-                log.exception("prediction log: no entry for %s: %s", of, brief(exc))
-                self._dead_letter(item, exc)
-        return kept, entries
-
-    def _dead_letter(self, item: Pending, error: Exception) -> None:
-        if isinstance(item, Served):
-            letter = {
-                "prediction_id": item.call.id,
-                "model_name": item.model_name,
-                "model_version": item.model_version,
-                "features": item.features,
-                "payload": item.payload,
-            }
-        else:  # JSON this module wrote that does not read back (a bug): kept as it is
-            letter = {"entry": item.decode(errors="replace") if isinstance(item, bytes) else item}
+    def _dead_letter(self, item: Served) -> None:
+        """A prediction whose entry cannot be made is dead-lettered, not retried, and never
+        costs the others their place in the log."""
+        try:  # what `encoded` met, raised again
+            PredictionEntry.of(logged_fields(item, self._keep_features, self._max_rows))
+            error: Exception = TypeError("its fields could not be encoded")
+        except Exception as exc:
+            error = exc
+        log.error("prediction log: no entry for prediction %s: %s", item.call.id, brief(error))
+        letter = {
+            "prediction_id": item.call.id,
+            "model_name": item.model_name,
+            "model_version": item.model_version,
+            "features": item.features,
+            "payload": item.payload,
+        }
         try:
             dead_letter(f"unstorable: {brief(error)}", letter)
         except OSError:
             metrics.PREDICTION_LOG_DROPPED.inc()
 
-    def _keep(self, pending: list[Pending]) -> None:
-        self._pending.extendleft(reversed(pending))
-        excess = len(self._pending) - MAX_BUFFERED
+    def _keep(self, entries: list[PredictionEntry]) -> None:
+        with self._lock:
+            self._ids.extendleft(entry.prediction_id for entry in reversed(entries))
+            self._documents.extendleft(entry.document for entry in reversed(entries))
+            excess = len(self._ids) - MAX_BUFFERED
+            for _ in range(max(excess, 0)):
+                self._ids.popleft()
+                self._documents.popleft()
         if excess > 0:
-            for _ in range(excess):
-                self._pending.popleft()
             metrics.PREDICTION_LOG_DROPPED.inc(excess)
             log.error(
                 "prediction log: %d entries given up, neither the database nor the spool takes them", excess
