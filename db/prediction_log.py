@@ -103,7 +103,7 @@ def log_entries(session: Session, entries: Sequence[PredictionEntry]) -> tuple[i
     # (arrays, quoted value by value by psycopg2 in C) held the GIL for 2 ms a batch of
     # 170, and the predict process's lane threads waited it out (docs/benchmarks.md).
     batch = b"[" + b",".join(entry.document for entry in entries) + b"]"
-    prediction_ids = sorted({entry.prediction_id for entry in entries})
+    prediction_ids = [entry.prediction_id for entry in entries]  # the function orders the locks
     inserted, linked = session.execute(
         _LOG_BATCH, {"batch": batch.decode(), "prediction_ids": prediction_ids}
     ).one()
