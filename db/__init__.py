@@ -21,7 +21,8 @@ _EXPORTS = {
         "UpdateEntry",
         "entry_from_json",
     ),
-    "db.extension": ("database", "flask_config", "json_text"),
+    "db.extension": ("database", "flask_config"),
+    "db.jsonb": ("json_text",),
     "db.maintenance": ("Ages",),
     "db.models": ("PendingTradeUpdate", "PredictionLog", "TradeHistory"),
     "db.prediction_log": (

@@ -1,17 +1,13 @@
 """The Flask-SQLAlchemy extension, shared by the web app and the worker's Flask app."""
 
-import json
-import math
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import orjson
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, event
 
+from db.jsonb import json_text
 from db.models import Base
 from db.timeouts import connect_args
 
@@ -33,26 +29,6 @@ def flask_config(database_url: str, statement_timeout_s: float = 30.0) -> dict:
             "json_serializer": json_text,
         },
     }
-
-
-def json_text(value: object) -> str:
-    """JSON for a jsonb column: NaN and infinities as null (jsonb has none), datetimes in
-    ISO 8601."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an integer beyond 64 bits, which jsonb holds and orjson does not write
-        return json.dumps(_finite(value), default=datetime.isoformat)
-
-
-def _finite(value: Any) -> Any:
-    """`value` with NaN and infinities as None, as orjson writes them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    return value
 
 
 @event.listens_for(Engine, "do_connect")

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from db import prediction_log, stats
 from db.entries import Entry, PredictionEntry, RecordEntry, UpdateEntry
-from db.extension import json_text
+from db.jsonb import json_text
 from db.models import PendingTradeUpdate, TradeHistory
 from db.record import LINEAGE_FIELDS, OPENING_FIELDS, UPDATE_FIELDS, TradeRecord, TradeUpdate
 from db.stats import GROUP_KEYS
