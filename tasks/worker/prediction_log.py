@@ -91,22 +91,15 @@ def logged_fields(served: Served, keep_features: bool, max_rows: int) -> dict[st
     return fields
 
 
-def encoded(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry | Served:
-    """The log entry, its fields as JSON; never raises (what cannot be encoded is returned
-    as it is, for the thread to dead-letter)."""
-    try:
-        fields = logged_fields(served, keep_features, max_rows)
-    except Exception:
-        return served
+def encoded(served: Served, keep_features: bool, max_rows: int) -> PredictionEntry:
+    """The log entry, its fields as JSON; raises for what cannot be encoded."""
+    fields = logged_fields(served, keep_features, max_rows)
     try:  # orjson writes a NaN (a missing value) as null: jsonb holds no NaN.
         return PredictionEntry(served.call.id, orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
     except TypeError:  # an integer beyond 64 bits (a bot's send_task): kept exact
-        try:
-            if isinstance(fields["features"], numpy.ndarray):  # one orjson does not take (a view, a dtype)
-                fields["features"] = fields["features"].tolist()
-            return PredictionEntry.of(fields)
-        except Exception:
-            return served
+        if isinstance(fields["features"], numpy.ndarray):  # one orjson does not take (a view, a dtype)
+            fields["features"] = fields["features"].tolist()
+        return PredictionEntry.of(fields)
 
 
 class PredictionLogWriter:
@@ -122,7 +115,7 @@ class PredictionLogWriter:
         self._lock = threading.Lock()
         self._ids: collections.deque[str] = collections.deque()
         self._documents: collections.deque[bytes] = collections.deque()
-        self._unencodable: list[Served] = []
+        self._unencodable: list[tuple[Served, Exception]] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,14 +127,16 @@ class PredictionLogWriter:
 
     def record(self, served: list[Served]) -> None:
         """Hand answered predictions over; costs the caller their JSON (a few µs each)."""
-        entries = [encoded(item, self._keep_features, self._max_rows) for item in served]
+        entries, unencodable = [], []
+        for item in served:
+            try:
+                entries.append(encoded(item, self._keep_features, self._max_rows))
+            except Exception as exc:  # dead-lettered by the thread, never the caller's failure
+                unencodable.append((item, exc))
         with self._lock:
-            for entry in entries:
-                if isinstance(entry, Served):
-                    self._unencodable.append(entry)
-                else:
-                    self._ids.append(entry.prediction_id)
-                    self._documents.append(entry.document)
+            self._ids.extend(entry.prediction_id for entry in entries)
+            self._documents.extend(entry.document for entry in entries)
+            self._unencodable.extend(unencodable)
             waiting = len(self._ids)
         if waiting >= BATCH_ENTRIES:
             self._wake.set()
@@ -167,8 +162,8 @@ class PredictionLogWriter:
         with self._lock:
             waiting = len(self._ids)
             unencodable, self._unencodable = self._unencodable, []
-        for item in unencodable:
-            self._dead_letter(item)
+        for item, error in unencodable:
+            self._dead_letter(item, error)
         while waiting > 0:
             with self._lock:
                 count = min(BATCH_ENTRIES, waiting)
@@ -186,15 +181,12 @@ class PredictionLogWriter:
                 self._keep(nowhere)
                 return  # the database and the spool refuse: try again on the next tick
 
-    def _dead_letter(self, item: Served) -> None:
+    def _dead_letter(self, item: Served, error: Exception) -> None:
         """A prediction whose entry cannot be made is dead-lettered, not retried, and never
         costs the others their place in the log."""
-        try:  # what `encoded` met, raised again
-            PredictionEntry.of(logged_fields(item, self._keep_features, self._max_rows))
-            error: Exception = TypeError("its fields could not be encoded")
-        except Exception as exc:
-            error = exc
-        log.error("prediction log: no entry for prediction %s: %s", item.call.id, brief(error))
+        log.error(
+            "prediction log: no entry for prediction %s: %s", item.call.id, brief(error), exc_info=error
+        )
         letter = {
             "prediction_id": item.call.id,
             "model_name": item.model_name,
